@@ -1,0 +1,289 @@
+//! Types shared by the flowd eBPF programs and the flowd daemon.
+//!
+//! Everything here crosses the kernel/user boundary as raw bytes in BPF maps,
+//! so every type is `#[repr(C)]`, has no implicit padding (size asserts below)
+//! and holds no `bool`, enum or `Option`. Addresses are network-order bytes;
+//! IPv4 addresses are IPv4-mapped IPv6 (`::ffff:a.b.c.d`) so that one key
+//! type serves both families.
+#![no_std]
+
+use core::mem::size_of;
+
+/// Layout version of every map below. Bump it whenever a map's key or value
+/// layout changes: pinned maps from another version are reset, not reused.
+pub const ABI_VERSION: u32 = 1;
+
+/// Names of the maps in the eBPF object (also their pin names in bpffs).
+pub mod maps {
+    pub const FLOWS_0: &str = "FLOWS_0";
+    pub const FLOWS_1: &str = "FLOWS_1";
+    pub const FRAGS: &str = "FRAGS";
+    pub const TOTALS: &str = "TOTALS";
+    pub const CONTROL: &str = "CONTROL";
+    pub const IFACE_SLOTS: &str = "IFACE_SLOTS";
+    pub const IFACE_SLOTS_BIG: &str = "IFACE_SLOTS_BIG";
+    /// Every map, in a stable order.
+    pub const ALL: [&str; 7] = [
+        FLOWS_0,
+        FLOWS_1,
+        FRAGS,
+        TOTALS,
+        CONTROL,
+        IFACE_SLOTS,
+        IFACE_SLOTS_BIG,
+    ];
+}
+
+/// Names of the programs in the eBPF object.
+pub mod programs {
+    pub const INGRESS: &str = "flowd_ingress";
+    pub const EGRESS: &str = "flowd_egress";
+}
+
+/// Default number of flows per generation map.
+pub const DEFAULT_FLOW_CAPACITY: u32 = 65_536;
+/// Entries in the fragment map (first fragment -> ports), an LRU.
+pub const FRAG_CAPACITY: u32 = 8_192;
+/// Interface slots for the exact totals. Slot 0 collects packets of
+/// interfaces the daemon has not assigned (it should stay at zero).
+pub const MAX_SLOTS: u32 = 256;
+/// `IFACE_SLOTS` is an array indexed by ifindex below this bound; larger
+/// ifindexes are looked up in the `IFACE_SLOTS_BIG` hash.
+pub const SLOT_ARRAY_LEN: u32 = 65_536;
+/// Bounded walk over IPv6 extension headers.
+pub const MAX_IPV6_EXT_HEADERS: u32 = 8;
+
+/// Direction of a packet relative to the monitored interface.
+pub const DIR_INGRESS: u8 = 0;
+pub const DIR_EGRESS: u8 = 1;
+
+/// Index of the per-(slot, direction) counter block in `TOTALS`.
+#[inline(always)]
+pub const fn totals_index(slot: u32, direction: u8) -> u32 {
+    slot * 2 + direction as u32
+}
+
+/// One flow: the key of the flow maps. 44 bytes, no padding.
+///
+/// Zero the whole key before filling it in: the map hashes every byte.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub ifindex: u32,
+    /// Outer VLAN ID (0 when untagged).
+    pub vlan: u16,
+    /// `DIR_INGRESS` or `DIR_EGRESS`.
+    pub direction: u8,
+    /// IANA protocol number.
+    pub proto: u8,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Host byte order. ICMP: 0. Protocols without ports: 0.
+    pub sport: u16,
+    /// Host byte order. ICMP/ICMPv6: type * 256 + code.
+    pub dport: u16,
+}
+const _: () = assert!(size_of::<FlowKey>() == 44);
+
+/// Counters of one flow over one drain interval (ABI_VERSION 1).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    pub packets: u64,
+    /// Frame length as on the wire, without FCS.
+    pub bytes: u64,
+    /// Monotonic clock (or capture time in replay), nanoseconds.
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    pub syn: u32,
+    pub fin: u32,
+    pub rst: u32,
+    /// OR of the TCP flag bits (FIN=0x01 ... CWR=0x80, NS=0x100).
+    pub tcp_flags: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(size_of::<FlowStats>() == 48);
+
+impl FlowStats {
+    /// Merges `other` into `self`: sums, min first, max last, OR of flags.
+    pub fn merge(&mut self, other: &Self) {
+        if self.packets == 0 {
+            *self = *other;
+            return;
+        }
+        if other.packets == 0 {
+            return;
+        }
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        self.first_seen_ns = self.first_seen_ns.min(other.first_seen_ns);
+        self.last_seen_ns = self.last_seen_ns.max(other.last_seen_ns);
+        self.syn += other.syn;
+        self.fin += other.fin;
+        self.rst += other.rst;
+        self.tcp_flags |= other.tcp_flags;
+    }
+}
+
+/// Key of the fragment map: identifies one fragmented datagram.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// IPv4: 16-bit identification; IPv6: 32-bit fragment identification.
+    pub id: u32,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<FragKey>() == 40);
+
+/// Ports recorded from a first fragment.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragPorts {
+    pub sport: u16,
+    pub dport: u16,
+}
+const _: () = assert!(size_of::<FragPorts>() == 4);
+
+/// The daemon's switches, one entry of the `CONTROL` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Control {
+    /// Which flow map the programs write to: 0 -> FLOWS_0, 1 -> FLOWS_1.
+    pub active_gen: u32,
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<Control>() == 8);
+
+/// Metadata a replay hands the XDP program in front of the frame (the XDP
+/// metadata area): the frame's original length and its capture timestamp.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplayMeta {
+    pub magic: u32,
+    pub wire_len: u32,
+    pub ts_ns: u64,
+}
+const _: () = assert!(size_of::<ReplayMeta>() == 16);
+pub const REPLAY_META_MAGIC: u32 = 0xf10d_0001;
+
+/// Counter indexes of one per-(interface, direction) block in `TOTALS`.
+///
+/// Every packet adds to `PACKETS` and `BYTES` and to exactly one `OUT_*`
+/// outcome. Packets whose flow update failed also add to `OVERFLOW_*` and to
+/// one `LOSS_*` counter; their totals are never lost.
+pub mod counter {
+    pub const PACKETS: usize = 0;
+    pub const BYTES: usize = 1;
+    /// Parsed into a flow (IP header and L4 ports where the protocol has them).
+    pub const OUT_FLOW: usize = 2;
+    /// A later fragment joined to its first fragment's ports.
+    pub const OUT_FRAGMENT_JOINED: usize = 3;
+    /// A later fragment whose first fragment was not seen: ports 0.
+    pub const OUT_FRAGMENT_ORPHAN: usize = 4;
+    /// IP header fine, L4 header cut short: a flow with ports 0.
+    pub const OUT_L4_TRUNCATED: usize = 5;
+    pub const OUT_NON_IP_ARP: usize = 6;
+    pub const OUT_NON_IP_LLDP: usize = 7;
+    pub const OUT_NON_IP_OTHER: usize = 8;
+    /// Frame ends inside the L2 or L3 header.
+    pub const OUT_TRUNCATED: usize = 9;
+    /// IPv4 IHL < 5 or a header length beyond the frame.
+    pub const OUT_BAD_HEADER_LENGTH: usize = 10;
+    /// EtherType says IPv4/IPv6 but the version nibble disagrees.
+    pub const OUT_BAD_IP_VERSION: usize = 11;
+    pub const OUT_TOO_MANY_EXT_HEADERS: usize = 12;
+    /// More than two VLAN tags.
+    pub const OUT_TOO_MANY_VLANS: usize = 13;
+    /// Flow map full: the packet is in the totals and the overflow record.
+    pub const LOSS_MAP_FULL: usize = 14;
+    /// Any other flow insert failure.
+    pub const LOSS_INSERT_FAILED: usize = 15;
+    pub const OVERFLOW_PACKETS: usize = 16;
+    pub const OVERFLOW_BYTES: usize = 17;
+    /// Two CPUs inserted the same new flow; the loser added to the winner's
+    /// entry (not a loss, but worth seeing).
+    pub const INSERT_RACE: usize = 18;
+    /// The fragment map's insert failed (first fragment not remembered).
+    pub const FRAG_MAP_FAILED: usize = 19;
+    pub const COUNT: usize = 20;
+
+    /// First and one-past-last outcome index.
+    pub const OUTCOMES: core::ops::Range<usize> = OUT_FLOW..LOSS_MAP_FULL;
+
+    /// Exported name of every counter index, for metrics and logs.
+    pub const NAMES: [&str; COUNT] = [
+        "packets",
+        "bytes",
+        "flow",
+        "fragment_joined",
+        "fragment_orphan",
+        "l4_truncated",
+        "non_ip_arp",
+        "non_ip_lldp",
+        "non_ip_other",
+        "truncated",
+        "bad_header_length",
+        "bad_ip_version",
+        "too_many_ext_headers",
+        "too_many_vlans",
+        "map_full",
+        "insert_failed",
+        "overflow_packets",
+        "overflow_bytes",
+        "insert_race",
+        "frag_map_failed",
+    ];
+}
+
+/// One per-(interface, direction) block of exact counters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IfaceCounters {
+    pub c: [u64; counter::COUNT],
+}
+const _: () = assert!(size_of::<IfaceCounters>() == 8 * counter::COUNT);
+
+impl Default for IfaceCounters {
+    fn default() -> Self {
+        Self {
+            c: [0; counter::COUNT],
+        }
+    }
+}
+
+impl IfaceCounters {
+    pub fn add(&mut self, other: &Self) {
+        for (a, b) in self.c.iter_mut().zip(other.c.iter()) {
+            *a = a.wrapping_add(*b);
+        }
+    }
+}
+
+/// Maps an IPv4 address (network order) into the 16-byte key form.
+#[inline(always)]
+pub const fn ipv4_mapped(a: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+    ]
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are repr(C), Copy, and have no padding (asserted above),
+    // so every byte pattern of their size is a valid value.
+    unsafe impl aya::Pod for FlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FlowStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FragKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FragPorts {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for Control {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for IfaceCounters {}
+}

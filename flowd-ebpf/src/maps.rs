@@ -1,0 +1,42 @@
+//! The maps shared with user space. Sizes here are defaults: the daemon sets
+//! the flow maps' capacity at load time.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use flowd_common::{
+    Control, DEFAULT_FLOW_CAPACITY, FRAG_CAPACITY, FlowKey, FlowStats, FragKey, FragPorts,
+    IfaceCounters, MAX_SLOTS, SLOT_ARRAY_LEN,
+};
+
+/// Flow generation 0 and 1: the programs write to the one `CONTROL` names,
+/// the daemon drains the other. A shared hash with atomic adds: per-CPU
+/// values would cost capacity x CPUs x 48 bytes (see BENCHMARKS.md).
+#[map]
+pub(crate) static FLOWS_0: HashMap<FlowKey, FlowStats> =
+    HashMap::with_max_entries(DEFAULT_FLOW_CAPACITY, 0);
+#[map]
+pub(crate) static FLOWS_1: HashMap<FlowKey, FlowStats> =
+    HashMap::with_max_entries(DEFAULT_FLOW_CAPACITY, 0);
+
+/// First fragment -> ports, so later fragments join the same flow.
+#[map]
+pub(crate) static FRAGS: LruHashMap<FragKey, FragPorts> =
+    LruHashMap::with_max_entries(FRAG_CAPACITY, 0);
+
+/// Exact counters per (interface slot, direction); never drained, only read.
+#[map]
+pub(crate) static TOTALS: PerCpuArray<IfaceCounters> =
+    PerCpuArray::with_max_entries(MAX_SLOTS * 2, 0);
+
+#[map]
+pub(crate) static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
+
+/// ifindex -> interface slot for ifindex < SLOT_ARRAY_LEN (0 = unassigned).
+#[map]
+pub(crate) static IFACE_SLOTS: Array<u32> = Array::with_max_entries(SLOT_ARRAY_LEN, 0);
+
+/// ifindex -> interface slot for larger ifindexes.
+#[map]
+pub(crate) static IFACE_SLOTS_BIG: HashMap<u32, u32> = HashMap::with_max_entries(MAX_SLOTS, 0);
