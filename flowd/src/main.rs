@@ -1,25 +1,98 @@
-use aya::{
-    Ebpf, include_bytes_aligned,
-    programs::{SchedClassifier, Xdp},
+//! The `flowd` command line.
+
+use std::{net::SocketAddr, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use flowd::{
+    daemon::{self, RunOptions},
+    loader::XdpAttachMode,
 };
-fn main() {
-    let bytes = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowd"));
-    let mut ebpf = Ebpf::load(bytes).unwrap();
-    let p: &mut Xdp = ebpf
-        .program_mut("flowd_ingress")
-        .unwrap()
-        .try_into()
-        .unwrap();
-    if let Err(e) = p.load() {
-        println!("xdp: {e:?}");
+use flowd_common::DEFAULT_FLOW_CAPACITY;
+
+/// Default metrics address: loopback, and a port outside 9100-9999, the
+/// range Prometheus' default port allocations have filled.
+const DEFAULT_LISTEN: &str = "127.0.0.1:29391";
+
+#[derive(Debug, Parser)]
+#[command(name = "flowd", version, about = "eBPF flow collector: per-flow counters in the kernel, Prometheus metrics and flow records")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum XdpModeArg {
+    /// Native (driver) mode, falling back to generic when the driver lacks it.
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Monitor interfaces and serve metrics until SIGINT/SIGTERM.
+    Run {
+        /// Interface to monitor (repeatable). Default: every interface that is up and not loopback.
+        #[arg(long = "iface", short = 'i')]
+        interfaces: Vec<String>,
+        /// Address for /metrics and the JSON API.
+        #[arg(long, default_value = DEFAULT_LISTEN)]
+        listen: SocketAddr,
+        /// Drain interval in milliseconds (100 to 60000).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+        drain_interval_ms: u64,
+        /// Flows per generation map (1 to 16777216).
+        #[arg(long, default_value_t = DEFAULT_FLOW_CAPACITY, value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+        flow_capacity: u32,
+        /// XDP attach mode.
+        #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
+        xdp_mode: XdpModeArg,
+    },
+}
+
+fn init_tracing() {
+    // The subscriber's init also installs tracing-log's LogTracer, so aya's
+    // `log` records arrive here too.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLOWD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // journald stamps lines itself.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().with_ansi(false).init();
+    } else {
+        builder.init();
     }
-    let p: &mut SchedClassifier = ebpf
-        .program_mut("flowd_egress")
-        .unwrap()
-        .try_into()
-        .unwrap();
-    if let Err(e) = p.load() {
-        println!("tc: {e:?}");
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Run {
+            interfaces,
+            listen,
+            drain_interval_ms,
+            flow_capacity,
+            xdp_mode,
+        } => daemon::run(RunOptions {
+            interfaces,
+            listen,
+            drain_interval: Duration::from_millis(drain_interval_ms),
+            flow_capacity,
+            xdp_mode: match xdp_mode {
+                XdpModeArg::Auto => None,
+                XdpModeArg::Native => Some(XdpAttachMode::Native),
+                XdpModeArg::Generic => Some(XdpAttachMode::Generic),
+            },
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flowd: error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
-    println!("ok");
 }

@@ -1,1 +1,353 @@
+//! Test hosts for flowd's end-to-end tests: network namespaces joined by
+//! veth pairs, traffic sent from inside them, flowd started and stopped by
+//! PID, HTTP fetched from inside a namespace.
+//!
+//! Everything is removed in `Drop`, so a failing test cleans up too. Names
+//! are unique per process and call, so tests can run in parallel.
 
+use std::{
+    fs::File,
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream, UdpSocket},
+    os::fd::AsRawFd,
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A short unique tag: interface names are limited to 15 bytes.
+pub fn unique_tag() -> String {
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}{n:x}", std::process::id() % 0xfffff)
+}
+
+/// Runs a command, panicking with its output if it fails.
+pub fn sh(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A network namespace, deleted on drop (with the interfaces inside it).
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(role: &str) -> Self {
+        let name = format!("flowdt-{}-{role}", unique_tag());
+        sh(&["ip", "netns", "add", &name]);
+        let ns = Self { name };
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Runs a command inside the namespace; panics on failure.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
+    /// Runs `f` on a thread that has entered this namespace; sockets it
+    /// opens live in the namespace.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.name);
+        thread::spawn(move || {
+            let fd = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+            // SAFETY: setns on a valid netns fd affects only this thread.
+            let r = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns({path}): {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("namespace thread panicked")
+    }
+
+    /// An HTTP/1.0 GET from inside the namespace; returns (status, body).
+    pub fn http_get(&self, addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+        let path = path.to_owned();
+        self.run(move || http_get(addr, &path))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A plain HTTP/1.0 GET.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Two namespaces joined by a veth pair, addressed from 198.18.0.0/15 and
+/// fd00::/8, with static neighbours and no IPv6 autoconfiguration chatter,
+/// so the only packets on the link are the ones a test sends.
+pub struct Link {
+    pub a: Netns,
+    pub b: Netns,
+    pub if_a: String,
+    pub if_b: String,
+    pub ip_a: String,
+    pub ip_b: String,
+    pub ip6_a: String,
+    pub ip6_b: String,
+    pub mac_a: String,
+    pub mac_b: String,
+}
+
+static SUBNET: AtomicU32 = AtomicU32::new(0);
+
+impl Link {
+    pub fn new() -> Self {
+        let a = Netns::new("a");
+        let b = Netns::new("b");
+        let tag = unique_tag();
+        let if_a = format!("fa{tag}");
+        let if_b = format!("fb{tag}");
+        // Distinct /30s per link in this process (198.18.0.0/15 is 2^17 addresses).
+        let n = SUBNET.fetch_add(1, Ordering::Relaxed) % 16_000;
+        let base = 4 * n;
+        let ip = |host: u32| {
+            let v = base + host;
+            format!("198.{}.{}.{}", 18 + (v >> 16), (v >> 8) & 0xff, v & 0xff)
+        };
+        let (ip_a, ip_b) = (ip(1), ip(2));
+        let (ip6_a, ip6_b) = (format!("fd00:f10d:{n:x}::1"), format!("fd00:f10d:{n:x}::2"));
+        let mac_a = format!("02:f1:0d:{:02x}:{:02x}:01", (n >> 8) & 0xff, n & 0xff);
+        let mac_b = format!("02:f1:0d:{:02x}:{:02x}:02", (n >> 8) & 0xff, n & 0xff);
+        sh(&[
+            "ip", "link", "add", &if_a, "netns", &a.name, "address", &mac_a, "type", "veth",
+            "peer", "name", &if_b, "netns", &b.name, "address", &mac_b,
+        ]);
+        for (ns, ifc, ip4, ip6, peer_ip4, peer_ip6, peer_mac) in [
+            (&a, &if_a, &ip_a, &ip6_a, &ip_b, &ip6_b, &mac_b),
+            (&b, &if_b, &ip_b, &ip6_b, &ip_a, &ip6_a, &mac_a),
+        ] {
+            // No router solicitations, DAD or MLD: only test traffic on the wire.
+            for key in ["accept_ra=0", "dad_transmits=0", "router_solicitations=0"] {
+                ns.exec(&["sysctl", "-qw", &format!("net.ipv6.conf.{ifc}.{key}")]);
+            }
+            ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.force_mld_version=2"]);
+            ns.exec(&["ip", "addr", "add", &format!("{ip4}/30"), "dev", ifc]);
+            ns.exec(&["ip", "-6", "addr", "add", &format!("{ip6}/64"), "dev", ifc, "nodad"]);
+            ns.exec(&["ip", "link", "set", ifc, "up"]);
+            ns.exec(&["ip", "neigh", "replace", peer_ip4, "lladdr", peer_mac, "dev", ifc, "nud", "permanent"]);
+            ns.exec(&["ip", "-6", "neigh", "replace", peer_ip6, "lladdr", peer_mac, "dev", ifc, "nud", "permanent"]);
+        }
+        Self {
+            a,
+            b,
+            if_a,
+            if_b,
+            ip_a,
+            ip_b,
+            ip6_a,
+            ip6_b,
+            mac_a,
+            mac_b,
+        }
+    }
+
+    /// Turns off segmentation offloads so every packet is a wire-sized frame.
+    pub fn no_offloads(&self) {
+        for (ns, ifc) in [(&self.a, &self.if_a), (&self.b, &self.if_b)] {
+            ns.exec(&["ethtool", "-K", ifc, "tso", "off", "gso", "off", "gro", "off"]);
+        }
+    }
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Sends `count` UDP datagrams of `payload` bytes from namespace `from` to
+/// `dst`, from a fixed source port. Returns the source address used.
+pub fn send_udp(from: &Netns, src: SocketAddr, dst: SocketAddr, count: usize, payload: usize) {
+    from.run(move || {
+        let s = UdpSocket::bind(src).expect("bind sender");
+        let buf = vec![0x5a; payload];
+        for _ in 0..count {
+            // Back off when the socket buffer is full instead of dropping.
+            loop {
+                match s.send_to(&buf, dst) {
+                    Ok(_) => break,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                        thread::sleep(Duration::from_micros(200));
+                    }
+                    Err(e) => panic!("send_to {dst}: {e}"),
+                }
+            }
+        }
+    });
+}
+
+/// Path of the flowd binary the tests run (`cargo xtask test` builds it).
+pub fn flowd_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("FLOWD_BIN") {
+        return p.into();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let p = target.join("debug/flowd");
+    assert!(
+        p.exists(),
+        "{} not found: build it first (`cargo build -p flowd`; `cargo xtask test` does)",
+        p.display()
+    );
+    p
+}
+
+/// A flowd process started by a test, inside a namespace; stopped with
+/// SIGTERM (then SIGKILL) by its PID on drop.
+pub struct Flowd {
+    child: Option<Child>,
+    pub listen: SocketAddr,
+    ns: String,
+    log: PathBuf,
+}
+
+impl Flowd {
+    /// Starts `flowd run` inside `ns` with `args`, listening on loopback there.
+    pub fn start(ns: &Netns, args: &[&str]) -> Self {
+        let listen: SocketAddr = "127.0.0.1:29391".parse().unwrap();
+        let log = std::env::temp_dir().join(format!("flowd-test-{}.log", unique_tag()));
+        let logf = File::create(&log).expect("create log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(flowd_bin())
+            .arg("run")
+            .args(["--listen", &listen.to_string()])
+            .args(args)
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf)
+            .spawn()
+            .expect("spawn flowd");
+        let mut f = Self {
+            child: Some(child),
+            listen,
+            ns: ns.name.clone(),
+            log,
+        };
+        f.wait_ready(ns);
+        f
+    }
+
+    fn wait_ready(&mut self, ns: &Netns) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("flowd exited early ({st}); log:\n{}", self.log_text());
+            }
+            if let Ok((200, _)) = ns.http_get(self.listen, "/readyz") {
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        panic!("flowd did not become ready in 30 s; log:\n{}", self.log_text());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait (at most 20 s); returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        // SAFETY: signalling the child we spawned, by its PID.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.ns
+    }
+}
+
+impl Drop for Flowd {
+    fn drop(&mut self) {
+        let _ = self.stop();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Parses a Prometheus text exposition into (name{labels}, value) pairs.
+pub fn parse_metrics(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The value of the one sample whose name is `name` and whose labels include
+/// every `(label, value)` in `labels`.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    parse_metrics(text).into_iter().find_map(|(k, v)| {
+        let (n, rest) = k.split_once('{').unwrap_or((&k, ""));
+        if n != name {
+            return None;
+        }
+        labels
+            .iter()
+            .all(|(l, val)| rest.contains(&format!("{l}=\"{val}\"")))
+            .then_some(v)
+    })
+}
+
+/// True when `ip link` shows an XDP program on the interface.
+pub fn has_xdp(ns: &Netns, ifc: &str) -> bool {
+    let out = ns.exec(&["ip", "link", "show", "dev", ifc]);
+    String::from_utf8_lossy(&out.stdout).contains("xdp")
+}

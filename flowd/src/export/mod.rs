@@ -1,0 +1,2 @@
+//! Everything that leaves flowd: Prometheus metrics and the JSON API.
+pub mod metrics;
