@@ -1,11 +1,14 @@
 //! flowd: an eBPF flow collector. The daemon and CLI live in `main.rs`;
 //! everything else is here so tests and benchmarks can use it.
 
+pub mod bench;
 pub mod clock;
 pub mod daemon;
 pub mod export;
 pub mod flowtable;
 pub mod loader;
+pub mod pcap;
 pub mod record;
+pub mod replay;
 pub mod server;
 pub mod sys;

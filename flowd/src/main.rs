@@ -48,6 +48,10 @@ enum Command {
         #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
         xdp_mode: XdpModeArg,
     },
+    /// Run a pcap/pcapng capture through the same eBPF program and print its flows.
+    Replay(flowd::replay::ReplayArgs),
+    /// Measure flowd (used by `cargo xtask bench`).
+    Bench(flowd::bench::BenchArgs),
 }
 
 fn init_tracing() {
@@ -87,6 +91,8 @@ fn main() -> ExitCode {
                 XdpModeArg::Generic => Some(XdpAttachMode::Generic),
             },
         }),
+        Command::Replay(args) => flowd::replay::run(&args),
+        Command::Bench(args) => flowd::bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
