@@ -2,3 +2,4 @@
 //! They need root (CAP_SYS_ADMIN for namespaces, CAP_BPF for flowd).
 
 mod basic;
+mod flows;

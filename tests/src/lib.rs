@@ -64,6 +64,14 @@ impl Netns {
     /// Runs `f` on a thread that has entered this namespace; sockets it
     /// opens live in the namespace.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        self.spawn(f).join().expect("namespace thread panicked")
+    }
+
+    /// Like [`Netns::run`], without waiting for the thread.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> thread::JoinHandle<T> {
         let path = format!("/var/run/netns/{}", self.name);
         thread::spawn(move || {
             let fd = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
@@ -72,8 +80,20 @@ impl Netns {
             assert_eq!(r, 0, "setns({path}): {}", std::io::Error::last_os_error());
             f()
         })
-        .join()
-        .expect("namespace thread panicked")
+    }
+
+    /// The kernel's own (rx, tx) (packets, bytes) counters of an interface.
+    pub fn link_stats(&self, ifc: &str) -> LinkStats {
+        let out = self.exec(&["ip", "-j", "-s", "link", "show", "dev", ifc]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j output");
+        let s = &v[0]["stats64"];
+        let n = |dir: &str, what: &str| s[dir][what].as_u64().expect("stats64 field");
+        LinkStats {
+            rx_packets: n("rx", "packets"),
+            rx_bytes: n("rx", "bytes"),
+            tx_packets: n("tx", "packets"),
+            tx_bytes: n("tx", "bytes"),
+        }
     }
 
     /// An HTTP/1.0 GET from inside the namespace; returns (status, body).
@@ -111,6 +131,15 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
     Ok((status, body))
 }
 
+/// Interface counters as the kernel keeps them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+}
+
 /// Two namespaces joined by a veth pair, addressed from 198.18.0.0/15 and
 /// fd00::/8, with static neighbours and no IPv6 autoconfiguration chatter,
 /// so the only packets on the link are the ones a test sends.
@@ -130,7 +159,18 @@ pub struct Link {
 static SUBNET: AtomicU32 = AtomicU32::new(0);
 
 impl Link {
+    /// An IPv4-only link: not a single packet crosses it unless a test sends it.
     pub fn new() -> Self {
+        Self::build(false)
+    }
+
+    /// A dual-stack link. IPv6 brings MLD reports the kernel sends by itself,
+    /// so tests on it check per-flow numbers, not interface totals.
+    pub fn dual_stack() -> Self {
+        Self::build(true)
+    }
+
+    fn build(ipv6: bool) -> Self {
         let a = Netns::new("a");
         let b = Netns::new("b");
         let tag = unique_tag();
@@ -155,16 +195,23 @@ impl Link {
             (&a, &if_a, &ip_a, &ip6_a, &ip_b, &ip6_b, &mac_b),
             (&b, &if_b, &ip_b, &ip6_b, &ip_a, &ip6_a, &mac_a),
         ] {
-            // No router solicitations, DAD or MLD: only test traffic on the wire.
-            for key in ["accept_ra=0", "dad_transmits=0", "router_solicitations=0"] {
-                ns.exec(&["sysctl", "-qw", &format!("net.ipv6.conf.{ifc}.{key}")]);
+            // No router solicitations or DAD; static neighbours: no ARP/NDP.
+            let v6 = if ipv6 { "0" } else { "1" };
+            ns.exec(&["sysctl", "-qw", &format!("net.ipv6.conf.{ifc}.disable_ipv6={v6}")]);
+            if ipv6 {
+                for key in ["accept_ra=0", "dad_transmits=0", "router_solicitations=0"] {
+                    ns.exec(&["sysctl", "-qw", &format!("net.ipv6.conf.{ifc}.{key}")]);
+                }
             }
-            ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.force_mld_version=2"]);
             ns.exec(&["ip", "addr", "add", &format!("{ip4}/30"), "dev", ifc]);
-            ns.exec(&["ip", "-6", "addr", "add", &format!("{ip6}/64"), "dev", ifc, "nodad"]);
+            if ipv6 {
+                ns.exec(&["ip", "-6", "addr", "add", &format!("{ip6}/64"), "dev", ifc, "nodad"]);
+            }
             ns.exec(&["ip", "link", "set", ifc, "up"]);
             ns.exec(&["ip", "neigh", "replace", peer_ip4, "lladdr", peer_mac, "dev", ifc, "nud", "permanent"]);
-            ns.exec(&["ip", "-6", "neigh", "replace", peer_ip6, "lladdr", peer_mac, "dev", ifc, "nud", "permanent"]);
+            if ipv6 {
+                ns.exec(&["ip", "-6", "neigh", "replace", peer_ip6, "lladdr", peer_mac, "dev", ifc, "nud", "permanent"]);
+            }
         }
         Self {
             a,
@@ -195,24 +242,28 @@ impl Default for Link {
 }
 
 /// Sends `count` UDP datagrams of `payload` bytes from namespace `from` to
-/// `dst`, from a fixed source port. Returns the source address used.
+/// `dst`, from a fixed source address and port.
 pub fn send_udp(from: &Netns, src: SocketAddr, dst: SocketAddr, count: usize, payload: usize) {
-    from.run(move || {
-        let s = UdpSocket::bind(src).expect("bind sender");
-        let buf = vec![0x5a; payload];
-        for _ in 0..count {
-            // Back off when the socket buffer is full instead of dropping.
-            loop {
-                match s.send_to(&buf, dst) {
-                    Ok(_) => break,
-                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                        thread::sleep(Duration::from_micros(200));
-                    }
-                    Err(e) => panic!("send_to {dst}: {e}"),
+    let s: UdpSocket = from.run(move || UdpSocket::bind(src).expect("bind sender"));
+    send_udp_on(&s, dst, count, payload);
+}
+
+/// Sends `count` datagrams of `payload` bytes on an already bound socket
+/// (it stays in the namespace it was created in).
+pub fn send_udp_on(s: &UdpSocket, dst: SocketAddr, count: usize, payload: usize) {
+    let buf = vec![0x5a; payload];
+    for _ in 0..count {
+        // Back off when the socket buffer is full instead of dropping.
+        loop {
+            match s.send_to(&buf, dst) {
+                Ok(_) => break,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    thread::sleep(Duration::from_micros(200));
                 }
+                Err(e) => panic!("send_to {dst}: {e}"),
             }
         }
-    });
+    }
 }
 
 /// Path of the flowd binary the tests run (`cargo xtask test` builds it).
@@ -350,4 +401,121 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 pub fn has_xdp(ns: &Netns, ifc: &str) -> bool {
     let out = ns.exec(&["ip", "link", "show", "dev", ifc]);
     String::from_utf8_lossy(&out.stdout).contains("xdp")
+}
+
+/// Sends `count` ICMP (or ICMPv6) echo requests with `payload` bytes from
+/// namespace `from` to `dst` through a raw socket, and waits up to a second
+/// for the replies. Returns the replies received.
+pub fn ping(from: &Netns, dst: std::net::IpAddr, count: u16, payload: usize) -> usize {
+    from.run(move || {
+        use std::net::IpAddr;
+        let (domain, proto, req_type) = match dst {
+            IpAddr::V4(_) => (libc::AF_INET, libc::IPPROTO_ICMP, 8u8),
+            IpAddr::V6(_) => (libc::AF_INET6, libc::IPPROTO_ICMPV6, 128u8),
+        };
+        // SAFETY: plain socket(2) call; the fd is closed below.
+        let fd = unsafe { libc::socket(domain, libc::SOCK_RAW, proto) };
+        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+        let (addr, len) = sockaddr(SocketAddr::new(dst, 0));
+        for seq in 0..count {
+            let mut pkt = vec![req_type, 0, 0, 0, 0x12, 0x34, (seq >> 8) as u8, seq as u8];
+            pkt.extend(std::iter::repeat_n(0xa5, payload));
+            if dst.is_ipv4() {
+                let c = checksum(&pkt);
+                pkt[2..4].copy_from_slice(&c.to_be_bytes());
+            } // ICMPv6: the kernel fills in the checksum.
+            // SAFETY: valid buffer and address for the call.
+            let r = unsafe {
+                libc::sendto(fd, pkt.as_ptr().cast(), pkt.len(), 0, (&raw const addr).cast(), len)
+            };
+            assert_eq!(r as usize, pkt.len(), "sendto: {}", std::io::Error::last_os_error());
+        }
+        let tv = libc::timeval { tv_sec: 0, tv_usec: 200_000 };
+        // SAFETY: valid option buffer.
+        unsafe {
+            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&raw const tv).cast(), size_of_val(&tv) as u32)
+        };
+        let mut replies = 0;
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut buf = [0u8; 65536];
+        while replies < count as usize && Instant::now() < deadline {
+            // SAFETY: valid buffer.
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n <= 0 {
+                continue;
+            }
+            let n = n as usize;
+            let icmp = if dst.is_ipv4() { &buf[((buf[0] & 0x0f) as usize * 4).min(n)..n] } else { &buf[..n] };
+            if icmp.first() == Some(&(if dst.is_ipv4() { 0 } else { 129 })) {
+                replies += 1;
+            }
+        }
+        // SAFETY: closing the fd we opened.
+        unsafe { libc::close(fd) };
+        replies
+    })
+}
+
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in data.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: an all-zero sockaddr_storage is valid.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match a {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_in fits in sockaddr_storage.
+            unsafe { (&raw mut ss).cast::<libc::sockaddr_in>().write(sin) };
+            (ss, size_of::<libc::sockaddr_in>() as u32)
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as u16,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr { s6_addr: v6.ip().octets() },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: sockaddr_in6 fits in sockaddr_storage.
+            unsafe { (&raw mut ss).cast::<libc::sockaddr_in6>().write(sin6) };
+            (ss, size_of::<libc::sockaddr_in6>() as u32)
+        }
+    }
+}
+
+/// Flows from `/api/v1/flows` as JSON objects.
+pub fn api_flows(ns: &Netns, flowd: &Flowd) -> Vec<serde_json::Value> {
+    let (status, body) = ns.http_get(flowd.listen, "/api/v1/flows").expect("GET /api/v1/flows");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("flows JSON")
+}
+
+/// The flows matching every `(key, value)` given (values compared as text).
+pub fn find_flows<'a>(
+    flows: &'a [serde_json::Value],
+    want: &[(&str, &str)],
+) -> Vec<&'a serde_json::Value> {
+    flows
+        .iter()
+        .filter(|f| {
+            want.iter().all(|(k, v)| match &f[*k] {
+                serde_json::Value::String(s) => s == v,
+                other => other.to_string() == *v,
+            })
+        })
+        .collect()
 }
