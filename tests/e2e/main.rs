@@ -2,4 +2,5 @@
 //! They need root (CAP_SYS_ADMIN for namespaces, CAP_BPF for flowd).
 
 mod basic;
+mod cli;
 mod flows;
