@@ -74,7 +74,9 @@ impl Shared {
                         xdp_mode: a.xdp.as_ref().map(|(_, m)| m.as_str()),
                         tc_attached: a.tc.is_some(),
                     }),
-                    (Err(e), _) | (_, Err(e)) => warn!(iface = a.name, error = %e, "reading totals failed"),
+                    (Err(e), _) | (_, Err(e)) => {
+                        warn!(iface = a.name, error = %e, "reading totals failed")
+                    }
                 }
             }
         }
@@ -189,7 +191,9 @@ pub fn run(opts: RunOptions) -> Result<()> {
     };
     for i in &interfaces {
         if crate::loader::ifindex(i).is_none() {
-            bail!("interface `{i}` does not exist (`ip link` lists the interfaces; choose with --iface)");
+            bail!(
+                "interface `{i}` does not exist (`ip link` lists the interfaces; choose with --iface)"
+            );
         }
     }
     let listener = TcpListener::bind(opts.listen).map_err(|e| {
@@ -225,23 +229,21 @@ pub fn run(opts: RunOptions) -> Result<()> {
         let shared = Arc::clone(&shared);
         let stop = Arc::clone(&stop);
         let interval = opts.drain_interval;
-        thread::Builder::new()
-            .name("drain".into())
-            .spawn(move || {
-                let mut next = Instant::now() + interval;
-                while !stop.load(Ordering::Relaxed) {
-                    let now = Instant::now();
-                    if now < next {
-                        thread::sleep((next - now).min(Duration::from_millis(50)));
-                        continue;
-                    }
-                    next += interval;
-                    if next < now {
-                        next = now + interval;
-                    }
-                    shared.drain_once();
+        thread::Builder::new().name("drain".into()).spawn(move || {
+            let mut next = Instant::now() + interval;
+            while !stop.load(Ordering::Relaxed) {
+                let now = Instant::now();
+                if now < next {
+                    thread::sleep((next - now).min(Duration::from_millis(50)));
+                    continue;
                 }
-            })?
+                next += interval;
+                if next < now {
+                    next = now + interval;
+                }
+                shared.drain_once();
+            }
+        })?
     };
 
     let rt = tokio::runtime::Builder::new_multi_thread()

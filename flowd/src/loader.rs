@@ -143,12 +143,18 @@ impl Datapath {
     }
 
     /// Attaches XDP (ingress) and TC (egress) to `iface`.
-    pub fn attach(&mut self, iface: &str, xdp_mode: Option<XdpAttachMode>) -> Result<(), LoadError> {
+    pub fn attach(
+        &mut self,
+        iface: &str,
+        xdp_mode: Option<XdpAttachMode>,
+    ) -> Result<(), LoadError> {
         let ifindex = ifindex(iface).ok_or_else(|| LoadError::NoSuchInterface(iface.into()))?;
         if self.interfaces.contains_key(&ifindex) {
             return Ok(());
         }
-        let slot = self.free_slot().ok_or_else(|| LoadError::NoSlot(iface.into()))?;
+        let slot = self
+            .free_slot()
+            .ok_or_else(|| LoadError::NoSlot(iface.into()))?;
         self.set_slot(ifindex, slot)?;
         let xdp = self.attach_xdp(iface, ifindex, xdp_mode)?;
         let tc = match self.attach_tc(iface) {
@@ -235,15 +241,15 @@ impl Datapath {
         let Some(a) = self.interfaces.remove(&ifindex) else {
             return;
         };
-        if let Some((id, _)) = a.xdp {
-            if let Ok(prog) = program::<Xdp>(&mut self.ebpf, programs::INGRESS) {
-                let _ = prog.detach(id);
-            }
+        if let Some((id, _)) = a.xdp
+            && let Ok(prog) = program::<Xdp>(&mut self.ebpf, programs::INGRESS)
+        {
+            let _ = prog.detach(id);
         }
-        if let Some(id) = a.tc {
-            if let Ok(prog) = program::<SchedClassifier>(&mut self.ebpf, programs::EGRESS) {
-                let _ = prog.detach(id);
-            }
+        if let Some(id) = a.tc
+            && let Ok(prog) = program::<SchedClassifier>(&mut self.ebpf, programs::EGRESS)
+        {
+            let _ = prog.detach(id);
         }
         info!(iface = a.name, ifindex, "detached");
     }
@@ -348,7 +354,10 @@ impl Datapath {
 
     /// Drains both generations (at start-up and shutdown: nothing is
     /// left behind in either).
-    pub fn drain_all(&mut self, mut sink: impl FnMut(&FlowKey, &FlowStats)) -> Result<usize, LoadError> {
+    pub fn drain_all(
+        &mut self,
+        mut sink: impl FnMut(&FlowKey, &FlowStats),
+    ) -> Result<usize, LoadError> {
         let a = self.drain(&mut sink)?;
         let b = self.drain(&mut sink)?;
         Ok(a + b)

@@ -14,7 +14,11 @@ use flowd_common::DEFAULT_FLOW_CAPACITY;
 const DEFAULT_LISTEN: &str = "127.0.0.1:29391";
 
 #[derive(Debug, Parser)]
-#[command(name = "flowd", version, about = "eBPF flow collector: per-flow counters in the kernel, Prometheus metrics and flow records")]
+#[command(
+    name = "flowd",
+    version,
+    about = "eBPF flow collector: per-flow counters in the kernel, Prometheus metrics and flow records"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -26,11 +26,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn scrape(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> impl IntoResponse {
-    let format = Format::from_accept(
-        headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok()),
-    );
+    let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let body = tokio::task::spawn_blocking(move || metrics::encode(shared.snapshot(), format))
         .await
         .unwrap_or_default();
@@ -48,7 +44,10 @@ async fn ready(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     if shared.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: programs not attached\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: programs not attached\n",
+        )
     }
 }
 

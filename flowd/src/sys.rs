@@ -78,11 +78,7 @@ pub fn drain_hash<K: Copy + Default, V: Copy + Default>(
     let mut total = 0;
     loop {
         let mut attr = Attr::default();
-        attr.words[0] = if first {
-            0
-        } else {
-            &raw mut in_batch as u64
-        };
+        attr.words[0] = if first { 0 } else { &raw mut in_batch as u64 };
         attr.words[1] = &raw mut out_batch as u64;
         attr.words[2] = keys.as_mut_ptr() as u64;
         attr.words[3] = values.as_mut_ptr() as u64;

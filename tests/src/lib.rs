@@ -197,7 +197,11 @@ impl Link {
         ] {
             // No router solicitations or DAD; static neighbours: no ARP/NDP.
             let v6 = if ipv6 { "0" } else { "1" };
-            ns.exec(&["sysctl", "-qw", &format!("net.ipv6.conf.{ifc}.disable_ipv6={v6}")]);
+            ns.exec(&[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{ifc}.disable_ipv6={v6}"),
+            ]);
             if ipv6 {
                 for key in ["accept_ra=0", "dad_transmits=0", "router_solicitations=0"] {
                     ns.exec(&["sysctl", "-qw", &format!("net.ipv6.conf.{ifc}.{key}")]);
@@ -205,12 +209,44 @@ impl Link {
             }
             ns.exec(&["ip", "addr", "add", &format!("{ip4}/30"), "dev", ifc]);
             if ipv6 {
-                ns.exec(&["ip", "-6", "addr", "add", &format!("{ip6}/64"), "dev", ifc, "nodad"]);
+                ns.exec(&[
+                    "ip",
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{ip6}/64"),
+                    "dev",
+                    ifc,
+                    "nodad",
+                ]);
             }
             ns.exec(&["ip", "link", "set", ifc, "up"]);
-            ns.exec(&["ip", "neigh", "replace", peer_ip4, "lladdr", peer_mac, "dev", ifc, "nud", "permanent"]);
+            ns.exec(&[
+                "ip",
+                "neigh",
+                "replace",
+                peer_ip4,
+                "lladdr",
+                peer_mac,
+                "dev",
+                ifc,
+                "nud",
+                "permanent",
+            ]);
             if ipv6 {
-                ns.exec(&["ip", "-6", "neigh", "replace", peer_ip6, "lladdr", peer_mac, "dev", ifc, "nud", "permanent"]);
+                ns.exec(&[
+                    "ip",
+                    "-6",
+                    "neigh",
+                    "replace",
+                    peer_ip6,
+                    "lladdr",
+                    peer_mac,
+                    "dev",
+                    ifc,
+                    "nud",
+                    "permanent",
+                ]);
             }
         }
         Self {
@@ -230,7 +266,9 @@ impl Link {
     /// Turns off segmentation offloads so every packet is a wire-sized frame.
     pub fn no_offloads(&self) {
         for (ns, ifc) in [(&self.a, &self.if_a), (&self.b, &self.if_b)] {
-            ns.exec(&["ethtool", "-K", ifc, "tso", "off", "gso", "off", "gro", "off"]);
+            ns.exec(&[
+                "ethtool", "-K", ifc, "tso", "off", "gso", "off", "gro", "off",
+            ]);
         }
     }
 }
@@ -329,7 +367,10 @@ impl Flowd {
             }
             thread::sleep(Duration::from_millis(100));
         }
-        panic!("flowd did not become ready in 30 s; log:\n{}", self.log_text());
+        panic!(
+            "flowd did not become ready in 30 s; log:\n{}",
+            self.log_text()
+        );
     }
 
     pub fn pid(&self) -> u32 {
@@ -426,14 +467,35 @@ pub fn ping(from: &Netns, dst: std::net::IpAddr, count: u16, payload: usize) -> 
             } // ICMPv6: the kernel fills in the checksum.
             // SAFETY: valid buffer and address for the call.
             let r = unsafe {
-                libc::sendto(fd, pkt.as_ptr().cast(), pkt.len(), 0, (&raw const addr).cast(), len)
+                libc::sendto(
+                    fd,
+                    pkt.as_ptr().cast(),
+                    pkt.len(),
+                    0,
+                    (&raw const addr).cast(),
+                    len,
+                )
             };
-            assert_eq!(r as usize, pkt.len(), "sendto: {}", std::io::Error::last_os_error());
+            assert_eq!(
+                r as usize,
+                pkt.len(),
+                "sendto: {}",
+                std::io::Error::last_os_error()
+            );
         }
-        let tv = libc::timeval { tv_sec: 0, tv_usec: 200_000 };
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 200_000,
+        };
         // SAFETY: valid option buffer.
         unsafe {
-            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&raw const tv).cast(), size_of_val(&tv) as u32)
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&raw const tv).cast(),
+                size_of_val(&tv) as u32,
+            )
         };
         let mut replies = 0;
         let deadline = Instant::now() + Duration::from_secs(1);
@@ -445,7 +507,11 @@ pub fn ping(from: &Netns, dst: std::net::IpAddr, count: u16, payload: usize) -> 
                 continue;
             }
             let n = n as usize;
-            let icmp = if dst.is_ipv4() { &buf[((buf[0] & 0x0f) as usize * 4).min(n)..n] } else { &buf[..n] };
+            let icmp = if dst.is_ipv4() {
+                &buf[((buf[0] & 0x0f) as usize * 4).min(n)..n]
+            } else {
+                &buf[..n]
+            };
             if icmp.first() == Some(&(if dst.is_ipv4() { 0 } else { 129 })) {
                 replies += 1;
             }
@@ -475,7 +541,9 @@ fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as u16,
                 sin_port: v4.port().to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                },
                 sin_zero: [0; 8],
             };
             // SAFETY: sockaddr_in fits in sockaddr_storage.
@@ -487,7 +555,9 @@ fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
                 sin6_family: libc::AF_INET6 as u16,
                 sin6_port: v6.port().to_be(),
                 sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr { s6_addr: v6.ip().octets() },
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
                 sin6_scope_id: 0,
             };
             // SAFETY: sockaddr_in6 fits in sockaddr_storage.
@@ -499,7 +569,9 @@ fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 
 /// Flows from `/api/v1/flows` as JSON objects.
 pub fn api_flows(ns: &Netns, flowd: &Flowd) -> Vec<serde_json::Value> {
-    let (status, body) = ns.http_get(flowd.listen, "/api/v1/flows").expect("GET /api/v1/flows");
+    let (status, body) = ns
+        .http_get(flowd.listen, "/api/v1/flows")
+        .expect("GET /api/v1/flows");
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).expect("flows JSON")
 }
@@ -514,7 +586,7 @@ pub fn find_flows<'a>(
         .filter(|f| {
             want.iter().all(|(k, v)| match &f[*k] {
                 serde_json::Value::String(s) => s == v,
-                other => other.to_string() == *v,
+                other => other.to_string().as_str() == *v,
             })
         })
         .collect()

@@ -1,1 +1,274 @@
-fn main() {}
+//! `cargo xtask`: flowd's toolchain bootstrap and every privileged step.
+//!
+//! `setup` installs what is missing (Debian packages, bpf-linker, the
+//! `flowd-bpf` rustup toolchain, bpffs) and checks the kernel; `build`, `run`,
+//! `test` and `bench` run it first, so a fresh clone needs nothing else.
+
+mod setup;
+
+use std::{
+    env,
+    ffi::{OsStr, OsString},
+    fs,
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode, ExitStatus},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "flowd's setup, build, run, test and bench tasks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what is missing (Debian packages, bpf-linker, the flowd-bpf
+    /// toolchain, bpffs) and check the kernel. Needs root.
+    Setup,
+    /// Setup, then `cargo build --release -p flowd [CARGO_ARGS...]`.
+    Build {
+        /// Extra arguments for cargo build.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CARGO_ARGS"
+        )]
+        args: Vec<OsString>,
+    },
+    /// Setup, build (release), then replace this process with
+    /// `target/release/flowd run [ARGS...]`.
+    Run {
+        /// Arguments for `flowd run`, after `--` (default: none, i.e. every
+        /// up non-loopback interface, listening on 127.0.0.1:29391).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<OsString>,
+    },
+    /// Setup, build flowd (debug), then `cargo test --workspace --exclude
+    /// flowd-ebpf [ARGS...]` and the promtool rule tests. With FLOWD_LINT=1,
+    /// clippy and rustfmt first.
+    Test {
+        /// Arguments for cargo test, after `--` (a filter, `-- --nocapture`, ...).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<OsString>,
+    },
+    /// Setup, build (release), then `target/release/flowd bench [--quick] [ARGS...]`.
+    Bench {
+        /// Arguments for `flowd bench`, e.g. `--quick`.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<OsString>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.task) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(task: Task) -> Result<ExitCode> {
+    let root = workspace_root();
+    match task {
+        Task::Setup => setup::setup(&root).map(|()| ExitCode::SUCCESS),
+        Task::Build { args } => {
+            setup::setup(&root)?;
+            Ok(exit_code(cargo(
+                &root,
+                ["build", "--release", "-p", "flowd"],
+                &args,
+            )?))
+        }
+        Task::Run { args } => {
+            setup::setup(&root)?;
+            build_release(&root)?;
+            Err(exec_flowd(&root, "run", &args))
+        }
+        Task::Test { args } => test(&root, &args),
+        Task::Bench { args } => {
+            setup::setup(&root)?;
+            build_release(&root)?;
+            Err(exec_flowd(&root, "bench", &args))
+        }
+    }
+}
+
+/// `cargo xtask test`: lints (with FLOWD_LINT=1), cargo test, promtool.
+/// Runs every step it can and exits with the first failing status.
+fn test(root: &Path, args: &[OsString]) -> Result<ExitCode> {
+    setup::setup(root)?;
+    let mut failed: Vec<(&str, ExitStatus)> = Vec::new();
+    if env::var_os("FLOWD_LINT").is_some_and(|v| v == "1") {
+        let fmt = cargo(root, ["fmt", "--all", "--check"], &[])?;
+        if !fmt.success() {
+            failed.push(("cargo fmt --check", fmt));
+        }
+        let clippy = cargo(
+            root,
+            [
+                "clippy",
+                "--workspace",
+                "--exclude",
+                "flowd-ebpf",
+                "--all-targets",
+            ],
+            &["--".into(), "-D".into(), "warnings".into()],
+        )?;
+        if !clippy.success() {
+            failed.push(("cargo clippy", clippy));
+        }
+    }
+    // The end-to-end tests run target/debug/flowd.
+    let build = cargo(root, ["build", "-p", "flowd"], &[])?;
+    if !build.success() {
+        eprintln!("xtask: cargo build -p flowd failed; not running the tests");
+        return Ok(exit_code(build));
+    }
+    let tests = cargo(
+        root,
+        ["test", "--workspace", "--exclude", "flowd-ebpf"],
+        args,
+    )?;
+    if !tests.success() {
+        failed.push(("cargo test", tests));
+    }
+    if let Some(status) = promtool(root)?
+        && !status.success()
+    {
+        failed.push(("promtool test rules", status));
+    }
+    match failed.first() {
+        None => Ok(ExitCode::SUCCESS),
+        Some(&(_, status)) => {
+            let names: Vec<&str> = failed.iter().map(|(n, _)| *n).collect();
+            eprintln!("xtask: failed: {}", names.join(", "));
+            Ok(exit_code(status))
+        }
+    }
+}
+
+/// `promtool test rules` for each deploy/prometheus/tests/*.yml, if that
+/// directory exists. Prints one summary line; a failing file's output in full.
+fn promtool(root: &Path) -> Result<Option<ExitStatus>> {
+    let dir = root.join("deploy/prometheus/tests");
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension() == Some(OsStr::new("yml")) && p.is_file())
+        .collect();
+    files.sort();
+    let mut first_failure = None;
+    let mut bad = Vec::new();
+    for file in &files {
+        let out = Command::new("promtool")
+            .args(["test", "rules"])
+            .arg(file)
+            .current_dir(root)
+            .output()
+            .context("running promtool (setup installs it with the prometheus package)")?;
+        if !out.status.success() {
+            eprint!("{}", String::from_utf8_lossy(&out.stdout));
+            eprint!("{}", String::from_utf8_lossy(&out.stderr));
+            bad.push(
+                file.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            first_failure.get_or_insert(out.status);
+        }
+    }
+    match first_failure {
+        None => {
+            eprintln!("promtool: {} rule test files passed", files.len());
+            Ok(Some(ExitStatus::default()))
+        }
+        Some(status) => {
+            eprintln!(
+                "promtool: {} of {} rule test files failed: {}",
+                bad.len(),
+                files.len(),
+                bad.join(", ")
+            );
+            Ok(Some(status))
+        }
+    }
+}
+
+fn build_release(root: &Path) -> Result<()> {
+    let status = cargo(root, ["build", "--release", "-p", "flowd"], &[])?;
+    if !status.success() {
+        bail!("cargo build --release -p flowd failed ({status})");
+    }
+    Ok(())
+}
+
+/// Replaces this process with `flowd SUBCOMMAND ARGS...` (so signals reach
+/// flowd). Only returns on failure.
+fn exec_flowd(root: &Path, subcommand: &str, args: &[OsString]) -> anyhow::Error {
+    let bin = target_dir(root).join("release/flowd");
+    let err = Command::new(&bin).arg(subcommand).args(args).exec();
+    anyhow::Error::new(err).context(format!("executing {}", bin.display()))
+}
+
+/// Runs cargo in the workspace root with stdio inherited.
+fn cargo<const N: usize>(root: &Path, fixed: [&str; N], extra: &[OsString]) -> Result<ExitStatus> {
+    Command::new(setup::cargo())
+        .args(fixed)
+        .args(extra)
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("running cargo {}", fixed.join(" ")))
+}
+
+/// A child's status as our exit code (1 when it was killed by a signal).
+fn exit_code(status: ExitStatus) -> ExitCode {
+    match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(c) => ExitCode::from(u8::try_from(c).ok().filter(|&c| c != 0).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    }
+}
+
+/// The workspace root: xtask's manifest directory's parent.
+fn workspace_root() -> PathBuf {
+    let manifest = env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+/// Cargo's target directory: CARGO_TARGET_DIR if set, else `<root>/target`.
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
+    match env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
+}

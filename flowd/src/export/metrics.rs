@@ -108,10 +108,7 @@ impl Collector for SnapshotCollector {
         for i in &s.ifaces {
             for (dir, c) in [("receive", &i.rx), ("transmit", &i.tx)] {
                 let l = |extra: Option<(&'static str, &str)>| {
-                    let mut v = vec![
-                        ("device", i.device.clone()),
-                        ("direction", dir.to_owned()),
-                    ];
+                    let mut v = vec![("device", i.device.clone()), ("direction", dir.to_owned())];
                     if let Some((k, val)) = extra {
                         v.push((k, val.to_owned()));
                     }
@@ -284,10 +281,10 @@ fn openmetrics_to_text004(om: &str) -> String {
     let mut out = String::with_capacity(om.len());
     let mut kinds = std::collections::HashMap::new();
     for line in om.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            if let Some((name, kind)) = rest.split_once(' ') {
-                kinds.insert(name.to_owned(), kind.to_owned());
-            }
+        if let Some(rest) = line.strip_prefix("# TYPE ")
+            && let Some((name, kind)) = rest.split_once(' ')
+        {
+            kinds.insert(name.to_owned(), kind.to_owned());
         }
     }
     for line in om.lines() {
@@ -347,9 +344,18 @@ mod tests {
     #[test]
     fn text004_names_counters_with_total() {
         let t = encode(sample(), Format::Text004);
-        assert!(t.contains("# TYPE flowd_receive_packets_total counter\n"), "{t}");
-        assert!(t.contains("flowd_receive_packets_total{device=\"veth0\"} 1000\n"), "{t}");
-        assert!(t.contains("flowd_receive_bytes_total{device=\"veth0\"} 142000\n"), "{t}");
+        assert!(
+            t.contains("# TYPE flowd_receive_packets_total counter\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("flowd_receive_packets_total{device=\"veth0\"} 1000\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("flowd_receive_bytes_total{device=\"veth0\"} 142000\n"),
+            "{t}"
+        );
         assert!(t.contains("# TYPE flowd_build_info gauge\n"), "{t}");
         assert!(!t.contains("# EOF"));
     }
