@@ -13,7 +13,10 @@ fn counts_exactly_1000_udp_datagrams() {
     const FRAME: u64 = 14 + 20 + 8 + PAYLOAD as u64;
 
     let link = Link::new();
-    let mut flowd = Flowd::start(&link.b, &["--iface", &link.if_b, "--drain-interval-ms", "100"]);
+    let mut flowd = Flowd::start(
+        &link.b,
+        &["--iface", &link.if_b, "--drain-interval-ms", "100"],
+    );
     assert!(has_xdp(&link.b, &link.if_b), "XDP not attached");
 
     let dst: SocketAddr = format!("{}:9999", link.ip_b).parse().unwrap();
@@ -36,6 +39,14 @@ fn counts_exactly_1000_udp_datagrams() {
         "{text}"
     );
 
-    assert_eq!(flowd.stop(), Some(0), "flowd exit status; log:\n{}", flowd.log_text());
-    assert!(!has_xdp(&link.b, &link.if_b), "XDP program left on the interface after exit");
+    assert_eq!(
+        flowd.stop(),
+        Some(0),
+        "flowd exit status; log:\n{}",
+        flowd.log_text()
+    );
+    assert!(
+        !has_xdp(&link.b, &link.if_b),
+        "XDP program left on the interface after exit"
+    );
 }

@@ -28,10 +28,16 @@ fn one_error_line(out: &Output) -> String {
 #[test]
 fn missing_interface_is_one_line_and_fails() {
     let ns = Netns::new("cli");
-    let out = flowd_in(&ns, &["run", "--iface", "nosuchif0", "--listen", "127.0.0.1:29391"]);
+    let out = flowd_in(
+        &ns,
+        &["run", "--iface", "nosuchif0", "--listen", "127.0.0.1:29391"],
+    );
     assert!(!out.status.success());
     let line = one_error_line(&out);
-    assert!(line.contains("interface `nosuchif0` does not exist"), "{line}");
+    assert!(
+        line.contains("interface `nosuchif0` does not exist"),
+        "{line}"
+    );
     assert!(line.contains("--iface"), "says what to do: {line}");
 }
 
@@ -39,12 +45,18 @@ fn missing_interface_is_one_line_and_fails() {
 fn port_in_use_is_one_line_and_fails() {
     let link = Link::new();
     let taken: TcpListener = link.b.run(|| TcpListener::bind("127.0.0.1:29391").unwrap());
-    let out = flowd_in(&link.b, &["run", "--iface", &link.if_b, "--listen", "127.0.0.1:29391"]);
+    let out = flowd_in(
+        &link.b,
+        &["run", "--iface", &link.if_b, "--listen", "127.0.0.1:29391"],
+    );
     assert!(!out.status.success());
     let line = one_error_line(&out);
     assert!(line.contains("cannot listen on 127.0.0.1:29391"), "{line}");
     assert!(line.contains("--listen"), "{line}");
-    assert!(!has_xdp(&link.b, &link.if_b), "nothing attached when the port is taken");
+    assert!(
+        !has_xdp(&link.b, &link.if_b),
+        "nothing attached when the port is taken"
+    );
     drop(taken);
 }
 
@@ -52,7 +64,16 @@ fn port_in_use_is_one_line_and_fails() {
 fn no_privileges_is_one_line_and_fails() {
     let link = Link::new();
     let out = Command::new("ip")
-        .args(["netns", "exec", &link.b.name, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .args([
+            "netns",
+            "exec",
+            &link.b.name,
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
         .arg(flowd_bin())
         .args(["run", "--iface", &link.if_b, "--listen", "127.0.0.1:29391"])
         .env("FLOWD_LOG", "error")

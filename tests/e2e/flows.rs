@@ -17,7 +17,11 @@ fn sum(flows: &[&Value], key: &str) -> u64 {
 }
 
 /// Polls the flow API until `done` holds (the drain runs every 100 ms).
-fn flows_when(link_ns: &flowd_tests::Netns, flowd: &Flowd, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+fn flows_when(
+    link_ns: &flowd_tests::Netns,
+    flowd: &Flowd,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let flows = api_flows(link_ns, flowd);
@@ -57,19 +61,39 @@ fn tcp_exchange(link: &Link, dst: SocketAddr, src: SocketAddr, bytes: usize, rep
 /// A TCP connection from a fixed source address and port.
 fn socket2_connect(src: SocketAddr, dst: SocketAddr) -> TcpStream {
     use std::os::fd::FromRawFd;
-    let domain = if src.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let domain = if src.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     // SAFETY: plain socket calls on a fresh fd that TcpStream then owns.
     unsafe {
         let fd = libc::socket(domain, libc::SOCK_STREAM, 0);
         assert!(fd >= 0);
         let one: i32 = 1;
-        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, (&raw const one).cast(), 4);
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&raw const one).cast(),
+            4,
+        );
         let std_listener_addr = src;
         let s = TcpStream::from_raw_fd(fd);
         let sa = socket_addr_raw(std_listener_addr);
-        assert_eq!(libc::bind(fd, (&raw const sa.0).cast(), sa.1), 0, "bind {src}: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            libc::bind(fd, (&raw const sa.0).cast(), sa.1),
+            0,
+            "bind {src}: {}",
+            std::io::Error::last_os_error()
+        );
         let da = socket_addr_raw(dst);
-        assert_eq!(libc::connect(fd, (&raw const da.0).cast(), da.1), 0, "connect {dst}: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            libc::connect(fd, (&raw const da.0).cast(), da.1),
+            0,
+            "connect {dst}: {}",
+            std::io::Error::last_os_error()
+        );
         s
     }
 }
@@ -106,7 +130,10 @@ fn ipv4_tcp_udp_icmp_both_directions() {
     let link = Link::new();
     link.no_offloads();
     let before = link.b.link_stats(&link.if_b);
-    let flowd = Flowd::start(&link.b, &["--iface", &link.if_b, "--drain-interval-ms", "100"]);
+    let flowd = Flowd::start(
+        &link.b,
+        &["--iface", &link.if_b, "--drain-interval-ms", "100"],
+    );
 
     let b_udp: SocketAddr = format!("{}:5353", link.ip_b).parse().unwrap();
     let a_udp: SocketAddr = format!("{}:6000", link.ip_a).parse().unwrap();
@@ -124,7 +151,10 @@ fn ipv4_tcp_udp_icmp_both_directions() {
     // With an XDP program attached, veth counts a received frame after
     // eth_type_trans has pulled the 14-byte Ethernet header: add it back.
     let rx_b = after.rx_bytes - before.rx_bytes + 14 * rx_p;
-    let (tx_p, tx_b) = (after.tx_packets - before.tx_packets, after.tx_bytes - before.tx_bytes);
+    let (tx_p, tx_b) = (
+        after.tx_packets - before.tx_packets,
+        after.tx_bytes - before.tx_bytes,
+    );
 
     let flows = flows_when(&link.b, &flowd, |f| {
         let ing = find_flows(f, &[("direction", "ingress")]);
@@ -133,23 +163,47 @@ fn ipv4_tcp_udp_icmp_both_directions() {
     });
     let dev = link.if_b.as_str();
     let q = |dir: &str, src: &str, dst: &str, proto: &str| {
-        find_flows(&flows, &[("device", dev), ("direction", dir), ("src", src), ("dst", dst), ("proto", proto)])
+        find_flows(
+            &flows,
+            &[
+                ("device", dev),
+                ("direction", dir),
+                ("src", src),
+                ("dst", dst),
+                ("proto", proto),
+            ],
+        )
     };
     let (a, b) = (link.ip_a.as_str(), link.ip_b.as_str());
 
     let udp_in = q("ingress", a, b, "17");
     assert_eq!(udp_in.len(), 1, "{flows:#?}");
-    assert_eq!((sum(&udp_in, "packets"), sum(&udp_in, "bytes")), (500, 500 * 242));
-    assert_eq!((udp_in[0]["sport"].as_u64(), udp_in[0]["dport"].as_u64()), (Some(6000), Some(5353)));
+    assert_eq!(
+        (sum(&udp_in, "packets"), sum(&udp_in, "bytes")),
+        (500, 500 * 242)
+    );
+    assert_eq!(
+        (udp_in[0]["sport"].as_u64(), udp_in[0]["dport"].as_u64()),
+        (Some(6000), Some(5353))
+    );
     let udp_out = q("egress", b, a, "17");
-    assert_eq!((sum(&udp_out, "packets"), sum(&udp_out, "bytes")), (300, 300 * 92));
+    assert_eq!(
+        (sum(&udp_out, "packets"), sum(&udp_out, "bytes")),
+        (300, 300 * 92)
+    );
 
     // Echo requests in (type 8: dport 2048), replies out (type 0: dport 0); 98-byte frames.
     let icmp_in = q("ingress", a, b, "1");
-    assert_eq!((sum(&icmp_in, "packets"), sum(&icmp_in, "bytes")), (10, 980));
+    assert_eq!(
+        (sum(&icmp_in, "packets"), sum(&icmp_in, "bytes")),
+        (10, 980)
+    );
     assert_eq!(icmp_in[0]["dport"].as_u64(), Some(2048));
     let icmp_out = q("egress", b, a, "1");
-    assert_eq!((sum(&icmp_out, "packets"), sum(&icmp_out, "bytes")), (10, 980));
+    assert_eq!(
+        (sum(&icmp_out, "packets"), sum(&icmp_out, "bytes")),
+        (10, 980)
+    );
     assert_eq!(icmp_out[0]["dport"].as_u64(), Some(0));
 
     // TCP: whatever else the kernel counted on the interface, to the byte.
@@ -161,20 +215,41 @@ fn ipv4_tcp_udp_icmp_both_directions() {
     assert_eq!(sum(&tcp_in, "bytes"), rx_b - 500 * 242 - 980);
     assert_eq!(sum(&tcp_out, "packets"), tx_p - 300 - 10);
     assert_eq!(sum(&tcp_out, "bytes"), tx_b - 300 * 92 - 980);
-    assert!(sum(&tcp_in, "bytes") > 200_000, "the payload alone is 200000 bytes");
+    assert!(
+        sum(&tcp_in, "bytes") > 200_000,
+        "the payload alone is 200000 bytes"
+    );
     // SYN, FIN and ACK seen both ways (0x13), with one SYN each way.
     assert_eq!(tcp_in[0]["tcp_flags"].as_u64().unwrap() & 0x13, 0x13);
     assert_eq!(tcp_out[0]["tcp_flags"].as_u64().unwrap() & 0x13, 0x13);
-    assert_eq!((tcp_in[0]["syn"].as_u64(), tcp_out[0]["syn"].as_u64()), (Some(1), Some(1)));
-    assert_eq!((tcp_in[0]["sport"].as_u64(), tcp_in[0]["dport"].as_u64()), (Some(41000), Some(8080)));
+    assert_eq!(
+        (tcp_in[0]["syn"].as_u64(), tcp_out[0]["syn"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(
+        (tcp_in[0]["sport"].as_u64(), tcp_in[0]["dport"].as_u64()),
+        (Some(41000), Some(8080))
+    );
 
     // Interface totals equal the kernel's counters exactly.
     let (_, text) = link.b.http_get(flowd.listen, "/metrics").unwrap();
     let d = [("device", dev)];
-    assert_eq!(metric(&text, "flowd_receive_packets_total", &d), Some(rx_p as f64));
-    assert_eq!(metric(&text, "flowd_receive_bytes_total", &d), Some(rx_b as f64));
-    assert_eq!(metric(&text, "flowd_transmit_packets_total", &d), Some(tx_p as f64));
-    assert_eq!(metric(&text, "flowd_transmit_bytes_total", &d), Some(tx_b as f64));
+    assert_eq!(
+        metric(&text, "flowd_receive_packets_total", &d),
+        Some(rx_p as f64)
+    );
+    assert_eq!(
+        metric(&text, "flowd_receive_bytes_total", &d),
+        Some(rx_b as f64)
+    );
+    assert_eq!(
+        metric(&text, "flowd_transmit_packets_total", &d),
+        Some(tx_p as f64)
+    );
+    assert_eq!(
+        metric(&text, "flowd_transmit_bytes_total", &d),
+        Some(tx_b as f64)
+    );
 }
 
 /// IPv6: UDP both ways, ICMPv6 echo and TCP; per-flow numbers exact.
@@ -183,7 +258,10 @@ fn ipv4_tcp_udp_icmp_both_directions() {
 fn ipv6_udp_icmpv6_tcp_both_directions() {
     let link = Link::dual_stack();
     link.no_offloads();
-    let flowd = Flowd::start(&link.b, &["--iface", &link.if_b, "--drain-interval-ms", "100"]);
+    let flowd = Flowd::start(
+        &link.b,
+        &["--iface", &link.if_b, "--drain-interval-ms", "100"],
+    );
     let b_udp: SocketAddr = format!("[{}]:5353", link.ip6_b).parse().unwrap();
     let a_udp: SocketAddr = format!("[{}]:6000", link.ip6_a).parse().unwrap();
     let sock_b: UdpSocket = link.b.run(move || UdpSocket::bind(b_udp).unwrap());
@@ -203,22 +281,55 @@ fn ipv6_udp_icmpv6_tcp_both_directions() {
         t.first().is_some_and(|t| t["fin"].as_u64() == Some(1))
     });
     let q = |dir: &str, src: &str, dst: &str, proto: &str| {
-        find_flows(&flows, &[("device", dev), ("direction", dir), ("src", src), ("dst", dst), ("proto", proto)])
+        find_flows(
+            &flows,
+            &[
+                ("device", dev),
+                ("direction", dir),
+                ("src", src),
+                ("dst", dst),
+                ("proto", proto),
+            ],
+        )
     };
     let udp_in = q("ingress", a, b, "17");
-    assert_eq!((sum(&udp_in, "packets"), sum(&udp_in, "bytes")), (400, 400 * 162));
+    assert_eq!(
+        (sum(&udp_in, "packets"), sum(&udp_in, "bytes")),
+        (400, 400 * 162)
+    );
     let udp_out = q("egress", b, a, "17");
-    assert_eq!((sum(&udp_out, "packets"), sum(&udp_out, "bytes")), (200, 200 * 72));
+    assert_eq!(
+        (sum(&udp_out, "packets"), sum(&udp_out, "bytes")),
+        (200, 200 * 72)
+    );
     let echo_in = q("ingress", a, b, "58");
-    assert_eq!((sum(&echo_in, "packets"), sum(&echo_in, "bytes")), (7, 7 * 94));
+    assert_eq!(
+        (sum(&echo_in, "packets"), sum(&echo_in, "bytes")),
+        (7, 7 * 94)
+    );
     assert_eq!(echo_in[0]["dport"].as_u64(), Some(128 * 256));
-    let echo_out = find_flows(&flows, &[("direction", "egress"), ("src", b), ("dst", a), ("proto", "58"), ("dport", "33024")]);
-    assert_eq!((sum(&echo_out, "packets"), sum(&echo_out, "bytes")), (7, 7 * 94));
+    let echo_out = find_flows(
+        &flows,
+        &[
+            ("direction", "egress"),
+            ("src", b),
+            ("dst", a),
+            ("proto", "58"),
+            ("dport", "33024"),
+        ],
+    );
+    assert_eq!(
+        (sum(&echo_out, "packets"), sum(&echo_out, "bytes")),
+        (7, 7 * 94)
+    );
     let tcp_in = q("ingress", a, b, "6");
     let tcp_out = q("egress", b, a, "6");
     assert_eq!(tcp_in.len(), 1);
     assert!(sum(&tcp_in, "bytes") > 100_000);
-    assert_eq!((tcp_in[0]["syn"].as_u64(), tcp_out[0]["syn"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (tcp_in[0]["syn"].as_u64(), tcp_out[0]["syn"].as_u64()),
+        (Some(1), Some(1))
+    );
 
     // Totals: every ingress packet is in one flow or a non-flow outcome.
     let (_, text) = link.b.http_get(flowd.listen, "/metrics").unwrap();
@@ -232,7 +343,10 @@ fn ipv6_udp_icmpv6_tcp_both_directions() {
 #[test]
 fn drain_under_load_loses_nothing() {
     let link = Link::new();
-    let flowd = Flowd::start(&link.b, &["--iface", &link.if_b, "--drain-interval-ms", "100"]);
+    let flowd = Flowd::start(
+        &link.b,
+        &["--iface", &link.if_b, "--drain-interval-ms", "100"],
+    );
     let dst: SocketAddr = format!("{}:9000", link.ip_b).parse().unwrap();
     let _rx: UdpSocket = link.b.run(move || UdpSocket::bind(dst).unwrap());
     // 64 senders (distinct source ports), 4,000 datagrams each, over a few seconds.
@@ -246,8 +360,13 @@ fn drain_under_load_loses_nothing() {
         }
         thread::sleep(Duration::from_millis(150));
     }
-    assert!(start.elapsed() > Duration::from_millis(1000), "traffic spans several drains");
-    let flows = flows_when(&link.b, &flowd, |f| sum(&find_flows(f, &[("direction", "ingress")]), "packets") == total);
+    assert!(
+        start.elapsed() > Duration::from_millis(1000),
+        "traffic spans several drains"
+    );
+    let flows = flows_when(&link.b, &flowd, |f| {
+        sum(&find_flows(f, &[("direction", "ingress")]), "packets") == total
+    });
     let ing = find_flows(&flows, &[("direction", "ingress")]);
     assert_eq!(ing.len(), 64);
     assert_eq!(sum(&ing, "packets"), total);
@@ -255,8 +374,14 @@ fn drain_under_load_loses_nothing() {
     assert_eq!(sum(&ing, "bytes"), expect_bytes);
     let (_, text) = link.b.http_get(flowd.listen, "/metrics").unwrap();
     let d = [("device", link.if_b.as_str())];
-    assert_eq!(metric(&text, "flowd_receive_packets_total", &d), Some(total as f64));
-    assert_eq!(metric(&text, "flowd_receive_bytes_total", &d), Some(expect_bytes as f64));
+    assert_eq!(
+        metric(&text, "flowd_receive_packets_total", &d),
+        Some(total as f64)
+    );
+    assert_eq!(
+        metric(&text, "flowd_receive_bytes_total", &d),
+        Some(expect_bytes as f64)
+    );
     let drains = metric(&text, "flowd_drains_total", &[]).unwrap();
     assert!(drains >= 10.0, "expected many drains, saw {drains}");
 }
@@ -268,7 +393,14 @@ fn full_flow_map_overflows_without_losing_totals() {
     let link = Link::new();
     let flowd = Flowd::start(
         &link.b,
-        &["--iface", &link.if_b, "--flow-capacity", "64", "--drain-interval-ms", "60000"],
+        &[
+            "--iface",
+            &link.if_b,
+            "--flow-capacity",
+            "64",
+            "--drain-interval-ms",
+            "60000",
+        ],
     );
     let dst: SocketAddr = format!("{}:9000", link.ip_b).parse().unwrap();
     let _rx: UdpSocket = link.b.run(move || UdpSocket::bind(dst).unwrap());
@@ -279,10 +411,30 @@ fn full_flow_map_overflows_without_losing_totals() {
     let (_, text) = link.b.http_get(flowd.listen, "/metrics").unwrap();
     let d = [("device", link.if_b.as_str()), ("direction", "receive")];
     let dev = [("device", link.if_b.as_str())];
-    assert_eq!(metric(&text, "flowd_receive_packets_total", &dev), Some(1000.0));
-    assert_eq!(metric(&text, "flowd_receive_bytes_total", &dev), Some(100_000.0));
-    assert_eq!(metric(&text, "flowd_overflow_packets_total", &d), Some(936.0), "{text}");
-    assert_eq!(metric(&text, "flowd_overflow_bytes_total", &d), Some(93_600.0));
-    let full = [("device", link.if_b.as_str()), ("direction", "receive"), ("reason", "map_full")];
-    assert_eq!(metric(&text, "flowd_flow_lost_packets_total", &full), Some(936.0));
+    assert_eq!(
+        metric(&text, "flowd_receive_packets_total", &dev),
+        Some(1000.0)
+    );
+    assert_eq!(
+        metric(&text, "flowd_receive_bytes_total", &dev),
+        Some(100_000.0)
+    );
+    assert_eq!(
+        metric(&text, "flowd_overflow_packets_total", &d),
+        Some(936.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "flowd_overflow_bytes_total", &d),
+        Some(93_600.0)
+    );
+    let full = [
+        ("device", link.if_b.as_str()),
+        ("direction", "receive"),
+        ("reason", "map_full"),
+    ];
+    assert_eq!(
+        metric(&text, "flowd_flow_lost_packets_total", &full),
+        Some(936.0)
+    );
 }
