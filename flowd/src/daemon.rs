@@ -99,7 +99,11 @@ impl Shared {
                     .get(&f.key.ifindex)
                     .cloned()
                     .unwrap_or_else(|| format!("if{}", f.key.ifindex));
-                record::flow_json(f, &dev)
+                let mut v = record::flow_json(f, &dev);
+                if let Some(state) = table.conn_state(&f.key) {
+                    v["state"] = state.into();
+                }
+                v
             })
             .collect()
     }

@@ -4,7 +4,10 @@ use std::collections::HashMap;
 
 use flowd_common::{FlowKey, FlowStats};
 
-use crate::clock::TimeBase;
+use crate::{
+    clock::TimeBase,
+    connstate::{Side, conn_state},
+};
 
 const TCP_FIN: u16 = 0x01;
 const TCP_SYN: u16 = 0x02;
@@ -89,6 +92,49 @@ impl FlowTable {
     pub fn iter(&self) -> impl Iterator<Item = &Flow> {
         self.flows.values()
     }
+
+    /// The other direction of this flow's connection: addresses and ports
+    /// swapped, seen on the same interface (in the opposite direction live,
+    /// in the same direction in a replay).
+    pub fn reverse(&self, key: &FlowKey) -> Option<&Flow> {
+        let mut r = *key;
+        r.src = key.dst;
+        r.dst = key.src;
+        r.sport = key.dport;
+        r.dport = key.sport;
+        r.direction = 1 - key.direction;
+        self.flows.get(&r).or_else(|| {
+            r.direction = key.direction;
+            self.flows.get(&r)
+        })
+    }
+
+    /// Zeek's conn_state of a TCP flow's connection (None for other protocols).
+    pub fn conn_state(&self, key: &FlowKey) -> Option<&'static str> {
+        const IPPROTO_TCP: u8 = 6;
+        if key.proto != IPPROTO_TCP {
+            return None;
+        }
+        let this = self.flows.get(key)?;
+        let side = |f: &Flow| Side {
+            packets: f.packets,
+            syn: f.syn,
+            fin: f.fin,
+            rst: f.rst,
+        };
+        let Some(rev) = self.reverse(key) else {
+            return Some(conn_state(&side(this), &Side::default()));
+        };
+        // The originator sent the first SYN; without SYNs, the first packet.
+        let this_first = (this.syn == 0, this.first_ns);
+        let rev_first = (rev.syn == 0, rev.first_ns);
+        let (orig, resp) = if this_first <= rev_first {
+            (this, rev)
+        } else {
+            (rev, this)
+        };
+        Some(conn_state(&side(orig), &side(resp)))
+    }
 }
 
 #[cfg(test)]
@@ -127,6 +173,39 @@ mod tests {
         assert_eq!(f.tcp_flags, TCP_SYN | 0x10);
         assert_eq!(f.syn, 1);
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn handshake_and_close_is_sf_from_both_sides() {
+        let mut t = FlowTable::default();
+        let a = FlowKey {
+            ifindex: 2,
+            direction: 0,
+            proto: 6,
+            src: [1; 16],
+            dst: [2; 16],
+            sport: 40000,
+            dport: 80,
+            ..Default::default()
+        };
+        let b = FlowKey {
+            direction: 1,
+            src: a.dst,
+            dst: a.src,
+            sport: a.dport,
+            dport: a.sport,
+            ..a
+        };
+        let mut syn = delta(3, 180, 100, 300, TCP_SYN | TCP_FIN | 0x10);
+        syn.fin = 1;
+        let mut synack = delta(2, 120, 150, 310, TCP_SYN | TCP_FIN | 0x10);
+        synack.fin = 1;
+        t.apply(&a, &syn, TimeBase::Capture);
+        assert_eq!(t.conn_state(&a), Some("SH"));
+        t.apply(&b, &synack, TimeBase::Capture);
+        assert_eq!(t.conn_state(&a), Some("SF"));
+        assert_eq!(t.conn_state(&b), Some("SF"));
+        assert_eq!(t.reverse(&a).map(|f| f.key), Some(b));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod clock;
+pub mod connstate;
 pub mod daemon;
 pub mod export;
 pub mod flowtable;
