@@ -20,7 +20,8 @@ use tracing::{error, info, warn};
 use crate::{
     clock::TimeBase,
     export::metrics::{IfaceSnapshot, Snapshot},
-    flowtable::FlowTable,
+    export::records::RecordSink,
+    flowtable::{EndReason, Ended, FlowTable, TableConfig},
     loader::{Datapath, XdpAttachMode},
     record, server,
 };
@@ -34,6 +35,9 @@ pub struct RunOptions {
     pub drain_interval: Duration,
     pub flow_capacity: u32,
     pub xdp_mode: Option<XdpAttachMode>,
+    pub table: TableConfig,
+    /// Where ended flow records go: `-` for stdout, else a file.
+    pub records: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -51,6 +55,7 @@ pub struct Shared {
     drain: Mutex<DrainStats>,
     ready: AtomicBool,
     names: Mutex<HashMap<u32, String>>,
+    records: Mutex<Option<RecordSink>>,
 }
 
 impl Shared {
@@ -80,7 +85,17 @@ impl Shared {
                 }
             }
         }
-        s.flows_active = lock(&self.table).len() as u64;
+        {
+            let table = lock(&self.table);
+            s.flows_active = table.len() as u64;
+            s.flows_max = table.config().max_flows as u64;
+            let st = table.stats();
+            s.flows_started = st.started;
+            s.flows_ended = EndReason::ALL
+                .iter()
+                .map(|r| (r.as_str(), st.ended[*r as usize]))
+                .collect();
+        }
         let d = *lock(&self.drain);
         s.drains = d.drains;
         s.drained_entries = d.entries;
@@ -112,25 +127,69 @@ impl Shared {
     fn drain_once(&self) {
         let mut batch: Vec<(FlowKey, FlowStats)> = Vec::new();
         let r = lock(&self.dp).drain(|k, v| batch.push((*k, *v)));
-        self.absorb(r.map(|_| batch));
+        self.absorb(r.map(|_| batch), false);
     }
 
-    fn absorb(&self, r: Result<Vec<(FlowKey, FlowStats)>, crate::loader::LoadError>) {
-        let mut d = lock(&self.drain);
-        match r {
-            Ok(batch) => {
-                let time = TimeBase::live();
-                let mut table = lock(&self.table);
-                for (k, v) in &batch {
-                    table.apply(k, v, time);
+    /// Adds a drained batch to the table, then ends what timed out (or,
+    /// at shutdown, everything) and writes those records.
+    fn absorb(&self, r: Result<Vec<(FlowKey, FlowStats)>, crate::loader::LoadError>, last: bool) {
+        let ended = {
+            let mut d = lock(&self.drain);
+            let mut table = lock(&self.table);
+            match r {
+                Ok(batch) => {
+                    let time = TimeBase::live();
+                    for (k, v) in &batch {
+                        table.apply(k, v, time);
+                    }
+                    d.drains += 1;
+                    d.entries += batch.len() as u64;
+                    d.last_entries = batch.len() as u64;
                 }
-                d.drains += 1;
-                d.entries += batch.len() as u64;
-                d.last_entries = batch.len() as u64;
+                Err(e) => {
+                    d.errors += 1;
+                    error!(error = %e, "drain failed");
+                }
             }
-            Err(e) => {
-                d.errors += 1;
-                error!(error = %e, "drain failed");
+            if last {
+                table.end_all()
+            } else {
+                table.expire(crate::clock::realtime_ns())
+            }
+        };
+        self.write_records(&ended);
+    }
+
+    fn device(&self, ifindex: u32) -> String {
+        lock(&self.names)
+            .get(&ifindex)
+            .cloned()
+            .unwrap_or_else(|| format!("if{ifindex}"))
+    }
+
+    fn write_records(&self, ended: &[Ended]) {
+        if ended.is_empty() {
+            return;
+        }
+        let mut sink = lock(&self.records);
+        let Some(sink) = sink.as_mut() else {
+            return;
+        };
+        let records: Vec<Value> = ended
+            .iter()
+            .map(|e| record::ended_json(e, &self.device(e.flow.key.ifindex)))
+            .collect();
+        if let Err(e) = sink.write(&records) {
+            error!(error = %e, records = records.len(), "writing flow records failed");
+        }
+    }
+
+    /// SIGHUP: reopen the records file (logrotate).
+    fn reopen_records(&self) {
+        if let Some(sink) = lock(&self.records).as_mut() {
+            match sink.reopen() {
+                Ok(()) => info!("flow records file reopened"),
+                Err(e) => error!(error = %e, "reopening the flow records file failed"),
             }
         }
     }
@@ -207,6 +266,10 @@ pub fn run(opts: RunOptions) -> Result<()> {
         )
     })?;
     listener.set_nonblocking(true)?;
+    let records = match &opts.records {
+        Some(target) => Some(RecordSink::open(target)?),
+        None => None,
+    };
 
     let mut dp = Datapath::load(opts.flow_capacity)?;
     let mut names = HashMap::new();
@@ -221,10 +284,11 @@ pub fn run(opts: RunOptions) -> Result<()> {
     }
     let shared = Arc::new(Shared {
         dp: Mutex::new(dp),
-        table: Mutex::new(FlowTable::default()),
+        table: Mutex::new(FlowTable::new(opts.table)),
         drain: Mutex::new(DrainStats::default()),
         ready: AtomicBool::new(true),
         names: Mutex::new(names),
+        records: Mutex::new(records),
     });
     info!(listen = %opts.listen, interfaces = ?interfaces, "flowd running");
 
@@ -257,6 +321,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
     let served = rt.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let app = server::router(Arc::clone(&shared));
+        tokio::spawn(on_sighup(Arc::clone(&shared)));
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
@@ -273,10 +338,22 @@ pub fn run(opts: RunOptions) -> Result<()> {
         let r = dp.drain_all(|k, v| batch.push((*k, *v)));
         r.map(|_| batch)
     };
-    shared.absorb(final_batch);
+    shared.absorb(final_batch, true);
     info!(flows = lock(&shared.table).len(), "flowd stopped");
     served.context("HTTP server failed")?;
     Ok(())
+}
+
+async fn on_sighup(shared: Arc<Shared>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        warn!("cannot install the SIGHUP handler");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let shared = Arc::clone(&shared);
+        let _ = tokio::task::spawn_blocking(move || shared.reopen_records()).await;
+    }
 }
 
 async fn shutdown_signal() {

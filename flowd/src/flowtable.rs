@@ -43,6 +43,15 @@ impl Flow {
         }
     }
 
+    /// Starts a new record for a flow that goes on (active timeout).
+    fn restart(&mut self, now_ns: u64) {
+        *self = Self {
+            first_ns: now_ns,
+            last_ns: now_ns,
+            ..Self::new(self.key)
+        };
+    }
+
     /// Adds one drained delta.
     pub fn add(&mut self, d: &FlowStats, time: TimeBase) {
         let first = time.to_unix_ns(d.first_seen_ns);
@@ -63,18 +72,219 @@ impl Flow {
     }
 }
 
-/// Every flow seen, keyed by its 5-tuple (plus interface, direction, VLAN).
+/// Why a flow record ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EndReason {
+    /// No packet for the idle timeout.
+    Idle,
+    /// Active longer than the active timeout: the record ends, the flow
+    /// goes on in a new record.
+    Active,
+    /// TCP closed (FIN both ways or an RST), after a short grace period.
+    EndOfFlow,
+    /// flowd shut down or the replay ended.
+    Forced,
+    /// The table was full: the flow idle the longest made room.
+    Evicted,
+}
+
+impl EndReason {
+    pub const ALL: [Self; 5] = [
+        Self::Idle,
+        Self::Active,
+        Self::EndOfFlow,
+        Self::Forced,
+        Self::Evicted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Active => "active",
+            Self::EndOfFlow => "end-of-flow",
+            Self::Forced => "forced",
+            Self::Evicted => "evicted",
+        }
+    }
+}
+
+/// A flow record that ended, with its connection state (TCP) and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    pub flow: Flow,
+    pub state: Option<&'static str>,
+    pub reason: EndReason,
+}
+
+/// Timeouts and bounds of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableConfig {
+    /// A flow with no packet for this long ends (`idle`).
+    pub idle_timeout_ns: u64,
+    /// A flow record older than this ends (`active`); the flow continues.
+    pub active_timeout_ns: u64,
+    /// A closed TCP connection ends this long after its last packet, so the
+    /// final ACK still lands in it (`end-of-flow`).
+    pub tcp_close_grace_ns: u64,
+    /// At most this many flows; beyond it the longest-idle are `evicted`.
+    pub max_flows: usize,
+}
+
+impl Default for TableConfig {
+    /// idle 60 s, active 300 s, TCP close grace 10 s, 1,000,000 flows.
+    fn default() -> Self {
+        Self {
+            idle_timeout_ns: 60 * SEC,
+            active_timeout_ns: 300 * SEC,
+            tcp_close_grace_ns: 10 * SEC,
+            max_flows: 1_000_000,
+        }
+    }
+}
+
+const SEC: u64 = 1_000_000_000;
+
+/// Lifetime counters of the table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableStats {
+    pub started: u64,
+    /// Indexed like [`EndReason::ALL`].
+    pub ended: [u64; 5],
+}
+
+/// Every live flow, keyed by its 5-tuple (plus interface, direction, VLAN).
 #[derive(Debug, Default)]
 pub struct FlowTable {
     flows: HashMap<FlowKey, Flow>,
+    config: TableConfig,
+    /// Records ended by eviction, waiting for the next `expire`.
+    pending: Vec<Ended>,
+    stats: TableStats,
 }
 
 impl FlowTable {
+    pub fn new(config: TableConfig) -> Self {
+        Self {
+            config,
+            ..Self::default()
+        }
+    }
+
+    pub fn config(&self) -> &TableConfig {
+        &self.config
+    }
+
+    /// Replaces timeouts and bounds; a smaller bound evicts on the next insert.
+    pub fn set_config(&mut self, config: TableConfig) {
+        self.config = config;
+    }
+
+    pub fn stats(&self) -> TableStats {
+        self.stats
+    }
+
+    /// Adds one drained delta to its flow, creating the flow if needed.
     pub fn apply(&mut self, key: &FlowKey, delta: &FlowStats, time: TimeBase) {
-        self.flows
-            .entry(*key)
-            .or_insert_with(|| Flow::new(*key))
-            .add(delta, time);
+        if let Some(f) = self.flows.get_mut(key) {
+            f.add(delta, time);
+            return;
+        }
+        if self.config.max_flows > 0 && self.flows.len() >= self.config.max_flows {
+            self.evict();
+        }
+        let mut f = Flow::new(*key);
+        f.add(delta, time);
+        self.flows.insert(*key, f);
+        self.stats.started += 1;
+    }
+
+    /// Makes room: ends the longest-idle 1/64 of the table (at least one).
+    fn evict(&mut self) {
+        let n = (self.config.max_flows / 64).max(1);
+        let mut by_idle: Vec<(u64, FlowKey)> =
+            self.flows.values().map(|f| (f.last_ns, f.key)).collect();
+        if by_idle.len() > n {
+            by_idle.select_nth_unstable(n - 1);
+            by_idle.truncate(n);
+        }
+        for (_, key) in by_idle {
+            let state = self.conn_state(&key);
+            if let Some(flow) = self.flows.remove(&key) {
+                self.end(flow, state, EndReason::Evicted);
+            }
+        }
+    }
+
+    fn end(&mut self, flow: Flow, state: Option<&'static str>, reason: EndReason) {
+        self.stats.ended[reason as usize] += 1;
+        self.pending.push(Ended {
+            flow,
+            state,
+            reason,
+        });
+    }
+
+    /// Ends what timed out by `now_ns` (Unix ns: wall clock live, capture
+    /// clock in replay) and returns it, with any evicted records.
+    pub fn expire(&mut self, now_ns: u64) -> Vec<Ended> {
+        let c = self.config;
+        let mut done: Vec<(FlowKey, EndReason)> = Vec::new();
+        let mut restart: Vec<FlowKey> = Vec::new();
+        for f in self.flows.values() {
+            let idle = now_ns.saturating_sub(f.last_ns);
+            if idle >= c.idle_timeout_ns {
+                done.push((f.key, EndReason::Idle));
+            } else if f.key.proto == IPPROTO_TCP
+                && idle >= c.tcp_close_grace_ns
+                && self.tcp_closed(f)
+            {
+                done.push((f.key, EndReason::EndOfFlow));
+            } else if now_ns.saturating_sub(f.first_ns) >= c.active_timeout_ns {
+                restart.push(f.key);
+            }
+        }
+        // States first: both directions of a connection may end together.
+        let states: Vec<Option<&'static str>> =
+            done.iter().map(|(k, _)| self.conn_state(k)).collect();
+        for ((key, reason), state) in done.into_iter().zip(states) {
+            if let Some(flow) = self.flows.remove(&key) {
+                self.end(flow, state, reason);
+            }
+        }
+        for key in restart {
+            let state = self.conn_state(&key);
+            if let Some(f) = self.flows.get_mut(&key) {
+                let ended = f.clone();
+                f.restart(now_ns);
+                self.end(ended, state, EndReason::Active);
+            }
+        }
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Ends every flow (shutdown, end of a replay).
+    pub fn end_all(&mut self) -> Vec<Ended> {
+        let keys: Vec<FlowKey> = self.flows.keys().copied().collect();
+        let states: Vec<Option<&'static str>> = keys.iter().map(|k| self.conn_state(k)).collect();
+        for (key, state) in keys.into_iter().zip(states) {
+            if let Some(flow) = self.flows.remove(&key) {
+                self.end(flow, state, EndReason::Forced);
+            }
+        }
+        std::mem::take(&mut self.pending)
+    }
+
+    fn tcp_closed(&self, f: &Flow) -> bool {
+        let side = |f: &Flow| Side {
+            packets: f.packets,
+            syn: f.syn,
+            fin: f.fin,
+            rst: f.rst,
+        };
+        match self.reverse(&f.key) {
+            Some(r) => crate::connstate::is_closed(&side(f), &side(r)),
+            None => f.rst > 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -102,6 +312,9 @@ impl FlowTable {
         r.dst = key.src;
         r.sport = key.dport;
         r.dport = key.sport;
+        if r == *key {
+            return None;
+        }
         r.direction = 1 - key.direction;
         self.flows.get(&r).or_else(|| {
             r.direction = key.direction;
@@ -111,7 +324,6 @@ impl FlowTable {
 
     /// Zeek's conn_state of a TCP flow's connection (None for other protocols).
     pub fn conn_state(&self, key: &FlowKey) -> Option<&'static str> {
-        const IPPROTO_TCP: u8 = 6;
         if key.proto != IPPROTO_TCP {
             return None;
         }
@@ -136,6 +348,8 @@ impl FlowTable {
         Some(conn_state(&side(orig), &side(resp)))
     }
 }
+
+const IPPROTO_TCP: u8 = 6;
 
 #[cfg(test)]
 mod tests {
@@ -206,6 +420,98 @@ mod tests {
         assert_eq!(t.conn_state(&a), Some("SF"));
         assert_eq!(t.conn_state(&b), Some("SF"));
         assert_eq!(t.reverse(&a).map(|f| f.key), Some(b));
+    }
+
+    fn udp(port: u16) -> FlowKey {
+        FlowKey {
+            proto: 17,
+            sport: port,
+            dport: 53,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn idle_flows_end_and_active_ones_restart() {
+        let mut t = FlowTable::new(TableConfig {
+            idle_timeout_ns: 10,
+            active_timeout_ns: 100,
+            tcp_close_grace_ns: 5,
+            max_flows: 10,
+        });
+        t.apply(&udp(1), &delta(1, 100, 0, 0, 0), TimeBase::Capture);
+        t.apply(&udp(2), &delta(1, 100, 0, 0, 0), TimeBase::Capture);
+        t.apply(&udp(2), &delta(1, 100, 95, 95, 0), TimeBase::Capture);
+        let ended = t.expire(100);
+        assert_eq!(ended.len(), 2);
+        let by_port = |p| ended.iter().find(|e| e.flow.key.sport == p).unwrap();
+        assert_eq!(by_port(1).reason, EndReason::Idle);
+        assert_eq!(by_port(2).reason, EndReason::Active);
+        assert_eq!(by_port(2).flow.packets, 2);
+        // The active flow goes on with a fresh record.
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.get(&udp(2)).unwrap().packets, 0);
+        assert_eq!(t.stats().started, 2);
+        assert_eq!(t.stats().ended, [1, 1, 0, 0, 0]);
+    }
+
+    #[test]
+    fn full_table_evicts_the_longest_idle() {
+        let mut t = FlowTable::new(TableConfig {
+            max_flows: 3,
+            ..TableConfig::default()
+        });
+        for (p, last) in [(1, 30), (2, 10), (3, 20)] {
+            t.apply(&udp(p), &delta(1, 60, last, last, 0), TimeBase::Capture);
+        }
+        t.apply(&udp(4), &delta(1, 60, 40, 40, 0), TimeBase::Capture);
+        assert_eq!(t.len(), 3);
+        assert!(t.get(&udp(2)).is_none(), "port 2 was idle the longest");
+        let ended = t.expire(41);
+        assert_eq!(ended.len(), 1);
+        assert_eq!(
+            (ended[0].flow.key.sport, ended[0].reason),
+            (2, EndReason::Evicted)
+        );
+        let all = t.end_all();
+        assert_eq!(all.len(), 3);
+        assert!(all.iter().all(|e| e.reason == EndReason::Forced));
+    }
+
+    #[test]
+    fn closed_tcp_ends_after_the_grace_period() {
+        let mut t = FlowTable::new(TableConfig {
+            tcp_close_grace_ns: 5,
+            ..TableConfig::default()
+        });
+        let a = FlowKey {
+            proto: 6,
+            src: [1; 16],
+            dst: [2; 16],
+            sport: 1,
+            dport: 2,
+            ..Default::default()
+        };
+        let b = FlowKey {
+            direction: 1,
+            src: a.dst,
+            dst: a.src,
+            sport: 2,
+            dport: 1,
+            ..a
+        };
+        let mut d = delta(3, 180, 10, 20, TCP_SYN | TCP_FIN);
+        d.fin = 1;
+        t.apply(&a, &d, TimeBase::Capture);
+        t.apply(&b, &d, TimeBase::Capture);
+        assert!(t.expire(22).is_empty(), "still within the grace period");
+        let ended = t.expire(25);
+        assert_eq!(ended.len(), 2);
+        assert!(
+            ended
+                .iter()
+                .all(|e| e.reason == EndReason::EndOfFlow && e.state == Some("SF"))
+        );
     }
 
     #[test]

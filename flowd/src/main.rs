@@ -3,11 +3,14 @@
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use flowd::flowtable::TableConfig;
 use flowd::{
     daemon::{self, RunOptions},
     loader::XdpAttachMode,
 };
 use flowd_common::DEFAULT_FLOW_CAPACITY;
+
+const SEC: u64 = 1_000_000_000;
 
 /// Default metrics address: loopback, and a port outside 9100-9999, the
 /// range Prometheus' default port allocations have filled.
@@ -51,6 +54,21 @@ enum Command {
         /// XDP attach mode.
         #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
         xdp_mode: XdpModeArg,
+        /// Seconds without a packet before a flow ends (idle).
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        idle_timeout: u64,
+        /// Seconds after which a long flow's record ends and a new one starts (active).
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        active_timeout: u64,
+        /// Seconds a closed TCP connection stays before it ends (end-of-flow).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3_600))]
+        tcp_close_grace: u64,
+        /// Flows the table holds at most; beyond, the longest-idle are evicted.
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+        max_flows: u64,
+        /// Write ended flow records as JSON lines here (`-` for stdout); SIGHUP reopens the file.
+        #[arg(long)]
+        records: Option<String>,
     },
     /// Run a pcap/pcapng capture through the same eBPF program and print its flows.
     Replay(flowd::replay::ReplayArgs),
@@ -84,6 +102,11 @@ fn main() -> ExitCode {
             drain_interval_ms,
             flow_capacity,
             xdp_mode,
+            idle_timeout,
+            active_timeout,
+            tcp_close_grace,
+            max_flows,
+            records,
         } => daemon::run(RunOptions {
             interfaces,
             listen,
@@ -94,6 +117,13 @@ fn main() -> ExitCode {
                 XdpModeArg::Native => Some(XdpAttachMode::Native),
                 XdpModeArg::Generic => Some(XdpAttachMode::Generic),
             },
+            table: TableConfig {
+                idle_timeout_ns: idle_timeout * SEC,
+                active_timeout_ns: active_timeout * SEC,
+                tcp_close_grace_ns: tcp_close_grace * SEC,
+                max_flows: max_flows as usize,
+            },
+            records,
         }),
         Command::Replay(args) => flowd::replay::run(&args),
         Command::Bench(args) => flowd::bench::run(&args),

@@ -5,7 +5,10 @@ use std::net::{IpAddr, Ipv6Addr};
 use flowd_common::{DIR_INGRESS, FlowKey};
 use serde_json::{Value, json};
 
-use crate::{clock::rfc3339_ns, flowtable::Flow};
+use crate::{
+    clock::rfc3339_ns,
+    flowtable::{Ended, Flow},
+};
 
 /// The textual form of a key address: dotted quad for IPv4-mapped addresses.
 pub fn addr(a: &[u8; 16]) -> IpAddr {
@@ -47,6 +50,16 @@ pub fn flow_json(flow: &Flow, device: &str) -> Value {
         "first_seen_ns": flow.first_ns,
         "last_seen_ns": flow.last_ns,
     })
+}
+
+/// An ended flow record: the flow plus `state` (TCP) and `end_reason`.
+pub fn ended_json(e: &Ended, device: &str) -> Value {
+    let mut v = flow_json(&e.flow, device);
+    if let Some(state) = e.state {
+        v["state"] = state.into();
+    }
+    v["end_reason"] = e.reason.as_str().into();
+    v
 }
 
 #[cfg(test)]

@@ -4,3 +4,4 @@
 mod basic;
 mod cli;
 mod flows;
+mod records;

@@ -26,6 +26,10 @@ pub struct IfaceSnapshot {
 pub struct Snapshot {
     pub ifaces: Vec<IfaceSnapshot>,
     pub flows_active: u64,
+    pub flows_max: u64,
+    pub flows_started: u64,
+    /// (end reason, flows ended for it)
+    pub flows_ended: Vec<(&'static str, u64)>,
     pub flow_map_capacity: u64,
     pub drains: u64,
     pub drained_entries: u64,
@@ -193,6 +197,29 @@ impl Collector for SnapshotCollector {
             "flowd_flows_active",
             "Flows in the flow table.",
             &[(vec![], s.flows_active as i64)],
+        )?;
+        gauge_family(
+            &mut enc,
+            "flowd_flows_max",
+            "Bound of the flow table; beyond it the longest-idle flows are evicted.",
+            &[(vec![], s.flows_max as i64)],
+        )?;
+        counter_family(
+            &mut enc,
+            "flowd_flows_started",
+            "Flows that entered the flow table.",
+            &[(vec![], s.flows_started)],
+        )?;
+        let ended: Vec<(Labels, u64)> = s
+            .flows_ended
+            .iter()
+            .map(|(r, n)| (vec![("reason", (*r).to_owned())], *n))
+            .collect();
+        counter_family(
+            &mut enc,
+            "flowd_flows_ended",
+            "Flow records ended, by reason (idle, active, end-of-flow, forced, evicted).",
+            &ended,
         )?;
         gauge_family(
             &mut enc,

@@ -1,2 +1,3 @@
 //! Everything that leaves flowd: Prometheus metrics and the JSON API.
 pub mod metrics;
+pub mod records;
