@@ -19,8 +19,11 @@ use tracing::{error, info, warn};
 
 use crate::{
     clock::TimeBase,
-    export::metrics::{IfaceSnapshot, Snapshot},
     export::records::RecordSink,
+    export::{
+        aggregate::{AggConfig, Aggregator},
+        metrics::{HistogramSnapshot, IfaceSnapshot, Snapshot},
+    },
     flowtable::{EndReason, Ended, FlowTable, TableConfig},
     loader::{Datapath, XdpAttachMode},
     record, server,
@@ -40,12 +43,28 @@ pub struct RunOptions {
     pub records: Option<String>,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct DrainStats {
     drains: u64,
     entries: u64,
     last_entries: u64,
     errors: u64,
+    seconds: HistogramSnapshot,
+}
+
+impl Default for DrainStats {
+    fn default() -> Self {
+        Self {
+            drains: 0,
+            entries: 0,
+            last_entries: 0,
+            errors: 0,
+            seconds: HistogramSnapshot::with_bounds(&[
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5,
+            ]),
+        }
+    }
 }
 
 /// State shared by the drain loop and the HTTP handlers.
@@ -56,6 +75,7 @@ pub struct Shared {
     ready: AtomicBool,
     names: Mutex<HashMap<u32, String>>,
     records: Mutex<Option<RecordSink>>,
+    agg: Mutex<Aggregator>,
 }
 
 impl Shared {
@@ -96,7 +116,9 @@ impl Shared {
                 .map(|r| (r.as_str(), st.ended[*r as usize]))
                 .collect();
         }
-        let d = *lock(&self.drain);
+        let d = lock(&self.drain).clone();
+        s.drain_seconds = d.seconds;
+        s.groups = lock(&self.agg).snapshot();
         s.drains = d.drains;
         s.drained_entries = d.entries;
         s.last_drain_entries = d.last_entries;
@@ -126,7 +148,11 @@ impl Shared {
     /// One drain into the flow table.
     fn drain_once(&self) {
         let mut batch: Vec<(FlowKey, FlowStats)> = Vec::new();
+        let t0 = Instant::now();
         let r = lock(&self.dp).drain(|k, v| batch.push((*k, *v)));
+        lock(&self.drain)
+            .seconds
+            .observe(t0.elapsed().as_secs_f64());
         self.absorb(r.map(|_| batch), false);
     }
 
@@ -139,9 +165,14 @@ impl Shared {
             match r {
                 Ok(batch) => {
                     let time = TimeBase::live();
+                    let names = lock(&self.names);
+                    let mut agg = lock(&self.agg);
                     for (k, v) in &batch {
                         table.apply(k, v, time);
+                        let dev = names.get(&k.ifindex).map_or("unknown", String::as_str);
+                        agg.absorb(k, v, dev);
                     }
+                    agg.tick(crate::clock::realtime_ns());
                     d.drains += 1;
                     d.entries += batch.len() as u64;
                     d.last_entries = batch.len() as u64;
@@ -289,6 +320,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
         ready: AtomicBool::new(true),
         names: Mutex::new(names),
         records: Mutex::new(records),
+        agg: Mutex::new(Aggregator::new(AggConfig::default())),
     });
     info!(listen = %opts.listen, interfaces = ?interfaces, "flowd running");
 

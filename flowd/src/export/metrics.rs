@@ -35,6 +35,39 @@ pub struct Snapshot {
     pub drained_entries: u64,
     pub last_drain_entries: u64,
     pub drain_errors: u64,
+    /// Duration of each drain (flip, wait, read and delete), seconds.
+    pub drain_seconds: HistogramSnapshot,
+    pub groups: crate::export::aggregate::AggSnapshot,
+}
+
+/// A histogram as collected: cumulative bucket counts by upper bound.
+#[derive(Debug, Clone, Default)]
+pub struct HistogramSnapshot {
+    pub sum: f64,
+    pub count: u64,
+    /// (upper bound, cumulative count), ascending; +Inf is implied by `count`.
+    pub buckets: Vec<(f64, u64)>,
+}
+
+impl HistogramSnapshot {
+    /// An empty histogram with these upper bounds.
+    pub fn with_bounds(bounds: &[f64]) -> Self {
+        Self {
+            sum: 0.0,
+            count: 0,
+            buckets: bounds.iter().map(|b| (*b, 0)).collect(),
+        }
+    }
+
+    pub fn observe(&mut self, v: f64) {
+        self.sum += v;
+        self.count += 1;
+        for (bound, n) in &mut self.buckets {
+            if v <= *bound {
+                *n += 1;
+            }
+        }
+    }
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -245,6 +278,20 @@ impl Collector for SnapshotCollector {
             "Entries the last drain read (fill of one generation).",
             &[(vec![], s.last_drain_entries as i64)],
         )?;
+        {
+            let h = &s.drain_seconds;
+            let mut buckets = h.buckets.clone();
+            buckets.push((f64::INFINITY, h.count));
+            let mut m = enc.encode_descriptor(
+                "flowd_drain_duration_seconds",
+                "Time one drain took: flip, wait for programs, read and delete.",
+                None,
+                MetricType::Histogram,
+            )?;
+            m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                h.sum, h.count, &buckets, None,
+            )?;
+        }
         counter_family(
             &mut enc,
             "flowd_drain_errors",
