@@ -2,8 +2,9 @@
 //! cleanly on SIGINT/SIGTERM.
 
 use std::{
-    collections::HashMap,
-    net::{SocketAddr, TcpListener},
+    collections::{BTreeMap, HashMap},
+    net::TcpListener,
+    path::PathBuf,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -13,34 +14,82 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use flowd_common::{DIR_EGRESS, DIR_INGRESS, FlowKey, FlowStats};
+use flowd_common::{DIR_EGRESS, DIR_INGRESS, FlowKey, FlowStats, IfaceCounters};
 use serde_json::Value;
 use tracing::{error, info, warn};
 
 use crate::{
     clock::TimeBase,
-    export::records::RecordSink,
+    config::Config,
     export::{
         aggregate::{AggConfig, Aggregator},
         metrics::{HistogramSnapshot, IfaceSnapshot, Snapshot},
+        records::RecordSink,
     },
-    flowtable::{EndReason, Ended, FlowTable, TableConfig},
-    loader::{Datapath, XdpAttachMode},
-    record, server,
+    flowtable::{EndReason, Ended, FlowTable},
+    interfaces,
+    loader::Datapath,
+    notify, record, server,
 };
 
-/// What `flowd run` was asked to do.
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    /// Interfaces to monitor; empty: every interface that is up and not loopback.
+/// Command-line values that override the configuration file, kept so a
+/// reload applies them on top of the new file too.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
     pub interfaces: Vec<String>,
-    pub listen: SocketAddr,
-    pub drain_interval: Duration,
-    pub flow_capacity: u32,
-    pub xdp_mode: Option<XdpAttachMode>,
-    pub table: TableConfig,
-    /// Where ended flow records go: `-` for stdout, else a file.
+    pub listen: Option<String>,
+    pub drain_interval_ms: Option<u64>,
+    pub flow_capacity: Option<u32>,
+    pub xdp_mode: Option<String>,
+    pub idle_timeout_s: Option<u64>,
+    pub active_timeout_s: Option<u64>,
+    pub tcp_close_grace_s: Option<u64>,
+    pub max_flows: Option<u64>,
     pub records: Option<String>,
+    pub pin_path: Option<String>,
+}
+
+impl Overrides {
+    pub fn apply(&self, c: &mut Config) {
+        if !self.interfaces.is_empty() {
+            c.interfaces.clone_from(&self.interfaces);
+        }
+        macro_rules! set {
+            ($($field:ident => $($path:ident).+),*) => {$(
+                if let Some(v) = &self.$field {
+                    c.$($path).+ = v.clone();
+                }
+            )*};
+        }
+        set!(listen => listen, drain_interval_ms => drain_interval_ms, flow_capacity => flow_capacity,
+            xdp_mode => xdp_mode, records => records, pin_path => pin_path,
+            idle_timeout_s => flow_table.idle_timeout_s, active_timeout_s => flow_table.active_timeout_s,
+            tcp_close_grace_s => flow_table.tcp_close_grace_s, max_flows => flow_table.max_flows);
+    }
+}
+
+/// Where the configuration comes from: a file (reloadable) and overrides.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub path: Option<PathBuf>,
+    pub overrides: Overrides,
+}
+
+impl ConfigSource {
+    /// The file (if any) with the overrides applied, validated.
+    pub fn load(&self) -> Result<Config> {
+        let mut c = match &self.path {
+            Some(p) => Config::load(p)?,
+            None => Config::default(),
+        };
+        self.overrides.apply(&mut c);
+        let origin = self.path.as_ref().map_or_else(
+            || "command line".to_owned(),
+            |p| format!("{} with command-line overrides", p.display()),
+        );
+        c.validate(&origin)?;
+        Ok(c)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +125,9 @@ pub struct Shared {
     names: Mutex<HashMap<u32, String>>,
     records: Mutex<Option<RecordSink>>,
     agg: Mutex<Aggregator>,
+    config: Mutex<Config>,
+    /// Interface names whose attach failed, with the error last logged.
+    attach_errors: Mutex<BTreeMap<String, String>>,
 }
 
 impl Shared {
@@ -88,21 +140,23 @@ impl Shared {
         {
             let dp = lock(&self.dp);
             s.flow_map_capacity = u64::from(dp.capacity());
-            for a in dp.interfaces.values() {
-                let rx = dp.totals(a.slot, DIR_INGRESS);
-                let tx = dp.totals(a.slot, DIR_EGRESS);
-                match (rx, tx) {
-                    (Ok(rx), Ok(tx)) => s.ifaces.push(IfaceSnapshot {
-                        device: a.name.clone(),
-                        rx,
-                        tx,
-                        xdp_mode: a.xdp.as_ref().map(|(_, m)| m.as_str()),
-                        tc_attached: a.tc.is_some(),
-                    }),
-                    (Err(e), _) | (_, Err(e)) => {
-                        warn!(iface = a.name, error = %e, "reading totals failed")
-                    }
-                }
+            // Every interface seen in this run, attached or gone.
+            for (name, slot) in dp.slots() {
+                let attached = dp.interfaces.values().find(|a| &a.name == name);
+                let rx = dp.totals(*slot, DIR_INGRESS).unwrap_or_else(|e| {
+                    warn!(iface = name, error = %e, "reading totals failed");
+                    IfaceCounters::default()
+                });
+                let tx = dp.totals(*slot, DIR_EGRESS).unwrap_or_default();
+                s.ifaces.push(IfaceSnapshot {
+                    device: name.clone(),
+                    rx,
+                    tx,
+                    xdp_mode: attached
+                        .filter(|a| a.xdp_attached())
+                        .map(|a| a.xdp_mode.as_str()),
+                    tc_attached: attached.is_some_and(|a| a.tc_attached()),
+                });
             }
         }
         {
@@ -231,24 +285,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Interfaces that are up and not loopback, from sysfs.
-pub fn default_interfaces() -> Result<Vec<String>> {
-    const IFF_UP: u32 = 0x1;
-    const IFF_LOOPBACK: u32 = 0x8;
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/sys/class/net").context("reading /sys/class/net")? {
-        let e = e?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        let flags = std::fs::read_to_string(e.path().join("flags")).unwrap_or_default();
-        let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap_or(0);
-        if flags & IFF_UP != 0 && flags & IFF_LOOPBACK == 0 {
-            out.push(name);
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
 /// Fails with one line when flowd lacks the privileges to load programs.
 pub fn check_privileges() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
@@ -271,72 +307,198 @@ pub fn check_privileges() -> Result<()> {
     )
 }
 
-/// Runs the daemon until SIGINT or SIGTERM.
-pub fn run(opts: RunOptions) -> Result<()> {
-    check_privileges()?;
-    let interfaces = if opts.interfaces.is_empty() {
-        let found = default_interfaces()?;
-        if found.is_empty() {
-            bail!("no interface is up apart from loopback: name one with --iface");
+impl Shared {
+    /// Attaches what the configuration selects and is not attached yet;
+    /// marks attached interfaces that went away as detached.
+    fn reconcile(&self) {
+        let (patterns, mode) = {
+            let c = lock(&self.config);
+            (c.interfaces.clone(), c.xdp_attach_mode())
+        };
+        let present = interfaces::list();
+        let wanted = interfaces::selected(&present, &patterns);
+        let mut dp = lock(&self.dp);
+        let attached: Vec<(u32, String)> = dp
+            .interfaces
+            .values()
+            .map(|a| (a.ifindex, a.name.clone()))
+            .collect();
+        for (ifindex, name) in attached {
+            let here = present
+                .iter()
+                .any(|i| i.ifindex == ifindex && i.name == name);
+            if !here {
+                dp.forget(ifindex);
+            } else if !wanted.iter().any(|i| i.ifindex == ifindex) {
+                dp.detach(ifindex);
+            }
         }
-        found
-    } else {
-        opts.interfaces.clone()
-    };
-    for i in &interfaces {
-        if crate::loader::ifindex(i).is_none() {
+        for i in wanted {
+            if dp.interfaces.contains_key(&i.ifindex) {
+                continue;
+            }
+            match dp.attach(&i.name, mode) {
+                Ok(()) => {
+                    lock(&self.names).insert(i.ifindex, i.name.clone());
+                    lock(&self.attach_errors).remove(&i.name);
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    let mut errs = lock(&self.attach_errors);
+                    if errs.get(&i.name) != Some(&msg) {
+                        error!(iface = i.name, error = %msg, "attach failed; retrying while it is selected");
+                        errs.insert(i.name.clone(), msg);
+                    }
+                }
+            }
+        }
+    }
+
+    /// SIGHUP: reopen the records file, then reload the configuration.
+    fn reload(&self, source: &ConfigSource) {
+        notify::reloading();
+        self.reopen_records();
+        match source.load() {
+            Err(e) => {
+                error!(error = %format!("{e:#}"), "reload rejected; keeping the running configuration")
+            }
+            Ok(new) => {
+                let old = lock(&self.config).clone();
+                for (key, changed) in [
+                    ("listen", old.listen != new.listen),
+                    ("flow_capacity", old.flow_capacity != new.flow_capacity),
+                    ("pin_path", old.pin_path != new.pin_path),
+                    ("web", old.web != new.web),
+                ] {
+                    if changed {
+                        warn!(
+                            key,
+                            "changed in the configuration; it takes effect at the next restart"
+                        );
+                    }
+                }
+                if old.records != new.records {
+                    let sink = match new.records.as_str() {
+                        "" => Ok(None),
+                        t => RecordSink::open(t).map(Some),
+                    };
+                    match sink {
+                        Ok(s) => *lock(&self.records) = s,
+                        Err(e) => {
+                            error!(error = %e, "opening the new records target failed; keeping the old one")
+                        }
+                    }
+                }
+                lock(&self.table).set_config(new.table());
+                *lock(&self.config) = new;
+                self.reconcile();
+                info!("configuration reloaded");
+            }
+        }
+        notify::notify("READY=1");
+    }
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub fn run(source: ConfigSource) -> Result<()> {
+    let cfg = source.load()?;
+    check_privileges()?;
+    let present = interfaces::list();
+    for p in cfg
+        .interfaces
+        .iter()
+        .filter(|p| interfaces::is_plain_name(p))
+    {
+        if !present.iter().any(|i| &i.name == p) {
             bail!(
-                "interface `{i}` does not exist (`ip link` lists the interfaces; choose with --iface)"
+                "interface `{p}` does not exist (`ip link` lists the interfaces; choose with --iface)"
             );
         }
     }
-    let listener = TcpListener::bind(opts.listen).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot listen on {}: {e} (choose another address with --listen)",
-            opts.listen
-        )
+    if interfaces::selected(&present, &cfg.interfaces).is_empty() {
+        bail!(
+            "no interface matches {:?} (apart from loopback): name one with --iface",
+            cfg.interfaces
+        );
+    }
+    let listen = cfg.listen_addr();
+    let listener = TcpListener::bind(listen).map_err(|e| {
+        anyhow::anyhow!("cannot listen on {listen}: {e} (choose another address with --listen)")
     })?;
     listener.set_nonblocking(true)?;
-    let records = match &opts.records {
-        Some(target) => Some(RecordSink::open(target)?),
-        None => None,
+    let records = match cfg.records.as_str() {
+        "" => None,
+        t => Some(RecordSink::open(t)?),
     };
 
-    let mut dp = Datapath::load(opts.flow_capacity)?;
-    let mut names = HashMap::new();
-    for i in &interfaces {
-        if let Err(e) = dp.attach(i, opts.xdp_mode) {
-            dp.detach_all();
-            return Err(e.into());
-        }
-        if let Some(ix) = crate::loader::ifindex(i) {
-            names.insert(ix, i.clone());
-        }
+    let mut dp = Datapath::load_pinned(cfg.flow_capacity, std::path::Path::new(&cfg.pin_path))?;
+    // Whatever an earlier flowd left in the maps is drained, not lost.
+    let mut leftover = Vec::new();
+    let n = dp.drain_all(|k, v| leftover.push((*k, *v)))?;
+    if n > 0 {
+        info!(
+            flows = n,
+            "drained flows an earlier flowd left in the pinned maps"
+        );
     }
     let shared = Arc::new(Shared {
         dp: Mutex::new(dp),
-        table: Mutex::new(FlowTable::new(opts.table)),
+        table: Mutex::new(FlowTable::new(cfg.table())),
         drain: Mutex::new(DrainStats::default()),
-        ready: AtomicBool::new(true),
-        names: Mutex::new(names),
+        ready: AtomicBool::new(false),
+        names: Mutex::new(HashMap::new()),
         records: Mutex::new(records),
         agg: Mutex::new(Aggregator::new(AggConfig::default())),
+        config: Mutex::new(cfg.clone()),
+        attach_errors: Mutex::new(BTreeMap::new()),
     });
-    info!(listen = %opts.listen, interfaces = ?interfaces, "flowd running");
+    shared.reconcile();
+    {
+        let dp = lock(&shared.dp);
+        if dp.interfaces.is_empty() {
+            let errs = lock(&shared.attach_errors);
+            let why = errs
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            drop(errs);
+            drop(dp);
+            lock(&shared.dp).detach_all();
+            bail!("no interface could be attached ({why})");
+        }
+    }
+    shared.absorb(Ok(leftover), false);
+    shared.ready.store(true, Ordering::Relaxed);
+    notify::notify("READY=1");
+    info!(listen = %listen, "flowd running");
 
     let stop = Arc::new(AtomicBool::new(false));
     let drainer = {
         let shared = Arc::clone(&shared);
         let stop = Arc::clone(&stop);
-        let interval = opts.drain_interval;
+        let watchdog = notify::watchdog_interval().map(|w| w / 2);
         thread::Builder::new().name("drain".into()).spawn(move || {
-            let mut next = Instant::now() + interval;
+            let mut next = Instant::now();
+            let mut next_scan = Instant::now() + Duration::from_secs(1);
+            let mut next_ping = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 let now = Instant::now();
+                if let Some(w) = watchdog
+                    && now >= next_ping
+                {
+                    notify::notify("WATCHDOG=1");
+                    next_ping = now + w;
+                }
+                if now >= next_scan {
+                    shared.reconcile();
+                    next_scan = now + Duration::from_secs(1);
+                }
                 if now < next {
                     thread::sleep((next - now).min(Duration::from_millis(50)));
                     continue;
                 }
+                let interval = lock(&shared.config).drain_interval();
                 next += interval;
                 if next < now {
                     next = now + interval;
@@ -353,19 +515,25 @@ pub fn run(opts: RunOptions) -> Result<()> {
     let served = rt.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let app = server::router(Arc::clone(&shared));
-        tokio::spawn(on_sighup(Arc::clone(&shared)));
+        tokio::spawn(on_sighup(Arc::clone(&shared), source.clone()));
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
     });
 
+    notify::notify("STOPPING=1");
     stop.store(true, Ordering::Relaxed);
     let _ = drainer.join();
-    // Detach first so nothing arrives after the final drain.
     shared.ready.store(false, Ordering::Relaxed);
+    let detach = lock(&shared.config).detach_on_exit;
     let final_batch = {
         let mut dp = lock(&shared.dp);
-        dp.detach_all();
+        if detach {
+            // Detach first so nothing arrives after the final drain.
+            dp.detach_all();
+        } else {
+            dp.release_all();
+        }
         let mut batch = Vec::new();
         let r = dp.drain_all(|k, v| batch.push((*k, *v)));
         r.map(|_| batch)
@@ -376,7 +544,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
     Ok(())
 }
 
-async fn on_sighup(shared: Arc<Shared>) {
+async fn on_sighup(shared: Arc<Shared>, source: ConfigSource) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         warn!("cannot install the SIGHUP handler");
@@ -384,7 +552,8 @@ async fn on_sighup(shared: Arc<Shared>) {
     };
     while hup.recv().await.is_some() {
         let shared = Arc::clone(&shared);
-        let _ = tokio::task::spawn_blocking(move || shared.reopen_records()).await;
+        let source = source.clone();
+        let _ = tokio::task::spawn_blocking(move || shared.reload(&source)).await;
     }
 }
 

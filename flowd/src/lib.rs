@@ -3,11 +3,15 @@
 
 pub mod bench;
 pub mod clock;
+pub mod config;
 pub mod connstate;
 pub mod daemon;
+pub mod doctor;
 pub mod export;
 pub mod flowtable;
+pub mod interfaces;
 pub mod loader;
+pub mod notify;
 pub mod pcap;
 pub mod record;
 pub mod replay;

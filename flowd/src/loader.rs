@@ -5,19 +5,22 @@
 use std::{
     collections::BTreeMap,
     os::fd::{AsFd, BorrowedFd},
+    path::{Path, PathBuf},
 };
 
 use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
     maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray},
     programs::{
-        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc::SchedClassifierLinkId,
-        xdp::XdpLinkId,
+        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        tc::SchedClassifierLink,
+        xdp::XdpLink,
     },
 };
 use flowd_common::{
-    Control, FlowKey, FlowStats, IfaceCounters, MAX_SLOTS, SLOT_ARRAY_LEN, maps, programs,
-    totals_index,
+    ABI_VERSION, Control, FlowKey, FlowStats, IfaceCounters, MAX_SLOTS, SLOT_ARRAY_LEN, maps,
+    programs, totals_index,
 };
 use thiserror::Error;
 use tracing::{info, warn};
@@ -60,6 +63,14 @@ pub enum LoadError {
     NoSlot(String),
     #[error(transparent)]
     Sys(#[from] SysError),
+    #[error("pin directory {path}: {reason}")]
+    Pin { path: String, reason: String },
+    #[error("{hook} link of `{iface}`: {reason}")]
+    Link {
+        hook: &'static str,
+        iface: String,
+        reason: String,
+    },
 }
 
 /// How a program is attached to an interface.
@@ -78,14 +89,50 @@ impl XdpAttachMode {
     }
 }
 
+/// A program's attachment to an interface, owned by flowd.
+#[derive(Debug)]
+pub enum Hold {
+    /// A bpf_link pinned in bpffs: it survives flowd (kill -9, upgrade).
+    Pinned(PinnedLink, PathBuf),
+    /// Attached without a pinnable link (netlink on old kernels, or no pin dir).
+    Xdp(XdpLink),
+    Tc(SchedClassifierLink),
+}
+
+impl Hold {
+    /// Detaches: unpins, then drops the last reference.
+    fn detach(self) {
+        if let Self::Pinned(link, path) = self {
+            match link.unpin() {
+                Ok(fd) => drop(fd),
+                Err(e) => {
+                    warn!(path = %path.display(), error = %e, "unpinning a link failed");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        // Xdp/Tc links detach when dropped.
+    }
+}
+
 /// One monitored interface.
 #[derive(Debug)]
 pub struct Attached {
     pub name: String,
     pub ifindex: u32,
     pub slot: u32,
-    pub xdp: Option<(XdpLinkId, XdpAttachMode)>,
-    pub tc: Option<SchedClassifierLinkId>,
+    pub xdp_mode: XdpAttachMode,
+    xdp: Option<Hold>,
+    tc: Option<Hold>,
+}
+
+impl Attached {
+    pub fn xdp_attached(&self) -> bool {
+        self.xdp.is_some()
+    }
+    pub fn tc_attached(&self) -> bool {
+        self.tc.is_some()
+    }
 }
 
 /// The loaded programs and maps.
@@ -94,7 +141,12 @@ pub struct Datapath {
     wait: ProgramWait,
     active_gen: u32,
     capacity: u32,
+    /// `<pin_path>/v<ABI>` when maps and links are pinned.
+    pin_dir: Option<PathBuf>,
     pub interfaces: BTreeMap<u32, Attached>,
+    /// Counter slot per interface name: an interface that goes away and
+    /// comes back keeps its slot, so its totals stay monotonic.
+    slots: BTreeMap<String, u32>,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -109,14 +161,63 @@ impl std::fmt::Debug for Datapath {
 
 impl Datapath {
     /// Loads the object with `capacity` flows per generation map and loads
-    /// both programs into the kernel (nothing is attached yet).
+    /// both programs into the kernel (nothing is attached, nothing pinned).
     pub fn load(capacity: u32) -> Result<Self, LoadError> {
+        Self::load_inner(capacity, None)
+    }
+
+    /// Like [`Datapath::load`], with every map pinned under
+    /// `<pin_root>/v<ABI_VERSION>`: maps pinned by an earlier flowd of the
+    /// same layout are reused (totals continue, leftover flows get drained);
+    /// pins of another layout version are removed first.
+    pub fn load_pinned(capacity: u32, pin_root: &Path) -> Result<Self, LoadError> {
+        let pin_err = |reason: String| LoadError::Pin {
+            path: pin_root.display().to_string(),
+            reason,
+        };
+        let dir = pin_root.join(format!("v{ABI_VERSION}"));
+        std::fs::create_dir_all(dir.join("links")).map_err(|e| pin_err(e.to_string()))?;
+        if !is_bpffs(pin_root) {
+            return Err(pin_err(
+                "not on a bpf filesystem (mount it: `mount -t bpf bpf /sys/fs/bpf`; `cargo xtask setup` does)".into(),
+            ));
+        }
+        for e in std::fs::read_dir(pin_root)
+            .map_err(|e| pin_err(e.to_string()))?
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('v') && name != format!("v{ABI_VERSION}") {
+                warn!(old = %e.path().display(), abi = ABI_VERSION, "removing pins of another map layout version");
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        match Self::load_inner(capacity, Some(dir.clone())) {
+            Ok(dp) => Ok(dp),
+            Err(LoadError::Pin { reason, .. }) if reason.starts_with("layout") => {
+                warn!(dir = %dir.display(), %reason, "pinned maps do not match this build: resetting them");
+                remove_map_pins(&dir);
+                Self::load_inner(capacity, Some(dir))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn load_inner(capacity: u32, pin_dir: Option<PathBuf>) -> Result<Self, LoadError> {
         raise_memlock();
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries(maps::FLOWS_0, capacity)
-            .map_max_entries(maps::FLOWS_1, capacity)
-            .load(EBPF_OBJECT)
-            .map_err(LoadError::Object)?;
+            .map_max_entries(maps::FLOWS_1, capacity);
+        if let Some(dir) = &pin_dir {
+            for name in maps::ALL {
+                loader.map_pin_path(name, dir.join(name));
+            }
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT).map_err(LoadError::Object)?;
+        if let Some(dir) = &pin_dir {
+            check_layout(&ebpf, capacity, dir)?;
+        }
         let xdp: &mut Xdp = program(&mut ebpf, programs::INGRESS)?;
         xdp.load().map_err(|source| LoadError::Program {
             program: programs::INGRESS,
@@ -132,9 +233,17 @@ impl Datapath {
             wait: ProgramWait::new()?,
             active_gen: 0,
             capacity,
+            pin_dir,
             interfaces: BTreeMap::new(),
+            slots: BTreeMap::new(),
         };
-        dp.set_active_gen(0)?;
+        if dp.pin_dir.is_some() {
+            // Programs of an earlier flowd may still write to either generation.
+            let control: Array<&MapData, Control> = typed_map_ref(&dp.ebpf, maps::CONTROL)?;
+            dp.active_gen = control.get(&0, 0).map(|c| c.active_gen & 1).unwrap_or(0);
+        } else {
+            dp.set_active_gen(0)?;
+        }
         Ok(dp)
     }
 
@@ -142,7 +251,9 @@ impl Datapath {
         self.capacity
     }
 
-    /// Attaches XDP (ingress) and TC (egress) to `iface`.
+    /// Attaches XDP (ingress) and TC (egress) to `iface`. With pinning, a
+    /// link an earlier flowd pinned for this interface is taken over
+    /// (the program is replaced atomically, no packet goes uncounted).
     pub fn attach(
         &mut self,
         iface: &str,
@@ -152,31 +263,31 @@ impl Datapath {
         if self.interfaces.contains_key(&ifindex) {
             return Ok(());
         }
-        let slot = self
-            .free_slot()
-            .ok_or_else(|| LoadError::NoSlot(iface.into()))?;
+        let slot = self.slot_for(iface, ifindex)?;
         self.set_slot(ifindex, slot)?;
-        let xdp = self.attach_xdp(iface, ifindex, xdp_mode)?;
-        let tc = match self.attach_tc(iface) {
-            Ok(id) => id,
+        let (xdp, mode) = self.attach_xdp(iface, ifindex, xdp_mode)?;
+        let tc = match self.attach_tc(iface, ifindex) {
+            Ok(h) => h,
             Err(e) => {
-                let prog: &mut Xdp = program(&mut self.ebpf, programs::INGRESS)?;
-                let _ = prog.detach(xdp.0);
+                xdp.detach();
                 return Err(e);
             }
         };
         info!(
             iface,
             ifindex,
-            xdp_mode = xdp.1.as_str(),
+            slot,
+            xdp_mode = mode.as_str(),
             "attached: XDP ingress and TC egress"
         );
+        self.slots.insert(iface.into(), slot);
         self.interfaces.insert(
             ifindex,
             Attached {
                 name: iface.into(),
                 ifindex,
                 slot,
+                xdp_mode: mode,
                 xdp: Some(xdp),
                 tc: Some(tc),
             },
@@ -184,74 +295,226 @@ impl Datapath {
         Ok(())
     }
 
+    /// The interface's counter slot: the one it had (by name in this run,
+    /// or by ifindex in the pinned slot map), else a free one.
+    fn slot_for(&self, iface: &str, ifindex: u32) -> Result<u32, LoadError> {
+        if let Some(s) = self.slots.get(iface) {
+            return Ok(*s);
+        }
+        if self.pin_dir.is_some()
+            && let Some(s) = self.pinned_slot(ifindex)
+            && s != 0
+            && !self.slots.values().any(|v| *v == s)
+        {
+            return Ok(s);
+        }
+        self.free_slot()
+            .ok_or_else(|| LoadError::NoSlot(iface.into()))
+    }
+
+    fn pinned_slot(&self, ifindex: u32) -> Option<u32> {
+        if ifindex < SLOT_ARRAY_LEN {
+            let a: Array<&MapData, u32> = typed_map_ref(&self.ebpf, maps::IFACE_SLOTS).ok()?;
+            a.get(&ifindex, 0).ok()
+        } else {
+            let h: BpfHashMap<&MapData, u32, u32> =
+                typed_map_ref(&self.ebpf, maps::IFACE_SLOTS_BIG).ok()?;
+            h.get(&ifindex, 0).ok()
+        }
+    }
+
+    /// Pin path of a link: `<ifindex>_<hook>_<iface>`. bpffs rejects '.'
+    /// in names, which interface names (VLANs: eth0.100) may hold.
+    fn link_pin(&self, iface: &str, ifindex: u32, hook: &str) -> Option<PathBuf> {
+        self.pin_dir.as_ref().map(|d| {
+            d.join("links")
+                .join(format!("{ifindex}_{hook}_{}", iface.replace('.', ",")))
+        })
+    }
+
+    /// Removes pinned links of `iface` for other ifindexes (an interface
+    /// that was deleted and re-created while flowd was not running).
+    fn remove_stale_pins(&self, iface: &str, ifindex: u32, hook: &str) {
+        let Some(dir) = self.pin_dir.as_ref().map(|d| d.join("links")) else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let iface = iface.replace('.', ",");
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let mut parts = name.splitn(3, '_');
+            let (ix, h, n) = (parts.next(), parts.next(), parts.next());
+            if n == Some(iface.as_str())
+                && h.is_some_and(|h| h.starts_with(hook))
+                && ix != Some(ifindex.to_string().as_str())
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
     fn attach_xdp(
         &mut self,
         iface: &str,
         ifindex: u32,
         mode: Option<XdpAttachMode>,
-    ) -> Result<(XdpLinkId, XdpAttachMode), LoadError> {
-        let prog: &mut Xdp = program(&mut self.ebpf, programs::INGRESS)?;
+    ) -> Result<(Hold, XdpAttachMode), LoadError> {
         let err = |source| LoadError::Attach {
             hook: "XDP",
             iface: iface.into(),
             source,
         };
-        match mode {
-            Some(XdpAttachMode::Generic) => prog
-                .attach_to_if_index(ifindex, XdpMode::Skb)
-                .map(|id| (id, XdpAttachMode::Generic))
-                .map_err(err),
-            Some(XdpAttachMode::Native) => prog
-                .attach_to_if_index(ifindex, XdpMode::Driver)
-                .map(|id| (id, XdpAttachMode::Native))
-                .map_err(err),
+        self.remove_stale_pins(iface, ifindex, "xdp");
+        // Take over a link an earlier flowd pinned.
+        for m in [XdpAttachMode::Native, XdpAttachMode::Generic] {
+            let Some(path) = self.link_pin(iface, ifindex, &format!("xdp-{}", m.as_str())) else {
+                break;
+            };
+            let Ok(old) = PinnedLink::from_pin(&path) else {
+                continue;
+            };
+            let link = XdpLink::try_from(FdLink::from(old)).map_err(|e| e.to_string());
+            let prog: &mut Xdp = program(&mut self.ebpf, programs::INGRESS)?;
+            match link.and_then(|l| prog.attach_to_link(l).map_err(|e| e.to_string())) {
+                Ok(id) => {
+                    let link = prog.take_link(id).map_err(err)?;
+                    let fd = FdLink::try_from(link).map_err(|e| link_err("XDP", iface, e))?;
+                    let pinned = PinnedLink::from_pin(&path).map_err(|e| LoadError::Pin {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    })?;
+                    drop(fd);
+                    info!(iface, "took over the pinned XDP link of an earlier flowd");
+                    return Ok((Hold::Pinned(pinned, path), m));
+                }
+                Err(e) => {
+                    warn!(iface, error = %e, "pinned XDP link unusable; attaching anew");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let prog: &mut Xdp = program(&mut self.ebpf, programs::INGRESS)?;
+        let (id, mode) = match mode {
+            Some(XdpAttachMode::Generic) => (
+                prog.attach_to_if_index(ifindex, XdpMode::Skb)
+                    .map_err(err)?,
+                XdpAttachMode::Generic,
+            ),
+            Some(XdpAttachMode::Native) => (
+                prog.attach_to_if_index(ifindex, XdpMode::Driver)
+                    .map_err(err)?,
+                XdpAttachMode::Native,
+            ),
             None => match prog.attach_to_if_index(ifindex, XdpMode::Driver) {
-                Ok(id) => Ok((id, XdpAttachMode::Native)),
+                Ok(id) => (id, XdpAttachMode::Native),
                 Err(e) => {
                     warn!(iface, error = %e, "native XDP not available, falling back to generic (skb) mode");
-                    prog.attach_to_if_index(ifindex, XdpMode::Skb)
-                        .map(|id| (id, XdpAttachMode::Generic))
-                        .map_err(err)
+                    (
+                        prog.attach_to_if_index(ifindex, XdpMode::Skb)
+                            .map_err(err)?,
+                        XdpAttachMode::Generic,
+                    )
                 }
             },
-        }
+        };
+        let link = prog.take_link(id).map_err(err)?;
+        let hold = match self.link_pin(iface, ifindex, &format!("xdp-{}", mode.as_str())) {
+            Some(path) => match FdLink::try_from(link) {
+                Ok(fd) => Hold::Pinned(
+                    fd.pin(&path).map_err(|e| LoadError::Pin {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    })?,
+                    path,
+                ),
+                Err(e) => return Err(link_err("XDP", iface, e)),
+            },
+            None => Hold::Xdp(link),
+        };
+        Ok((hold, mode))
     }
 
-    fn attach_tc(&mut self, iface: &str) -> Result<SchedClassifierLinkId, LoadError> {
-        // aya uses tcx on kernels >= 6.6; older kernels need a clsact qdisc.
-        let prog: &mut SchedClassifier = program(&mut self.ebpf, programs::EGRESS)?;
-        let first = prog.attach(iface, TcAttachType::Egress);
-        let result = match first {
-            Ok(id) => Ok(id),
-            Err(_) => {
-                let _ = aya::programs::tc::qdisc_add_clsact(iface);
-                prog.attach(iface, TcAttachType::Egress)
-            }
-        };
-        result.map_err(|source| LoadError::Attach {
+    fn attach_tc(&mut self, iface: &str, ifindex: u32) -> Result<Hold, LoadError> {
+        let err = |source| LoadError::Attach {
             hook: "TC egress",
             iface: iface.into(),
             source,
-        })
+        };
+        self.remove_stale_pins(iface, ifindex, "tc");
+        let pin = self.link_pin(iface, ifindex, "tc-egress");
+        if let Some(path) = &pin
+            && let Ok(old) = PinnedLink::from_pin(path)
+        {
+            let prog: &mut SchedClassifier = program(&mut self.ebpf, programs::EGRESS)?;
+            let r = SchedClassifierLink::try_from(FdLink::from(old))
+                .map_err(|e| e.to_string())
+                .and_then(|l| prog.attach_to_link(l).map_err(|e| e.to_string()));
+            match r {
+                Ok(id) => {
+                    // Our own reference goes; the pin keeps the link.
+                    drop(prog.take_link(id).map_err(err)?);
+                    let pinned = PinnedLink::from_pin(path).map_err(|e| LoadError::Pin {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    })?;
+                    info!(iface, "took over the pinned TC link of an earlier flowd");
+                    return Ok(Hold::Pinned(pinned, path.clone()));
+                }
+                Err(e) => {
+                    warn!(iface, error = %e, "pinned TC link unusable; attaching anew");
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+        // aya uses tcx on kernels >= 6.6; older kernels need a clsact qdisc.
+        let prog: &mut SchedClassifier = program(&mut self.ebpf, programs::EGRESS)?;
+        let id = match prog.attach(iface, TcAttachType::Egress) {
+            Ok(id) => id,
+            Err(_) => {
+                let _ = aya::programs::tc::qdisc_add_clsact(iface);
+                prog.attach(iface, TcAttachType::Egress).map_err(err)?
+            }
+        };
+        let link = prog.take_link(id).map_err(err)?;
+        let Some(path) = pin else {
+            return Ok(Hold::Tc(link));
+        };
+        let fd = FdLink::try_from(link).map_err(|e| link_err("TC egress", iface, e))?;
+        let pinned = fd.pin(&path).map_err(|e| LoadError::Pin {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Hold::Pinned(pinned, path))
     }
 
     /// Detaches both programs from the interface with this ifindex. An
     /// interface that is already gone is not an error.
     pub fn detach(&mut self, ifindex: u32) {
-        let Some(a) = self.interfaces.remove(&ifindex) else {
+        let Some(mut a) = self.interfaces.remove(&ifindex) else {
             return;
         };
-        if let Some((id, _)) = a.xdp
-            && let Ok(prog) = program::<Xdp>(&mut self.ebpf, programs::INGRESS)
-        {
-            let _ = prog.detach(id);
+        if let Some(h) = a.xdp.take() {
+            h.detach();
         }
-        if let Some(id) = a.tc
-            && let Ok(prog) = program::<SchedClassifier>(&mut self.ebpf, programs::EGRESS)
-        {
-            let _ = prog.detach(id);
+        if let Some(h) = a.tc.take() {
+            h.detach();
         }
         info!(iface = a.name, ifindex, "detached");
+    }
+
+    /// Forgets an interface that went away (the kernel dropped its links),
+    /// keeping its slot for when it returns.
+    pub fn forget(&mut self, ifindex: u32) {
+        if let Some(a) = self.interfaces.remove(&ifindex) {
+            for h in [a.xdp, a.tc].into_iter().flatten() {
+                if let Hold::Pinned(_, path) = &h {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+            info!(iface = a.name, ifindex, "interface gone: marked detached");
+        }
     }
 
     pub fn detach_all(&mut self) {
@@ -261,8 +524,34 @@ impl Datapath {
         }
     }
 
+    /// Leaves every program attached and pinned (an upgrade: the next
+    /// flowd takes the links over); only flowd's own references go.
+    pub fn release_all(&mut self) {
+        let n = self.interfaces.len();
+        self.interfaces.clear();
+        info!(
+            interfaces = n,
+            "programs left attached and pinned for the next flowd"
+        );
+    }
+
+    /// Slot of every interface name seen in this run.
+    pub fn slots(&self) -> &BTreeMap<String, u32> {
+        &self.slots
+    }
+
     fn free_slot(&self) -> Option<u32> {
-        (1..MAX_SLOTS).find(|s| self.interfaces.values().all(|a| a.slot != *s))
+        let pinned_used = |s: u32| -> bool {
+            // With pins, a slot another interface used before a restart
+            // still holds its totals: skip slots that have counts.
+            self.pin_dir.is_some()
+                && [0, 1].iter().any(|d| {
+                    self.totals(s, *d)
+                        .map(|c| c.c[flowd_common::counter::PACKETS] > 0)
+                        .unwrap_or(false)
+                })
+        };
+        (1..MAX_SLOTS).find(|s| !self.slots.values().any(|v| v == s) && !pinned_used(*s))
     }
 
     /// Maps an ifindex to a counter slot in the kernel (0 = unassigned).
@@ -416,6 +705,80 @@ where
             program: name,
             source,
         })
+}
+
+fn typed_map_ref<'a, T>(ebpf: &'a Ebpf, name: &'static str) -> Result<T, LoadError>
+where
+    T: TryFrom<&'a Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.map(name).ok_or(LoadError::MissingMap(name))?;
+    T::try_from(map).map_err(|source| LoadError::Map { map: name, source })
+}
+
+fn link_err(hook: &'static str, iface: &str, e: impl std::fmt::Display) -> LoadError {
+    LoadError::Link {
+        hook,
+        iface: iface.into(),
+        reason: e.to_string(),
+    }
+}
+
+/// Whether `path` is on a bpf filesystem.
+fn is_bpffs(path: &Path) -> bool {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: an all-zero statfs is valid output space.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid path and output buffer.
+    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
+}
+
+fn remove_map_pins(dir: &Path) {
+    for name in maps::ALL {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+}
+
+/// Pinned maps reused from an earlier flowd must have this build's layout.
+fn check_layout(ebpf: &Ebpf, capacity: u32, dir: &Path) -> Result<(), LoadError> {
+    use flowd_common::{FlowKey, FlowStats, IfaceCounters};
+    let expect: [(&str, usize, usize); 2] = [
+        (maps::FLOWS_0, size_of::<FlowKey>(), size_of::<FlowStats>()),
+        (maps::TOTALS, 4, size_of::<IfaceCounters>()),
+    ];
+    for (name, key, value) in expect {
+        let Some(map) = ebpf.map(name) else {
+            continue;
+        };
+        let data = match map {
+            Map::HashMap(d) | Map::PerCpuArray(d) => d,
+            _ => continue,
+        };
+        let info = data.info().map_err(|e| LoadError::Pin {
+            path: dir.display().to_string(),
+            reason: format!("reading map info of {name}: {e}"),
+        })?;
+        if info.key_size() as usize != key || info.value_size() as usize != value {
+            return Err(LoadError::Pin {
+                path: dir.display().to_string(),
+                reason: format!(
+                    "layout of {name} differs (key {} value {})",
+                    info.key_size(),
+                    info.value_size()
+                ),
+            });
+        }
+        if name == maps::FLOWS_0 && info.max_entries() != capacity {
+            warn!(
+                pinned = info.max_entries(),
+                configured = capacity,
+                "flow_capacity differs from the pinned maps; keeping the pinned size (a restart after removing the pins applies it)"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn typed_map<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<T, LoadError>

@@ -1,20 +1,12 @@
 //! The `flowd` command line.
 
-use std::{net::SocketAddr, process::ExitCode, time::Duration};
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use flowd::flowtable::TableConfig;
 use flowd::{
-    daemon::{self, RunOptions},
-    loader::XdpAttachMode,
+    config::{self, Config},
+    daemon::{self, ConfigSource, Overrides},
 };
-use flowd_common::DEFAULT_FLOW_CAPACITY;
-
-const SEC: u64 = 1_000_000_000;
-
-/// Default metrics address: loopback, and a port outside 9100-9999, the
-/// range Prometheus' default port allocations have filled.
-const DEFAULT_LISTEN: &str = "127.0.0.1:29391";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,41 +27,59 @@ enum XdpModeArg {
     Generic,
 }
 
+/// `flowd run` flags: each overrides the configuration file's key.
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Configuration file [default: /etc/flowd/flowd.toml when it exists].
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Interface name or glob pattern, `!pattern` excludes (repeatable)
+    /// [default: every interface that is up and not loopback].
+    #[arg(long = "iface", short = 'i')]
+    interfaces: Vec<String>,
+    /// Address for /metrics and the JSON API [default: 127.0.0.1:29391].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Drain interval in milliseconds, 100 to 60000 [default: 1000].
+    #[arg(long)]
+    drain_interval_ms: Option<u64>,
+    /// Flows per generation map, 1 to 16777216 [default: 65536].
+    #[arg(long)]
+    flow_capacity: Option<u32>,
+    /// XDP attach mode [default: auto].
+    #[arg(long, value_enum)]
+    xdp_mode: Option<XdpModeArg>,
+    /// Seconds without a packet before a flow ends [default: 60].
+    #[arg(long)]
+    idle_timeout: Option<u64>,
+    /// Seconds after which a long flow's record ends and a new one starts [default: 300].
+    #[arg(long)]
+    active_timeout: Option<u64>,
+    /// Seconds a closed TCP connection stays before it ends [default: 10].
+    #[arg(long)]
+    tcp_close_grace: Option<u64>,
+    /// Flows the table holds at most [default: 1000000].
+    #[arg(long)]
+    max_flows: Option<u64>,
+    /// Ended flow records as JSON lines: a file (reopened on SIGHUP) or `-` for stdout.
+    #[arg(long)]
+    records: Option<String>,
+    /// bpffs directory for pinned maps and links [default: /sys/fs/bpf/flowd].
+    #[arg(long)]
+    pin_path: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Monitor interfaces and serve metrics until SIGINT/SIGTERM.
-    Run {
-        /// Interface to monitor (repeatable). Default: every interface that is up and not loopback.
-        #[arg(long = "iface", short = 'i')]
-        interfaces: Vec<String>,
-        /// Address for /metrics and the JSON API.
-        #[arg(long, default_value = DEFAULT_LISTEN)]
-        listen: SocketAddr,
-        /// Drain interval in milliseconds (100 to 60000).
-        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
-        drain_interval_ms: u64,
-        /// Flows per generation map (1 to 16777216).
-        #[arg(long, default_value_t = DEFAULT_FLOW_CAPACITY, value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
-        flow_capacity: u32,
-        /// XDP attach mode.
-        #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
-        xdp_mode: XdpModeArg,
-        /// Seconds without a packet before a flow ends (idle).
-        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-        idle_timeout: u64,
-        /// Seconds after which a long flow's record ends and a new one starts (active).
-        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-        active_timeout: u64,
-        /// Seconds a closed TCP connection stays before it ends (end-of-flow).
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3_600))]
-        tcp_close_grace: u64,
-        /// Flows the table holds at most; beyond, the longest-idle are evicted.
-        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
-        max_flows: u64,
-        /// Write ended flow records as JSON lines here (`-` for stdout); SIGHUP reopens the file.
-        #[arg(long)]
-        records: Option<String>,
+    /// Monitor interfaces and serve metrics until SIGINT/SIGTERM; SIGHUP reloads.
+    Run(RunArgs),
+    /// Validate a configuration file and print the effective configuration.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
     },
+    /// Report whether this host can run flowd: kernel, BTF, bpffs, privileges, XDP.
+    Check,
     /// Run a pcap/pcapng capture through the same eBPF program and print its flows.
     Replay(flowd::replay::ReplayArgs),
     /// Measure flowd (used by `cargo xtask bench`).
@@ -92,39 +102,45 @@ fn init_tracing() {
     }
 }
 
+fn source(a: RunArgs) -> ConfigSource {
+    let path = a.config.or_else(|| {
+        let p = PathBuf::from(config::DEFAULT_PATH);
+        p.exists().then_some(p)
+    });
+    ConfigSource {
+        path,
+        overrides: Overrides {
+            interfaces: a.interfaces,
+            listen: a.listen,
+            drain_interval_ms: a.drain_interval_ms,
+            flow_capacity: a.flow_capacity,
+            xdp_mode: a.xdp_mode.map(|m| {
+                match m {
+                    XdpModeArg::Auto => "auto",
+                    XdpModeArg::Native => "native",
+                    XdpModeArg::Generic => "generic",
+                }
+                .to_owned()
+            }),
+            idle_timeout_s: a.idle_timeout,
+            active_timeout_s: a.active_timeout,
+            tcp_close_grace_s: a.tcp_close_grace,
+            max_flows: a.max_flows,
+            records: a.records,
+            pin_path: a.pin_path,
+        },
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
-        Command::Run {
-            interfaces,
-            listen,
-            drain_interval_ms,
-            flow_capacity,
-            xdp_mode,
-            idle_timeout,
-            active_timeout,
-            tcp_close_grace,
-            max_flows,
-            records,
-        } => daemon::run(RunOptions {
-            interfaces,
-            listen,
-            drain_interval: Duration::from_millis(drain_interval_ms),
-            flow_capacity,
-            xdp_mode: match xdp_mode {
-                XdpModeArg::Auto => None,
-                XdpModeArg::Native => Some(XdpAttachMode::Native),
-                XdpModeArg::Generic => Some(XdpAttachMode::Generic),
-            },
-            table: TableConfig {
-                idle_timeout_ns: idle_timeout * SEC,
-                active_timeout_ns: active_timeout * SEC,
-                tcp_close_grace_ns: tcp_close_grace * SEC,
-                max_flows: max_flows as usize,
-            },
-            records,
-        }),
+        Command::Run(args) => daemon::run(source(args)),
+        Command::CheckConfig { file } => Config::load(&file)
+            .map_err(anyhow::Error::from)
+            .map(|c| println!("{}: ok\n{c:#?}", file.display())),
+        Command::Check => flowd::doctor::run(),
         Command::Replay(args) => flowd::replay::run(&args),
         Command::Bench(args) => flowd::bench::run(&args),
     };

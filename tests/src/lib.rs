@@ -321,6 +321,38 @@ pub fn flowd_bin() -> PathBuf {
     p
 }
 
+/// A private bpf filesystem for one test's pins (every bpffs mount is its
+/// own instance), unmounted and removed on drop.
+pub struct BpfFs {
+    pub path: PathBuf,
+}
+
+impl BpfFs {
+    pub fn new() -> Self {
+        let path = std::env::temp_dir().join(format!("flowd-bpffs-{}", unique_tag()));
+        std::fs::create_dir_all(&path).expect("create bpffs mount point");
+        sh(&["mount", "-t", "bpf", "bpf", path.to_str().unwrap()]);
+        Self { path }
+    }
+
+    pub fn pin_path(&self) -> String {
+        self.path.join("flowd").display().to_string()
+    }
+}
+
+impl Default for BpfFs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
 /// A flowd process started by a test, inside a namespace; stopped with
 /// SIGTERM (then SIGKILL) by its PID on drop.
 pub struct Flowd {
@@ -328,11 +360,28 @@ pub struct Flowd {
     pub listen: SocketAddr,
     ns: String,
     log: PathBuf,
+    _bpffs: Option<BpfFs>,
 }
 
 impl Flowd {
-    /// Starts `flowd run` inside `ns` with `args`, listening on loopback there.
+    /// Starts `flowd run` inside `ns` with `args`, listening on loopback
+    /// there, with its pins on a private bpffs.
     pub fn start(ns: &Netns, args: &[&str]) -> Self {
+        let fs = BpfFs::new();
+        let mut f = Self::start_pinned(ns, args, &fs.pin_path());
+        f._bpffs = Some(fs);
+        f
+    }
+
+    /// Like [`Flowd::start`], with pins under `pin_path` (which outlives it).
+    pub fn start_pinned(ns: &Netns, args: &[&str], pin_path: &str) -> Self {
+        let mut f = Self::spawn(ns, args, pin_path);
+        f.wait_ready(ns);
+        f
+    }
+
+    /// Starts flowd without waiting for it to become ready.
+    pub fn spawn(ns: &Netns, args: &[&str], pin_path: &str) -> Self {
         let listen: SocketAddr = "127.0.0.1:29391".parse().unwrap();
         let log = std::env::temp_dir().join(format!("flowd-test-{}.log", unique_tag()));
         let logf = File::create(&log).expect("create log");
@@ -340,23 +389,23 @@ impl Flowd {
             .args(["netns", "exec", &ns.name])
             .arg(flowd_bin())
             .arg("run")
-            .args(["--listen", &listen.to_string()])
+            .args(["--listen", &listen.to_string(), "--pin-path", pin_path])
             .args(args)
             .stdout(logf.try_clone().unwrap())
             .stderr(logf)
             .spawn()
             .expect("spawn flowd");
-        let mut f = Self {
+        Self {
             child: Some(child),
             listen,
             ns: ns.name.clone(),
             log,
-        };
-        f.wait_ready(ns);
-        f
+            _bpffs: None,
+        }
     }
 
-    fn wait_ready(&mut self, ns: &Netns) {
+    /// Waits until `/readyz` answers 200 (30 s at most).
+    pub fn wait_ready(&mut self, ns: &Netns) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Some(Ok(Some(st))) = self.child.as_mut().map(Child::try_wait) {
@@ -402,6 +451,37 @@ impl Flowd {
 
     pub fn namespace(&self) -> &str {
         &self.ns
+    }
+
+    /// SIGKILL, as a crash would; the pinned programs keep counting.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signalling the child we spawned, by its PID.
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends a signal to flowd by its PID.
+    pub fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: signalling the child we spawned, by its PID.
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
+
+    /// Waits for flowd to exit by itself (at most `secs`); its exit code.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let child = self.child.as_mut()?;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = child.try_wait() {
+                self.child = None;
+                return st.code();
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 }
 

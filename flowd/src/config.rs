@@ -1,0 +1,375 @@
+//! The configuration file (`/etc/flowd/flowd.toml`), its defaults and its
+//! validation. Every key is documented in `deploy/flowd.toml`.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::{flowtable::TableConfig, loader::XdpAttachMode};
+
+pub const DEFAULT_PATH: &str = "/etc/flowd/flowd.toml";
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: key `{key}`: value {value} is not accepted; accepted: {accepted}")]
+    Invalid {
+        path: String,
+        key: &'static str,
+        value: String,
+        accepted: &'static str,
+    },
+}
+
+/// The whole configuration. Missing keys take the documented defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Interface names or glob patterns (`*`, `?`); `!pattern` excludes.
+    /// Empty: every interface that is up and not loopback.
+    pub interfaces: Vec<String>,
+    /// Address of /metrics and the JSON API.
+    pub listen: String,
+    /// How often the flow maps are drained, in milliseconds (100..=60000).
+    pub drain_interval_ms: u64,
+    /// Flows per generation map in the kernel (1..=16777216).
+    pub flow_capacity: u32,
+    /// `auto` (native, else generic), `native` or `generic`.
+    pub xdp_mode: String,
+    /// Ended flow records as JSON lines: a file path, `-` for stdout, empty for none.
+    pub records: String,
+    /// Where maps and links are pinned (a directory in bpffs).
+    pub pin_path: String,
+    /// Detach the programs on a clean exit (false leaves them counting for an upgrade).
+    pub detach_on_exit: bool,
+    pub flow_table: FlowTableConfig,
+    pub web: WebConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlowTableConfig {
+    /// Seconds without a packet before a flow ends (1..=86400).
+    pub idle_timeout_s: u64,
+    /// Seconds after which a long flow's record ends and a new one starts (1..=86400).
+    pub active_timeout_s: u64,
+    /// Seconds a closed TCP connection stays before it ends (0..=3600).
+    pub tcp_close_grace_s: u64,
+    /// Most flows in the table; beyond, the longest-idle are evicted (1..=100000000).
+    pub max_flows: u64,
+}
+
+/// TLS and basic auth for the HTTP endpoints, in the style of Prometheus'
+/// exporter web config.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// PEM certificate chain; with `tls_key_file`, serve HTTPS.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+    /// user name -> bcrypt hash; when set, every endpoint but /healthz needs basic auth.
+    pub basic_auth_users: BTreeMap<String, String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            listen: "127.0.0.1:29391".into(),
+            drain_interval_ms: 1000,
+            flow_capacity: flowd_common::DEFAULT_FLOW_CAPACITY,
+            xdp_mode: "auto".into(),
+            records: String::new(),
+            pin_path: "/sys/fs/bpf/flowd".into(),
+            detach_on_exit: true,
+            flow_table: FlowTableConfig::default(),
+            web: WebConfig::default(),
+        }
+    }
+}
+
+impl Default for FlowTableConfig {
+    fn default() -> Self {
+        let t = TableConfig::default();
+        Self {
+            idle_timeout_s: t.idle_timeout_ns / SEC,
+            active_timeout_s: t.active_timeout_ns / SEC,
+            tcp_close_grace_s: t.tcp_close_grace_ns / SEC,
+            max_flows: t.max_flows as u64,
+        }
+    }
+}
+
+const SEC: u64 = 1_000_000_000;
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let c: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.into(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        c.validate(origin)?;
+        Ok(c)
+    }
+
+    /// Checks every value's range; the error names the key, the value and
+    /// what is accepted.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |key, value: String, accepted| ConfigError::Invalid {
+            path: origin.into(),
+            key,
+            value,
+            accepted,
+        };
+        if self.listen.parse::<SocketAddr>().is_err() {
+            return Err(bad(
+                "listen",
+                format!("{:?}", self.listen),
+                "an IP address and port, e.g. \"127.0.0.1:29391\" or \"[::1]:29391\"",
+            ));
+        }
+        if !(100..=60_000).contains(&self.drain_interval_ms) {
+            return Err(bad(
+                "drain_interval_ms",
+                self.drain_interval_ms.to_string(),
+                "100 to 60000",
+            ));
+        }
+        if !(1..=16_777_216).contains(&self.flow_capacity) {
+            return Err(bad(
+                "flow_capacity",
+                self.flow_capacity.to_string(),
+                "1 to 16777216",
+            ));
+        }
+        if parse_xdp_mode(&self.xdp_mode).is_none() {
+            return Err(bad(
+                "xdp_mode",
+                format!("{:?}", self.xdp_mode),
+                "\"auto\", \"native\" or \"generic\"",
+            ));
+        }
+        if !self.pin_path.starts_with('/') {
+            return Err(bad(
+                "pin_path",
+                format!("{:?}", self.pin_path),
+                "an absolute path in bpffs, e.g. \"/sys/fs/bpf/flowd\"",
+            ));
+        }
+        for p in &self.interfaces {
+            let pat = p.strip_prefix('!').unwrap_or(p);
+            if pat.is_empty()
+                || pat.len() > 15
+                || pat.contains('/')
+                || pat.contains(char::is_whitespace)
+            {
+                return Err(bad(
+                    "interfaces",
+                    format!("{p:?}"),
+                    "interface names or glob patterns of at most 15 characters, optionally starting with ! to exclude",
+                ));
+            }
+        }
+        let t = &self.flow_table;
+        if !(1..=86_400).contains(&t.idle_timeout_s) {
+            return Err(bad(
+                "flow_table.idle_timeout_s",
+                t.idle_timeout_s.to_string(),
+                "1 to 86400",
+            ));
+        }
+        if !(1..=86_400).contains(&t.active_timeout_s) {
+            return Err(bad(
+                "flow_table.active_timeout_s",
+                t.active_timeout_s.to_string(),
+                "1 to 86400",
+            ));
+        }
+        if t.tcp_close_grace_s > 3_600 {
+            return Err(bad(
+                "flow_table.tcp_close_grace_s",
+                t.tcp_close_grace_s.to_string(),
+                "0 to 3600",
+            ));
+        }
+        if !(1..=100_000_000).contains(&t.max_flows) {
+            return Err(bad(
+                "flow_table.max_flows",
+                t.max_flows.to_string(),
+                "1 to 100000000",
+            ));
+        }
+        let w = &self.web;
+        if w.tls_cert_file.is_empty() != w.tls_key_file.is_empty() {
+            return Err(bad(
+                "web.tls_cert_file",
+                format!("{:?}", w.tls_cert_file),
+                "both web.tls_cert_file and web.tls_key_file, or neither",
+            ));
+        }
+        for (user, hash) in &w.basic_auth_users {
+            if !(hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$")) {
+                return Err(bad(
+                    "web.basic_auth_users",
+                    format!("{user} = {hash:?}"),
+                    "bcrypt hashes ($2a$, $2b$ or $2y$), e.g. from `htpasswd -nbBC 10 USER PASS`",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen.parse().expect("validated")
+    }
+
+    pub fn drain_interval(&self) -> Duration {
+        Duration::from_millis(self.drain_interval_ms)
+    }
+
+    pub fn xdp_attach_mode(&self) -> Option<XdpAttachMode> {
+        parse_xdp_mode(&self.xdp_mode).flatten()
+    }
+
+    pub fn table(&self) -> TableConfig {
+        let t = &self.flow_table;
+        TableConfig {
+            idle_timeout_ns: t.idle_timeout_s * SEC,
+            active_timeout_ns: t.active_timeout_s * SEC,
+            tcp_close_grace_ns: t.tcp_close_grace_s * SEC,
+            max_flows: t.max_flows as usize,
+        }
+    }
+}
+
+/// `Some(None)` is auto.
+fn parse_xdp_mode(s: &str) -> Option<Option<XdpAttachMode>> {
+    match s {
+        "auto" => Some(None),
+        "native" => Some(Some(XdpAttachMode::Native)),
+        "generic" => Some(Some(XdpAttachMode::Generic)),
+        _ => None,
+    }
+}
+
+/// Whether `name` is selected by `patterns` (empty: everything). Excludes
+/// (`!pat`) win over includes; with only excludes, everything else is in.
+pub fn selects(patterns: &[String], name: &str) -> bool {
+    let mut included = patterns.iter().all(|p| p.starts_with('!'));
+    for p in patterns {
+        match p.strip_prefix('!') {
+            Some(ex) if glob(ex, name) => return false,
+            Some(_) => {}
+            None if glob(p, name) => included = true,
+            None => {}
+        }
+    }
+    included
+}
+
+/// Shell-style glob with `*` and `?`.
+pub fn glob(pattern: &str, name: &str) -> bool {
+    fn m(p: &[u8], n: &[u8]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => m(&p[1..], n) || (!n.is_empty() && m(p, &n[1..])),
+            (Some(b'?'), Some(_)) => m(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => m(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    m(pattern.as_bytes(), name.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(Config::parse("", "t").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn the_shipped_example_parses_to_the_defaults() {
+        let text = include_str!("../../deploy/flowd.toml");
+        let c = Config::parse(text, "deploy/flowd.toml").unwrap();
+        assert_eq!(
+            c,
+            Config::default(),
+            "deploy/flowd.toml documents the defaults"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_key_value_and_what_is_accepted() {
+        let e = Config::parse("drain_interval_ms = 50", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "f.toml: key `drain_interval_ms`: value 50 is not accepted; accepted: 100 to 60000"
+        );
+        let e = Config::parse("xdp_mode = \"fast\"", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`xdp_mode`") && e.contains("\"fast\"") && e.contains("\"native\""),
+            "{e}"
+        );
+        let e = Config::parse("[flow_table]\nmax_flows = 0", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("flow_table.max_flows") && e.contains("1 to 100000000"),
+            "{e}"
+        );
+        let e = Config::parse("listen = \"localhost\"", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`listen`") && e.contains("\"localhost\""), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let e = Config::parse("drain_intervall_ms = 100", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("drain_intervall_ms"), "{e}");
+        assert!(
+            e.contains("drain_interval_ms"),
+            "lists what is accepted: {e}"
+        );
+    }
+
+    #[test]
+    fn patterns_with_exclusions() {
+        let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(selects(&p(&[]), "eth0"));
+        assert!(selects(&p(&["eth*"]), "eth0"));
+        assert!(!selects(&p(&["eth*"]), "wlan0"));
+        assert!(!selects(&p(&["eth*", "!eth1"]), "eth1"));
+        assert!(selects(&p(&["!docker*"]), "eth0"));
+        assert!(!selects(&p(&["!docker*"]), "docker0"));
+        assert!(selects(&p(&["veth?"]), "veth1"));
+        assert!(!selects(&p(&["veth?"]), "veth12"));
+    }
+}

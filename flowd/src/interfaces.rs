@@ -1,0 +1,92 @@
+//! Which interfaces exist, from sysfs, and which of them the configuration
+//! selects.
+
+use crate::config::selects;
+
+/// One network interface as sysfs shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Iface {
+    pub name: String,
+    pub ifindex: u32,
+    pub up: bool,
+    pub loopback: bool,
+}
+
+/// Every interface of this network namespace.
+pub fn list() -> Vec<Iface> {
+    const IFF_UP: u32 = 0x1;
+    const IFF_LOOPBACK: u32 = 0x8;
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let read = |f: &str| std::fs::read_to_string(e.path().join(f)).unwrap_or_default();
+        let flags =
+            u32::from_str_radix(read("flags").trim().trim_start_matches("0x"), 16).unwrap_or(0);
+        let Ok(ifindex) = read("ifindex").trim().parse() else {
+            continue;
+        };
+        out.push(Iface {
+            name,
+            ifindex,
+            up: flags & IFF_UP != 0,
+            loopback: flags & IFF_LOOPBACK != 0,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// The interfaces to monitor: with no patterns every interface that is up
+/// and not loopback; with patterns every non-loopback interface they select
+/// (up or not: a down interface counts nothing but is ready when it comes up).
+pub fn selected(all: &[Iface], patterns: &[String]) -> Vec<Iface> {
+    all.iter()
+        .filter(|i| !i.loopback)
+        .filter(|i| {
+            if patterns.is_empty() {
+                i.up
+            } else {
+                selects(patterns, &i.name)
+            }
+        })
+        .cloned()
+        .collect()
+}
+
+/// Whether a pattern names one interface (no glob, no exclusion).
+pub fn is_plain_name(p: &str) -> bool {
+    !p.starts_with('!') && !p.contains(['*', '?'])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn i(name: &str, up: bool, loopback: bool) -> Iface {
+        Iface {
+            name: name.into(),
+            ifindex: 1,
+            up,
+            loopback,
+        }
+    }
+
+    #[test]
+    fn default_is_up_and_not_loopback() {
+        let all = [
+            i("lo", true, true),
+            i("eth0", true, false),
+            i("eth1", false, false),
+        ];
+        let names: Vec<_> = selected(&all, &[]).into_iter().map(|i| i.name).collect();
+        assert_eq!(names, ["eth0"]);
+        let names: Vec<_> = selected(&all, &["eth*".into()])
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
+        assert_eq!(names, ["eth0", "eth1"]);
+    }
+}
