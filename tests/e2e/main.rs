@@ -4,4 +4,5 @@
 mod basic;
 mod cli;
 mod flows;
+mod ops;
 mod records;

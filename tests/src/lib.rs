@@ -263,6 +263,59 @@ impl Link {
         }
     }
 
+    /// Deletes the veth pair (both ends go).
+    pub fn delete_pair(&self) {
+        self.a.exec(&["ip", "link", "del", &self.if_a]);
+    }
+
+    /// Creates the veth pair again with the same names, addresses and
+    /// neighbours (the interfaces get new ifindexes).
+    pub fn recreate_pair(&self) {
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            &self.if_a,
+            "netns",
+            &self.a.name,
+            "address",
+            &self.mac_a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &self.if_b,
+            "netns",
+            &self.b.name,
+            "address",
+            &self.mac_b,
+        ]);
+        for (ns, ifc, ip4, peer_ip4, peer_mac) in [
+            (&self.a, &self.if_a, &self.ip_a, &self.ip_b, &self.mac_b),
+            (&self.b, &self.if_b, &self.ip_b, &self.ip_a, &self.mac_a),
+        ] {
+            ns.exec(&[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{ifc}.disable_ipv6=1"),
+            ]);
+            ns.exec(&["ip", "addr", "add", &format!("{ip4}/30"), "dev", ifc]);
+            ns.exec(&["ip", "link", "set", ifc, "up"]);
+            ns.exec(&[
+                "ip",
+                "neigh",
+                "replace",
+                peer_ip4,
+                "lladdr",
+                peer_mac,
+                "dev",
+                ifc,
+                "nud",
+                "permanent",
+            ]);
+        }
+    }
+
     /// Turns off segmentation offloads so every packet is a wire-sized frame.
     pub fn no_offloads(&self) {
         for (ns, ifc) in [(&self.a, &self.if_a), (&self.b, &self.if_b)] {
@@ -382,6 +435,11 @@ impl Flowd {
 
     /// Starts flowd without waiting for it to become ready.
     pub fn spawn(ns: &Netns, args: &[&str], pin_path: &str) -> Self {
+        Self::spawn_env(ns, args, pin_path, &[])
+    }
+
+    /// Like [`Flowd::spawn`], with extra environment variables.
+    pub fn spawn_env(ns: &Netns, args: &[&str], pin_path: &str, env: &[(&str, &str)]) -> Self {
         let listen: SocketAddr = "127.0.0.1:29391".parse().unwrap();
         let log = std::env::temp_dir().join(format!("flowd-test-{}.log", unique_tag()));
         let logf = File::create(&log).expect("create log");
@@ -391,6 +449,7 @@ impl Flowd {
             .arg("run")
             .args(["--listen", &listen.to_string(), "--pin-path", pin_path])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(logf.try_clone().unwrap())
             .stderr(logf)
             .spawn()

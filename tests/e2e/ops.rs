@@ -1,0 +1,335 @@
+//! Daemon operations: restarts that keep counting, reloads that lose
+//! nothing, interfaces that come and go, systemd's notify protocol.
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    os::unix::net::UnixDatagram,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use flowd_tests::{
+    BpfFs, Flowd, Link, Netns, api_flows, find_flows, flowd_bin, metric, send_udp_on,
+};
+
+/// Polls /metrics until `name{labels}` equals `want` (10 s at most); returns the last value.
+fn metric_when(
+    ns: &Netns,
+    f: &Flowd,
+    name: &str,
+    labels: &[(&str, &str)],
+    want: f64,
+) -> Option<f64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = ns
+            .http_get(f.listen, "/metrics")
+            .ok()
+            .and_then(|(_, t)| metric(&t, name, labels));
+        if v == Some(want) || Instant::now() > deadline {
+            return v;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Polls the flow API until the ingress flows to `dport` hold `want` packets.
+fn flow_packets_when(ns: &Netns, f: &Flowd, dport: u16, want: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let flows = api_flows(ns, f);
+        let got = find_flows(
+            &flows,
+            &[("direction", "ingress"), ("dport", &dport.to_string())],
+        )
+        .iter()
+        .map(|f| f["packets"].as_u64().unwrap())
+        .sum::<u64>();
+        if got == want || Instant::now() > deadline {
+            return got;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn udp_pair(link: &Link, port: u16) -> (UdpSocket, SocketAddr, UdpSocket) {
+    let dst: SocketAddr = format!("{}:{port}", link.ip_b).parse().unwrap();
+    let src: SocketAddr = format!("{}:{}", link.ip_a, port + 1).parse().unwrap();
+    let rx = link.b.run(move || UdpSocket::bind(dst).unwrap());
+    let tx = link.a.run(move || UdpSocket::bind(src).unwrap());
+    (tx, dst, rx)
+}
+
+/// kill -9, traffic while flowd is down, start again: the totals go on
+/// from where they were, and the flows the maps held are drained.
+#[test]
+fn kill9_and_restart_keeps_counting() {
+    let link = Link::new();
+    let fs = BpfFs::new();
+    let pin = fs.pin_path();
+    let args = ["--iface", link.if_b.as_str(), "--drain-interval-ms", "100"];
+    let mut first = Flowd::start_pinned(&link.b, &args, &pin);
+    let (tx, dst, _rx) = udp_pair(&link, 7100);
+    let dev = [("device", link.if_b.as_str())];
+    send_udp_on(&tx, dst, 500, 58); // 100-byte frames
+    assert_eq!(
+        metric_when(&link.b, &first, "flowd_receive_packets_total", &dev, 500.0),
+        Some(500.0)
+    );
+    // Let the first flowd drain those 500 into its (in-memory) table first.
+    assert_eq!(flow_packets_when(&link.b, &first, 7100, 500), 500);
+    first.kill9();
+    // Nobody drains now, but the pinned programs still count.
+    send_udp_on(&tx, dst, 300, 58);
+    let mut second = Flowd::start_pinned(&link.b, &args, &pin);
+    send_udp_on(&tx, dst, 200, 58);
+    assert_eq!(
+        metric_when(
+            &link.b,
+            &second,
+            "flowd_receive_packets_total",
+            &dev,
+            1000.0
+        ),
+        Some(1000.0)
+    );
+    let (_, text) = link.b.http_get(second.listen, "/metrics").unwrap();
+    assert_eq!(
+        metric(&text, "flowd_receive_bytes_total", &dev),
+        Some(100_000.0)
+    );
+    // The 300 left in the maps plus the 200 after: nothing drained twice or lost.
+    assert_eq!(
+        flow_packets_when(&link.b, &second, 7100, 500),
+        500,
+        "{}",
+        second.log_text()
+    );
+    assert_eq!(second.stop(), Some(0));
+}
+
+/// A bad config on SIGHUP keeps the old one; a good one adds an interface;
+/// traffic during the reloads is all counted.
+#[test]
+fn reload_rejects_bad_config_and_applies_good_one() {
+    let link = Link::new();
+    // A second interface in flowd's namespace (a veth pair with both ends there).
+    link.b.exec(&[
+        "ip", "link", "add", "fdum0", "type", "veth", "peer", "name", "fdum1",
+    ]);
+    link.b.exec(&["ip", "link", "set", "fdum0", "up"]);
+    let dir = std::env::temp_dir().join(format!("flowd-reload-{}", flowd_tests::unique_tag()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("flowd.toml");
+    let write = |body: &str| std::fs::write(&cfg, body).unwrap();
+    write(&format!(
+        "interfaces = [\"{}\"]\ndrain_interval_ms = 100\n",
+        link.if_b
+    ));
+    let flowd = Flowd::start(&link.b, &["--config", cfg.to_str().unwrap()]);
+    let (tx, dst, _rx) = udp_pair(&link, 7200);
+    let sender = {
+        let tx = tx.try_clone().unwrap();
+        thread::spawn(move || {
+            for _ in 0..10 {
+                send_udp_on(&tx, dst, 100, 58);
+                thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    write("drain_interval_ms = 5\n");
+    flowd.signal(libc::SIGHUP);
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        flowd.log_text().contains("reload rejected"),
+        "{}",
+        flowd.log_text()
+    );
+    assert!(
+        flowd.log_text().contains("drain_interval_ms"),
+        "the log names the key"
+    );
+    assert_eq!(link.b.http_get(flowd.listen, "/readyz").unwrap().0, 200);
+
+    write(&format!(
+        "interfaces = [\"{}\", \"fdum*\"]\ndrain_interval_ms = 100\n",
+        link.if_b
+    ));
+    flowd.signal(libc::SIGHUP);
+    let attached = [("device", "fdum0"), ("hook", "xdp")];
+    assert_eq!(
+        metric_when(&link.b, &flowd, "flowd_program_attached", &attached, 1.0),
+        Some(1.0)
+    );
+    sender.join().unwrap();
+    let dev = [("device", link.if_b.as_str())];
+    assert_eq!(
+        metric_when(&link.b, &flowd, "flowd_receive_packets_total", &dev, 1000.0),
+        Some(1000.0)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// An interface deleted and re-created while flowd runs: detached in the
+/// metrics while gone, counted again (on the same totals) when back.
+#[test]
+fn interface_that_goes_away_and_returns() {
+    let link = Link::new();
+    let pattern = format!("{}*", &link.if_b[..link.if_b.len() - 1]);
+    let flowd = Flowd::start(
+        &link.b,
+        &["--iface", &pattern, "--drain-interval-ms", "100"],
+    );
+    let dev = [("device", link.if_b.as_str())];
+    let xdp = [("device", link.if_b.as_str()), ("hook", "xdp")];
+    {
+        let (tx, dst, _rx) = udp_pair(&link, 7300);
+        send_udp_on(&tx, dst, 100, 58);
+    }
+    assert_eq!(
+        metric_when(&link.b, &flowd, "flowd_receive_packets_total", &dev, 100.0),
+        Some(100.0)
+    );
+    link.delete_pair();
+    assert_eq!(
+        metric_when(&link.b, &flowd, "flowd_program_attached", &xdp, 0.0),
+        Some(0.0)
+    );
+    assert_eq!(
+        link.b.http_get(flowd.listen, "/healthz").unwrap().0,
+        200,
+        "still alive"
+    );
+    link.recreate_pair();
+    assert_eq!(
+        metric_when(&link.b, &flowd, "flowd_program_attached", &xdp, 1.0),
+        Some(1.0)
+    );
+    let (tx, dst, _rx) = udp_pair(&link, 7300);
+    send_udp_on(&tx, dst, 50, 58);
+    assert_eq!(
+        metric_when(&link.b, &flowd, "flowd_receive_packets_total", &dev, 150.0),
+        Some(150.0)
+    );
+}
+
+/// READY after attach, WATCHDOG pings, RELOADING/READY around a reload,
+/// STOPPING at the end, on a real NOTIFY_SOCKET.
+#[test]
+fn notify_protocol_on_a_real_socket() {
+    let link = Link::new();
+    let fs = BpfFs::new();
+    let sock_path =
+        std::env::temp_dir().join(format!("flowd-notify-{}", flowd_tests::unique_tag()));
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut flowd = Flowd::spawn_env(
+        &link.b,
+        &["--iface", &link.if_b],
+        &fs.pin_path(),
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+    let mut buf = [0u8; 512];
+    let mut next = || {
+        let n = sock.recv(&mut buf).expect("a notification within 10 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut seen = Vec::new();
+    while !seen.iter().any(|m: &String| m == "READY=1") {
+        seen.push(next());
+    }
+    flowd.wait_ready(&link.b);
+    let mut m = next();
+    while m == "READY=1" {
+        m = next();
+    }
+    assert_eq!(m, "WATCHDOG=1");
+    flowd.signal(libc::SIGHUP);
+    let mut reload = Vec::new();
+    while reload.last().map(String::as_str) != Some("READY=1") {
+        let m = next();
+        if m != "WATCHDOG=1" {
+            reload.push(m);
+        }
+    }
+    assert!(
+        reload[0].starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reload:?}"
+    );
+    flowd.signal(libc::SIGTERM);
+    let mut last = next();
+    while last == "WATCHDOG=1" {
+        last = next();
+    }
+    assert_eq!(last, "STOPPING=1");
+    assert_eq!(flowd.wait_exit(20), Some(0));
+    let _ = std::fs::remove_file(&sock_path);
+}
+
+#[test]
+fn systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/flowd.service"
+    ))
+    .unwrap();
+    assert!(unit.contains("Type=notify") && unit.contains("WatchdogSec="));
+    // systemd-analyze checks that ExecStart exists: point it at the built binary.
+    let dir = std::env::temp_dir().join(format!("flowd-unit-{}", flowd_tests::unique_tag()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("flowd.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/flowd", flowd_bin().to_str().unwrap()),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.trim().is_empty(),
+        "systemd-analyze verify: {err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn check_config_names_the_bad_key() {
+    let dir = std::env::temp_dir().join(format!("flowd-cc-{}", flowd_tests::unique_tag()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[flow_table]\nidle_timeout_s = 0\n").unwrap();
+    let out = Command::new(flowd_bin())
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("flow_table.idle_timeout_s")
+            && err.contains("1 to 86400")
+            && err.contains("value 0"),
+        "{err}"
+    );
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/flowd.toml");
+    let out = Command::new(flowd_bin())
+        .arg("check-config")
+        .arg(shipped)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
