@@ -431,6 +431,12 @@ pub fn run(source: ConfigSource) -> Result<()> {
         t => Some(RecordSink::open(t)?),
     };
 
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let tls = rt.block_on(crate::web::tls(&cfg.web))?;
+
     let mut dp = Datapath::load_pinned(cfg.flow_capacity, std::path::Path::new(&cfg.pin_path))?;
     // Whatever an earlier flowd left in the maps is drained, not lost.
     let mut leftover = Vec::new();
@@ -508,17 +514,10 @@ pub fn run(source: ConfigSource) -> Result<()> {
         })?
     };
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
     let served = rt.block_on(async {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
         let app = server::router(Arc::clone(&shared));
         tokio::spawn(on_sighup(Arc::clone(&shared), source.clone()));
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
+        crate::web::serve(listener, app, &cfg.web, tls, shutdown_signal()).await
     });
 
     notify::notify("STOPPING=1");

@@ -17,3 +17,4 @@ pub mod record;
 pub mod replay;
 pub mod server;
 pub mod sys;
+pub mod web;

@@ -333,3 +333,101 @@ fn check_config_names_the_bad_key() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// HTTPS with basic auth: a scrape without credentials is rejected, with
+/// them it works, /healthz stays open.
+#[test]
+fn tls_and_basic_auth() {
+    let link = Link::new();
+    let dir = std::env::temp_dir().join(format!("flowd-tls-{}", flowd_tests::unique_tag()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=flowd-test",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hash = bcrypt::hash("scrape-pass", 6).unwrap();
+    let cfg = dir.join("flowd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[web]\ntls_cert_file = {:?}\ntls_key_file = {:?}\n[web.basic_auth_users]\nprometheus = {hash:?}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        ),
+    )
+    .unwrap();
+    let fs = BpfFs::new();
+    let mut flowd = Flowd::spawn(
+        &link.b,
+        &["--iface", &link.if_b, "--config", cfg.to_str().unwrap()],
+        &fs.pin_path(),
+    );
+    let curl = |extra: &[&str], path: &str| -> String {
+        let mut args = vec![
+            "netns",
+            "exec",
+            &link.b.name,
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+        ];
+        let cert = cert.to_str().unwrap().to_owned();
+        args.push(&cert);
+        args.extend_from_slice(extra);
+        let url = format!("https://127.0.0.1:29391{path}");
+        args.push(&url);
+        let out = Command::new("ip").args(&args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while curl(&[], "/healthz") != "200" {
+        assert!(
+            Instant::now() < deadline,
+            "flowd did not serve HTTPS: {}",
+            flowd.log_text()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(curl(&[], "/metrics"), "401");
+    assert_eq!(curl(&["-u", "prometheus:wrong"], "/metrics"), "401");
+    assert_eq!(curl(&["-u", "prometheus:scrape-pass"], "/metrics"), "200");
+    assert_eq!(
+        curl(&["-u", "prometheus:scrape-pass"], "/api/v1/flows"),
+        "200"
+    );
+    // Plain HTTP on the TLS port is not served.
+    assert_ne!(
+        link.b
+            .http_get(flowd.listen, "/metrics")
+            .map(|r| r.0)
+            .unwrap_or(0),
+        200
+    );
+    assert_eq!(flowd.stop(), Some(0));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

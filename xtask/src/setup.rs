@@ -32,6 +32,11 @@ const PACKAGES: &[&str] = &[
     "ethtool",
     "bpftool",
     "python3-scapy",
+    "curl",
+    "openssl",
+    "systemd",
+    "util-linux",
+    "procps",
 ];
 
 /// The packages bpf-linker is built against.
