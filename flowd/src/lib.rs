@@ -15,6 +15,7 @@ pub mod notify;
 pub mod pcap;
 pub mod record;
 pub mod replay;
+pub mod scan;
 pub mod server;
 pub mod sys;
 pub mod web;
