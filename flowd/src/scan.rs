@@ -104,7 +104,7 @@ impl ScanDetector {
     /// Current suspects, most ports first.
     pub fn suspects(&self) -> Vec<Suspect> {
         let mut v: Vec<Suspect> = self.suspects.values().cloned().collect();
-        v.sort_by(|a, b| (b.ports, b.hosts).cmp(&(a.ports, a.hosts)));
+        v.sort_by_key(|s| std::cmp::Reverse((s.ports, s.hosts)));
         v
     }
 
@@ -133,7 +133,7 @@ impl ScanDetector {
             // Keep the busiest sources.
             let mut v: Vec<([u8; 16], u64)> =
                 self.sources.iter().map(|(k, s)| (*k, s.attempts)).collect();
-            v.sort_by(|a, b| b.1.cmp(&a.1));
+            v.sort_by_key(|s| std::cmp::Reverse(s.1));
             for (k, _) in v.into_iter().skip(c.max_sources) {
                 self.sources.remove(&k);
             }
