@@ -31,48 +31,82 @@ pub struct Side {
     pub rst: u64,
 }
 
+/// An endpoint's TCP state as Zeek tracks it, derived from counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Inactive,
+    SynSent,
+    SynAckSent,
+    /// Traffic without a SYN seen (mid-stream).
+    Partial,
+    Established,
+    /// Sent a FIN.
+    Closed,
+    /// Sent a RST.
+    Reset,
+}
+
+fn endpoint(me: &Side, peer: &Side, originator: bool) -> Endpoint {
+    if me.packets == 0 {
+        Endpoint::Inactive
+    } else if me.rst > 0 {
+        Endpoint::Reset
+    } else if me.fin > 0 {
+        Endpoint::Closed
+    } else if me.syn > 0 && peer.syn > 0 {
+        Endpoint::Established
+    } else if me.syn > 0 {
+        if originator {
+            Endpoint::SynSent
+        } else {
+            Endpoint::SynAckSent
+        }
+    } else {
+        Endpoint::Partial
+    }
+}
+
 /// Zeek's conn_state for a connection whose originator sent `orig` and
 /// responder sent `resp` (`resp.packets == 0` when no reply was seen).
+/// It follows Zeek's `conn_state()` (base/protocols/conn/main.zeek) over
+/// endpoint states derived from the counters.
 pub fn conn_state(orig: &Side, resp: &Side) -> &'static str {
-    let syn = orig.syn > 0;
-    let synack = resp.syn > 0;
-    match (syn, synack) {
-        (false, false) => "OTH",
-        (true, false) => {
-            if orig.rst > 0 {
-                "RSTOS0"
-            } else if resp.rst > 0 {
-                "REJ"
-            } else if orig.fin > 0 {
-                "SH"
-            } else {
-                "S0"
-            }
+    use Endpoint::*;
+    let os = endpoint(orig, resp, true);
+    let rs = endpoint(resp, orig, false);
+    let o_inactive = matches!(os, Inactive | Partial);
+    let r_inactive = matches!(rs, Inactive | Partial);
+    if rs == Reset {
+        if matches!(os, SynSent | SynAckSent) {
+            "REJ"
+        } else if o_inactive {
+            "RSTRH"
+        } else {
+            "RSTR"
         }
-        (false, true) => {
-            if resp.rst > 0 {
-                "RSTRH"
-            } else if resp.fin > 0 {
-                "SHR"
+    } else if os == Reset {
+        if r_inactive {
+            // SYN, then RST, nothing from the responder in between.
+            if orig.syn > 0 && resp.packets == 0 {
+                "RSTOS0"
             } else {
                 "OTH"
             }
+        } else {
+            "RSTO"
         }
-        (true, true) => {
-            if orig.rst > 0 {
-                "RSTO"
-            } else if resp.rst > 0 {
-                "RSTR"
-            } else if orig.fin > 0 && resp.fin > 0 {
-                "SF"
-            } else if orig.fin > 0 {
-                "S2"
-            } else if resp.fin > 0 {
-                "S3"
-            } else {
-                "S1"
-            }
-        }
+    } else if rs == Closed && os == Closed {
+        "SF"
+    } else if os == Closed {
+        if r_inactive { "SH" } else { "S2" }
+    } else if rs == Closed {
+        if o_inactive { "SHR" } else { "S3" }
+    } else if os == SynSent && rs == Inactive {
+        "S0"
+    } else if os == Established && rs == Established {
+        "S1"
+    } else {
+        "OTH"
     }
 }
 
@@ -114,9 +148,10 @@ mod tests {
             (side(1, 0, 1), NONE, "RSTOS0"),
             (side(0, 0, 0), side(1, 0, 1), "RSTRH"),
             (side(1, 1, 0), NONE, "SH"),
-            (NONE, side(1, 1, 0), "SHR"),
+            (side(0, 0, 0), side(1, 1, 0), "SHR"),
+            (side(0, 0, 0), side(0, 1, 0), "SHR"),
             (side(0, 0, 0), side(0, 0, 0), "OTH"),
-            (side(0, 1, 0), side(0, 1, 0), "OTH"),
+            (side(0, 1, 0), side(0, 1, 0), "SF"),
         ];
         for (o, r, want) in cases {
             assert_eq!(conn_state(&o, &r), want, "orig {o:?} resp {r:?}");

@@ -230,17 +230,36 @@ impl FlowTable {
         let c = self.config;
         let mut done: Vec<(FlowKey, EndReason)> = Vec::new();
         let mut restart: Vec<FlowKey> = Vec::new();
+        let mut decided: std::collections::HashSet<FlowKey> = std::collections::HashSet::new();
         for f in self.flows.values() {
-            let idle = now_ns.saturating_sub(f.last_ns);
-            if idle >= c.idle_timeout_ns {
-                done.push((f.key, EndReason::Idle));
+            if decided.contains(&f.key) {
+                continue;
+            }
+            // A connection ends as one: both directions, on the later one's clock.
+            let rev = self.reverse(&f.key);
+            let last = rev.map_or(f.last_ns, |r| r.last_ns.max(f.last_ns));
+            let idle = now_ns.saturating_sub(last);
+            let reason = if idle >= c.idle_timeout_ns {
+                Some(EndReason::Idle)
             } else if f.key.proto == IPPROTO_TCP
                 && idle >= c.tcp_close_grace_ns
                 && self.tcp_closed(f)
             {
-                done.push((f.key, EndReason::EndOfFlow));
-            } else if now_ns.saturating_sub(f.first_ns) >= c.active_timeout_ns {
-                restart.push(f.key);
+                Some(EndReason::EndOfFlow)
+            } else {
+                None
+            };
+            match reason {
+                Some(r) => {
+                    for k in std::iter::once(f.key).chain(rev.map(|r| r.key)) {
+                        decided.insert(k);
+                        done.push((k, r));
+                    }
+                }
+                None if now_ns.saturating_sub(f.first_ns) >= c.active_timeout_ns => {
+                    restart.push(f.key);
+                }
+                None => {}
             }
         }
         // States first: both directions of a connection may end together.
@@ -335,12 +354,25 @@ impl FlowTable {
             rst: f.rst,
         };
         let Some(rev) = self.reverse(key) else {
-            return Some(conn_state(&side(this), &Side::default()));
+            // Only one direction seen: from a service port, it is the responder's.
+            return Some(
+                if this.syn == 0 && is_service_side(this.key.sport, this.key.dport) {
+                    conn_state(&Side::default(), &side(this))
+                } else {
+                    conn_state(&side(this), &Side::default())
+                },
+            );
         };
-        // The originator sent the first SYN; without SYNs, the first packet.
-        let this_first = (this.syn == 0, this.first_ns);
-        let rev_first = (rev.syn == 0, rev.first_ns);
-        let (orig, resp) = if this_first <= rev_first {
+        // The originator sent the first SYN; without SYNs, the side talking
+        // to a service port (as Zeek guesses); else the first packet's sender.
+        let rank = |f: &Flow| {
+            (
+                f.syn == 0,
+                is_service_side(f.key.sport, f.key.dport),
+                f.first_ns,
+            )
+        };
+        let (orig, resp) = if rank(this) <= rank(rev) {
             (this, rev)
         } else {
             (rev, this)
@@ -350,6 +382,12 @@ impl FlowTable {
 }
 
 const IPPROTO_TCP: u8 = 6;
+
+/// Whether a flow from `sport` to `dport` comes from the service side:
+/// a well-known source port talking to an ephemeral one.
+fn is_service_side(sport: u16, dport: u16) -> bool {
+    sport < 1024 && dport >= 1024
+}
 
 #[cfg(test)]
 mod tests {

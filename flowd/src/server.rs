@@ -12,7 +12,10 @@ use axum::{
 
 use crate::{
     daemon::Shared,
-    export::metrics::{self, Format},
+    export::{
+        metrics::{self, Format},
+        process::ProcessStats,
+    },
 };
 
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -27,9 +30,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
 
 async fn scrape(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> impl IntoResponse {
     let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    let body = tokio::task::spawn_blocking(move || metrics::encode(shared.snapshot(), format))
-        .await
-        .unwrap_or_default();
+    let body = tokio::task::spawn_blocking(move || {
+        let mut s = shared.snapshot();
+        s.process = ProcessStats::read_self();
+        metrics::encode(s, format)
+    })
+    .await
+    .unwrap_or_default();
     ([(header::CONTENT_TYPE, format.content_type())], body)
 }
 

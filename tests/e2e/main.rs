@@ -4,5 +4,6 @@
 mod basic;
 mod cli;
 mod flows;
+mod prometheus;
 mod ops;
 mod records;

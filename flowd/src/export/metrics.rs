@@ -1,14 +1,81 @@
 //! Prometheus exposition, built at scrape time from a [`Snapshot`] through a
 //! custom `prometheus-client` collector.
+//!
+//! Families (counters get `_total` from the client; `direction` is
+//! `receive` or `transmit`):
+//!
+//! - Exact interface totals: `flowd_receive_packets_total`,
+//!   `flowd_receive_bytes_total`, `flowd_transmit_packets_total`,
+//!   `flowd_transmit_bytes_total` `{device}`.
+//! - Where information can be lost: `flowd_parse_outcome_packets_total`
+//!   `{device,direction,outcome}`, `flowd_overflow_packets_total`,
+//!   `flowd_overflow_bytes_total`, `flowd_flow_insert_races_total`,
+//!   `flowd_fragment_map_failures_total` `{device,direction}`,
+//!   `flowd_flow_lost_packets_total` `{device,direction,reason}`.
+//! - Traffic by bounded groups, cumulative counters of the packets and bytes
+//!   that were counted in a flow (overflow and non-IP packets are in none):
+//!   - `flowd_proto_packets_total`, `flowd_proto_bytes_total`
+//!     `{device,direction,proto}`: `tcp`, `udp`, `icmp`, `icmpv6`, `sctp`,
+//!     `gre`, `esp`, `igmp`, `other`;
+//!   - `flowd_service_packets_total`, `flowd_service_bytes_total`
+//!     `{device,direction,service}`: from the port map, the lower of the
+//!     flow's two ports that is in it (`dns`, `http`, `https`, `ssh`, ...),
+//!     else `other`;
+//!   - `flowd_peer_packets_total`, `flowd_peer_bytes_total`
+//!     `{device,direction,peer}`: the CIDR group (longest prefix) of the
+//!     remote address, the source on receive and the destination on
+//!     transmit (`private`, `loopback`, `link-local`, `multicast`,
+//!     `benchmark`, ..., else `public`).
+//!
+//!   Each family sums to the flow traffic of its device and direction.
+//!   A group the series budget folds moves into `other` for good.
+//! - Top flows, gauges of the recent window (`flowd_top_flows_window_seconds`):
+//!   `flowd_top_flow_window_bytes`, `flowd_top_flow_window_packets`
+//!   `{device,direction,proto,src,dst,sport,dport}` for the K flows
+//!   (`flowd_top_flows_max`) with the most bytes in the window, plus per
+//!   device and direction one series whose flow labels are all `other`:
+//!   everything else in the window. The series of a device and direction
+//!   sum to its traffic in the window. A flow that enters the top appears
+//!   with its bytes in the whole window; one that leaves it simply stops
+//!   being exported (its bytes move to `other`): these are gauges, so no
+//!   counter resets. Use them to find heavy flows, the group counters for
+//!   rates. `flowd_top_window_flows` (of at most `flowd_top_window_flows_max`)
+//!   are in the window; `flowd_top_window_overflow_deltas_total` counts
+//!   deltas of flows a full window could not track (in `other` only).
+//! - Flow table: `flowd_flows_active`, `flowd_flows_max`,
+//!   `flowd_flows_started_total`, `flowd_flows_ended_total{reason}`.
+//! - Self: `flowd_program_attached{device,hook,mode}`,
+//!   `flowd_flow_map_capacity_entries`, `flowd_drains_total`,
+//!   `flowd_drained_entries_total`, `flowd_last_drain_entries`,
+//!   `flowd_drain_duration_seconds` (histogram), `flowd_drain_errors_total`,
+//!   `flowd_build_info{version,abi}`, the standard `process_*` metrics.
+//! - Series budget (see [`super::budget`]): `flowd_series_budget`,
+//!   `flowd_scrape_series` (samples in this scrape, itself included),
+//!   `flowd_scrape_series_folded{reason}` (series folded into `other` in
+//!   this scrape: `top_k` for window flows beyond K, `budget` for groups
+//!   and top flows the budget cut) and `flowd_series_folded_total{reason}`
+//!   (the same, summed over scrapes).
+
+use std::fmt::Write as _;
 
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric, text},
+    encoding::{
+        DescriptorEncoder, EncodeLabelValue, EncodeMetric, LabelValueEncoder, MetricEncoder, text,
+    },
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
 
-use flowd_common::{IfaceCounters, counter};
+use flowd_common::{DIR_INGRESS, IfaceCounters, counter};
+
+use super::{
+    aggregate::{AggSnapshot, Dim, FoldReason},
+    budget::{self, Plan},
+    groups::{OTHER, proto_label},
+    process::ProcessStats,
+};
+use crate::record::addr;
 
 /// One monitored interface as the exporter sees it.
 #[derive(Debug, Clone)]
@@ -37,7 +104,9 @@ pub struct Snapshot {
     pub drain_errors: u64,
     /// Duration of each drain (flip, wait, read and delete), seconds.
     pub drain_seconds: HistogramSnapshot,
-    pub groups: crate::export::aggregate::AggSnapshot,
+    pub groups: AggSnapshot,
+    /// The exporting process (none: the `process_*` families are left out).
+    pub process: Option<ProcessStats>,
 }
 
 /// A histogram as collected: cumulative bucket counts by upper bound.
@@ -70,245 +139,560 @@ impl HistogramSnapshot {
     }
 }
 
-type Labels = Vec<(&'static str, String)>;
+/// A label value, escaped as the exposition formats require when written.
+#[derive(Debug, Clone)]
+struct Value(String);
 
-#[derive(Debug)]
-struct SnapshotCollector(Snapshot);
-
-fn counter_family(
-    enc: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    samples: &[(Labels, u64)],
-) -> Result<(), std::fmt::Error> {
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (labels, v) in samples {
-        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
-    }
-    Ok(())
-}
-
-fn gauge_family(
-    enc: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    samples: &[(Labels, i64)],
-) -> Result<(), std::fmt::Error> {
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (labels, v) in samples {
-        ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
-    }
-    Ok(())
-}
-
-fn dev(d: &str) -> Labels {
-    vec![("device", d.to_owned())]
-}
-
-impl Collector for SnapshotCollector {
-    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let s = &self.0;
-        let per = |f: &dyn Fn(&IfaceSnapshot) -> u64| -> Vec<(Labels, u64)> {
-            s.ifaces.iter().map(|i| (dev(&i.device), f(i))).collect()
-        };
-        counter_family(
-            &mut enc,
-            "flowd_receive_packets",
-            "Packets received on the interface (exact, XDP ingress).",
-            &per(&|i| i.rx.c[counter::PACKETS]),
-        )?;
-        counter_family(
-            &mut enc,
-            "flowd_receive_bytes",
-            "Bytes received on the interface, frame length as on the wire without FCS.",
-            &per(&|i| i.rx.c[counter::BYTES]),
-        )?;
-        counter_family(
-            &mut enc,
-            "flowd_transmit_packets",
-            "Packets transmitted on the interface (exact, TC egress; GSO buffers count their segments).",
-            &per(&|i| i.tx.c[counter::PACKETS]),
-        )?;
-        counter_family(
-            &mut enc,
-            "flowd_transmit_bytes",
-            "Bytes transmitted on the interface, frame length as on the wire without FCS.",
-            &per(&|i| i.tx.c[counter::BYTES]),
-        )?;
-
-        let mut outcomes = Vec::new();
-        let mut overflow_packets = Vec::new();
-        let mut overflow_bytes = Vec::new();
-        let mut lost = Vec::new();
-        let mut races = Vec::new();
-        let mut frag_fail = Vec::new();
-        for i in &s.ifaces {
-            for (dir, c) in [("receive", &i.rx), ("transmit", &i.tx)] {
-                let l = |extra: Option<(&'static str, &str)>| {
-                    let mut v = vec![("device", i.device.clone()), ("direction", dir.to_owned())];
-                    if let Some((k, val)) = extra {
-                        v.push((k, val.to_owned()));
-                    }
-                    v
-                };
-                for o in counter::OUTCOMES {
-                    outcomes.push((l(Some(("outcome", counter::NAMES[o]))), c.c[o]));
-                }
-                overflow_packets.push((l(None), c.c[counter::OVERFLOW_PACKETS]));
-                overflow_bytes.push((l(None), c.c[counter::OVERFLOW_BYTES]));
-                for r in [counter::LOSS_MAP_FULL, counter::LOSS_INSERT_FAILED] {
-                    lost.push((l(Some(("reason", counter::NAMES[r]))), c.c[r]));
-                }
-                races.push((l(None), c.c[counter::INSERT_RACE]));
-                frag_fail.push((l(None), c.c[counter::FRAG_MAP_FAILED]));
+impl EncodeLabelValue for Value {
+    fn encode(&self, e: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        for c in self.0.chars() {
+            match c {
+                '\\' => e.write_str("\\\\")?,
+                '"' => e.write_str("\\\"")?,
+                '\n' => e.write_str("\\n")?,
+                c => e.write_char(c)?,
             }
         }
-        counter_family(
-            &mut enc,
-            "flowd_parse_outcome_packets",
-            "Packets by parse outcome; every packet has exactly one outcome.",
-            &outcomes,
-        )?;
-        counter_family(
-            &mut enc,
-            "flowd_overflow_packets",
-            "Packets counted in the interface totals but in no flow (flow map full or insert failed).",
-            &overflow_packets,
-        )?;
-        counter_family(
-            &mut enc,
-            "flowd_overflow_bytes",
-            "Bytes counted in the interface totals but in no flow.",
-            &overflow_bytes,
-        )?;
-        counter_family(
-            &mut enc,
-            "flowd_flow_lost_packets",
-            "Packets whose flow update failed, by reason.",
-            &lost,
-        )?;
-        counter_family(
-            &mut enc,
-            "flowd_flow_insert_races",
-            "New flows inserted by two CPUs at once (recovered, not lost).",
-            &races,
-        )?;
-        counter_family(
-            &mut enc,
-            "flowd_fragment_map_failures",
-            "First fragments whose ports could not be remembered for later fragments.",
-            &frag_fail,
-        )?;
+        Ok(())
+    }
+}
 
-        let mut attached = Vec::new();
-        for i in &s.ifaces {
-            attached.push((
-                vec![
-                    ("device", i.device.clone()),
-                    ("hook", "xdp".into()),
-                    ("mode", i.xdp_mode.unwrap_or("none").into()),
-                ],
-                i64::from(i.xdp_mode.is_some()),
-            ));
-            attached.push((
-                vec![
-                    ("device", i.device.clone()),
-                    ("hook", "tc_egress".into()),
-                    ("mode", "tc".into()),
-                ],
-                i64::from(i.tc_attached),
-            ));
+type Labels = Vec<(&'static str, Value)>;
+
+fn labels<const N: usize>(pairs: [(&'static str, &str); N]) -> Labels {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k, Value(v.to_owned())))
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Num {
+    U(u64),
+    F(f64),
+}
+
+#[derive(Debug)]
+enum Body {
+    Counter(Vec<(Labels, Num)>),
+    Gauge(Vec<(Labels, Num)>),
+    Histogram(HistogramSnapshot),
+    Info(Labels),
+}
+
+/// One metric family, planned before anything is written so the scrape
+/// can count its series.
+#[derive(Debug)]
+struct Family {
+    /// Without `_total` for counters and `_info` for info: the client adds them.
+    name: &'static str,
+    help: &'static str,
+    body: Body,
+}
+
+impl Family {
+    fn counter(name: &'static str, help: &'static str, samples: Vec<(Labels, Num)>) -> Self {
+        Self {
+            name,
+            help,
+            body: Body::Counter(samples),
         }
-        gauge_family(
-            &mut enc,
-            "flowd_program_attached",
-            "1 when the program is attached to the device and hook.",
-            &attached,
-        )?;
-        gauge_family(
-            &mut enc,
-            "flowd_flows_active",
-            "Flows in the flow table.",
-            &[(vec![], s.flows_active as i64)],
-        )?;
-        gauge_family(
-            &mut enc,
-            "flowd_flows_max",
-            "Bound of the flow table; beyond it the longest-idle flows are evicted.",
-            &[(vec![], s.flows_max as i64)],
-        )?;
-        counter_family(
-            &mut enc,
-            "flowd_flows_started",
-            "Flows that entered the flow table.",
-            &[(vec![], s.flows_started)],
-        )?;
-        let ended: Vec<(Labels, u64)> = s
-            .flows_ended
+    }
+
+    fn gauge(name: &'static str, help: &'static str, samples: Vec<(Labels, Num)>) -> Self {
+        Self {
+            name,
+            help,
+            body: Body::Gauge(samples),
+        }
+    }
+
+    /// Samples (lines) this family writes.
+    fn series(&self) -> usize {
+        match &self.body {
+            Body::Counter(s) | Body::Gauge(s) => s.len(),
+            // Finite buckets, +Inf, _sum and _count.
+            Body::Histogram(h) => h.buckets.len() + 3,
+            Body::Info(_) => 1,
+        }
+    }
+
+    fn encode(&self, enc: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        match &self.body {
+            Body::Counter(samples) => {
+                let mut m =
+                    enc.encode_descriptor(self.name, self.help, None, MetricType::Counter)?;
+                let put = |m: MetricEncoder<'_>, v: &Num| match v {
+                    Num::U(v) => ConstCounter::new(*v).encode(m),
+                    Num::F(v) => ConstCounter::new(*v).encode(m),
+                };
+                match samples.as_slice() {
+                    // No `{}` after an unlabelled sample.
+                    [(l, v)] if l.is_empty() => put(m, v)?,
+                    _ => {
+                        for (l, v) in samples {
+                            put(m.encode_family(l)?, v)?;
+                        }
+                    }
+                }
+            }
+            Body::Gauge(samples) => {
+                let mut m = enc.encode_descriptor(self.name, self.help, None, MetricType::Gauge)?;
+                let put = |m: MetricEncoder<'_>, v: &Num| match v {
+                    Num::U(v) => ConstGauge::new(*v).encode(m),
+                    Num::F(v) => ConstGauge::new(*v).encode(m),
+                };
+                match samples.as_slice() {
+                    [(l, v)] if l.is_empty() => put(m, v)?,
+                    _ => {
+                        for (l, v) in samples {
+                            put(m.encode_family(l)?, v)?;
+                        }
+                    }
+                }
+            }
+            Body::Histogram(h) => {
+                // The client wants per-bucket counts and accumulates them itself;
+                // f64::MAX is how it spells the +Inf bucket.
+                let mut prev = 0;
+                let mut buckets: Vec<(f64, u64)> = h
+                    .buckets
+                    .iter()
+                    .map(|(b, cum)| {
+                        let n = cum.saturating_sub(prev);
+                        prev = *cum;
+                        (*b, n)
+                    })
+                    .collect();
+                buckets.push((f64::MAX, h.count.saturating_sub(prev)));
+                let mut m =
+                    enc.encode_descriptor(self.name, self.help, None, MetricType::Histogram)?;
+                m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    h.sum, h.count, &buckets, None,
+                )?;
+            }
+            Body::Info(l) => {
+                let mut m = enc.encode_descriptor(self.name, self.help, None, MetricType::Info)?;
+                m.encode_info(l)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn one(v: u64) -> Vec<(Labels, Num)> {
+    vec![(Vec::new(), Num::U(v))]
+}
+
+fn dir_label(direction: u8) -> &'static str {
+    if direction == DIR_INGRESS {
+        "receive"
+    } else {
+        "transmit"
+    }
+}
+
+/// The families whose series the configuration makes, not the traffic.
+fn fixed_families(s: &Snapshot) -> Vec<Family> {
+    let mut out = Vec::new();
+    let per = |f: &dyn Fn(&IfaceSnapshot) -> u64| -> Vec<(Labels, Num)> {
+        s.ifaces
             .iter()
-            .map(|(r, n)| (vec![("reason", (*r).to_owned())], *n))
-            .collect();
-        counter_family(
-            &mut enc,
-            "flowd_flows_ended",
-            "Flow records ended, by reason (idle, active, end-of-flow, forced, evicted).",
-            &ended,
-        )?;
-        gauge_family(
-            &mut enc,
-            "flowd_flow_map_capacity_entries",
-            "Capacity of each flow generation map.",
-            &[(vec![], s.flow_map_capacity as i64)],
-        )?;
-        counter_family(
-            &mut enc,
-            "flowd_drains",
-            "Drains of the flow maps.",
-            &[(vec![], s.drains)],
-        )?;
-        counter_family(
-            &mut enc,
-            "flowd_drained_entries",
-            "Flow map entries read and deleted by drains.",
-            &[(vec![], s.drained_entries)],
-        )?;
-        gauge_family(
-            &mut enc,
-            "flowd_last_drain_entries",
-            "Entries the last drain read (fill of one generation).",
-            &[(vec![], s.last_drain_entries as i64)],
-        )?;
-        {
-            let h = &s.drain_seconds;
-            let mut buckets = h.buckets.clone();
-            buckets.push((f64::INFINITY, h.count));
-            let mut m = enc.encode_descriptor(
-                "flowd_drain_duration_seconds",
-                "Time one drain took: flip, wait for programs, read and delete.",
-                None,
-                MetricType::Histogram,
-            )?;
-            m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                h.sum, h.count, &buckets, None,
-            )?;
+            .map(|i| (labels([("device", &i.device)]), Num::U(f(i))))
+            .collect()
+    };
+    out.push(Family::counter(
+        "flowd_receive_packets",
+        "Packets received on the interface (exact, XDP ingress).",
+        per(&|i| i.rx.c[counter::PACKETS]),
+    ));
+    out.push(Family::counter(
+        "flowd_receive_bytes",
+        "Bytes received on the interface, frame length as on the wire without FCS.",
+        per(&|i| i.rx.c[counter::BYTES]),
+    ));
+    out.push(Family::counter(
+        "flowd_transmit_packets",
+        "Packets transmitted on the interface (exact, TC egress; GSO buffers count their segments).",
+        per(&|i| i.tx.c[counter::PACKETS]),
+    ));
+    out.push(Family::counter(
+        "flowd_transmit_bytes",
+        "Bytes transmitted on the interface, frame length as on the wire without FCS.",
+        per(&|i| i.tx.c[counter::BYTES]),
+    ));
+
+    let mut outcomes = Vec::new();
+    let mut overflow_packets = Vec::new();
+    let mut overflow_bytes = Vec::new();
+    let mut lost = Vec::new();
+    let mut races = Vec::new();
+    let mut frag_fail = Vec::new();
+    for i in &s.ifaces {
+        for (dir, c) in [("receive", &i.rx), ("transmit", &i.tx)] {
+            let l = |extra: Option<(&'static str, &str)>| {
+                let mut v = labels([("device", &i.device), ("direction", dir)]);
+                if let Some((k, val)) = extra {
+                    v.push((k, Value(val.to_owned())));
+                }
+                v
+            };
+            for o in counter::OUTCOMES {
+                outcomes.push((l(Some(("outcome", counter::NAMES[o]))), Num::U(c.c[o])));
+            }
+            overflow_packets.push((l(None), Num::U(c.c[counter::OVERFLOW_PACKETS])));
+            overflow_bytes.push((l(None), Num::U(c.c[counter::OVERFLOW_BYTES])));
+            for r in [counter::LOSS_MAP_FULL, counter::LOSS_INSERT_FAILED] {
+                lost.push((l(Some(("reason", counter::NAMES[r]))), Num::U(c.c[r])));
+            }
+            races.push((l(None), Num::U(c.c[counter::INSERT_RACE])));
+            frag_fail.push((l(None), Num::U(c.c[counter::FRAG_MAP_FAILED])));
         }
-        counter_family(
-            &mut enc,
-            "flowd_drain_errors",
-            "Drains that failed.",
-            &[(vec![], s.drain_errors)],
-        )?;
-        let mut info = enc.encode_descriptor(
-            "flowd_build",
-            "flowd build information.",
-            None,
-            MetricType::Info,
-        )?;
-        let labels = vec![
-            ("version", env!("CARGO_PKG_VERSION").to_owned()),
-            ("abi", flowd_common::ABI_VERSION.to_string()),
-        ];
-        info.encode_info(&labels)?;
+    }
+    out.push(Family::counter(
+        "flowd_parse_outcome_packets",
+        "Packets by parse outcome; every packet has exactly one outcome.",
+        outcomes,
+    ));
+    out.push(Family::counter(
+        "flowd_overflow_packets",
+        "Packets counted in the interface totals but in no flow (flow map full or insert failed).",
+        overflow_packets,
+    ));
+    out.push(Family::counter(
+        "flowd_overflow_bytes",
+        "Bytes counted in the interface totals but in no flow.",
+        overflow_bytes,
+    ));
+    out.push(Family::counter(
+        "flowd_flow_lost_packets",
+        "Packets whose flow update failed, by reason.",
+        lost,
+    ));
+    out.push(Family::counter(
+        "flowd_flow_insert_races",
+        "New flows inserted by two CPUs at once (recovered, not lost).",
+        races,
+    ));
+    out.push(Family::counter(
+        "flowd_fragment_map_failures",
+        "First fragments whose ports could not be remembered for later fragments.",
+        frag_fail,
+    ));
+
+    let mut attached = Vec::new();
+    for i in &s.ifaces {
+        attached.push((
+            labels([
+                ("device", &i.device),
+                ("hook", "xdp"),
+                ("mode", i.xdp_mode.unwrap_or("none")),
+            ]),
+            Num::U(u64::from(i.xdp_mode.is_some())),
+        ));
+        attached.push((
+            labels([("device", &i.device), ("hook", "tc_egress"), ("mode", "tc")]),
+            Num::U(u64::from(i.tc_attached)),
+        ));
+    }
+    out.push(Family::gauge(
+        "flowd_program_attached",
+        "1 when the program is attached to the device and hook.",
+        attached,
+    ));
+    out.push(Family::gauge(
+        "flowd_flows_active",
+        "Flows in the flow table.",
+        one(s.flows_active),
+    ));
+    out.push(Family::gauge(
+        "flowd_flows_max",
+        "Bound of the flow table; beyond it the longest-idle flows are evicted.",
+        one(s.flows_max),
+    ));
+    out.push(Family::counter(
+        "flowd_flows_started",
+        "Flows that entered the flow table.",
+        one(s.flows_started),
+    ));
+    out.push(Family::counter(
+        "flowd_flows_ended",
+        "Flow records ended, by reason (idle, active, end-of-flow, forced, evicted).",
+        s.flows_ended
+            .iter()
+            .map(|(r, n)| (labels([("reason", r)]), Num::U(*n)))
+            .collect(),
+    ));
+    out.push(Family::gauge(
+        "flowd_flow_map_capacity_entries",
+        "Capacity of each flow generation map.",
+        one(s.flow_map_capacity),
+    ));
+    out.push(Family::counter(
+        "flowd_drains",
+        "Drains of the flow maps.",
+        one(s.drains),
+    ));
+    out.push(Family::counter(
+        "flowd_drained_entries",
+        "Flow map entries read and deleted by drains.",
+        one(s.drained_entries),
+    ));
+    out.push(Family::gauge(
+        "flowd_last_drain_entries",
+        "Entries the last drain read (fill of one generation).",
+        one(s.last_drain_entries),
+    ));
+    out.push(Family {
+        name: "flowd_drain_duration_seconds",
+        help: "Time one drain took: flip, wait for programs, read and delete.",
+        body: Body::Histogram(s.drain_seconds.clone()),
+    });
+    out.push(Family::counter(
+        "flowd_drain_errors",
+        "Drains that failed.",
+        one(s.drain_errors),
+    ));
+
+    let g = &s.groups;
+    out.push(Family::gauge(
+        "flowd_top_flows_max",
+        "K: flows exported one by one in flowd_top_flow_window_bytes/packets.",
+        one(g.top_k as u64),
+    ));
+    out.push(Family::gauge(
+        "flowd_top_flows_window_seconds",
+        "Length of the window the top flows are ranked and measured over.",
+        vec![(Vec::new(), Num::F(g.window_seconds))],
+    ));
+    out.push(Family::gauge(
+        "flowd_top_window_flows",
+        "Flows with traffic in the window.",
+        one(g.window_flows as u64),
+    ));
+    out.push(Family::gauge(
+        "flowd_top_window_flows_max",
+        "Most flows the window tracks.",
+        one(g.window_max_flows as u64),
+    ));
+    out.push(Family::counter(
+        "flowd_top_window_overflow_deltas",
+        "Flow deltas the full window could not track; their traffic is in the other series only.",
+        one(g.window_overflow_deltas),
+    ));
+
+    if let Some(p) = &s.process {
+        out.push(Family::counter(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds.",
+            vec![(Vec::new(), Num::F(p.cpu_seconds))],
+        ));
+        out.push(Family::gauge(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            one(p.resident_memory_bytes),
+        ));
+        out.push(Family::gauge(
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes.",
+            one(p.virtual_memory_bytes),
+        ));
+        out.push(Family::gauge(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+            vec![(Vec::new(), Num::F(p.start_time_seconds))],
+        ));
+        out.push(Family::gauge(
+            "process_open_fds",
+            "Number of open file descriptors.",
+            one(p.open_fds),
+        ));
+        out.push(Family::gauge(
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+            one(p.max_fds),
+        ));
+    }
+    out.push(Family {
+        name: "flowd_build",
+        help: "flowd build information.",
+        body: Body::Info(labels([
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("abi", &flowd_common::ABI_VERSION.to_string()),
+        ])),
+    });
+    out
+}
+
+/// Series of [`self_families`], known before their values are.
+const SELF_SERIES: usize = 2 + 2 * FoldReason::ALL.len();
+
+fn self_families(budget: usize, series: usize, folded: [u64; 2], totals: [u64; 2]) -> Vec<Family> {
+    let by_reason = |v: [u64; 2]| {
+        FoldReason::ALL
+            .iter()
+            .map(|r| (labels([("reason", r.as_str())]), Num::U(v[*r as usize])))
+            .collect()
+    };
+    vec![
+        Family::gauge(
+            "flowd_series_budget",
+            "Most series one scrape may have; beyond it the lowest-volume groups and top flows fold into other.",
+            one(budget as u64),
+        ),
+        Family::gauge(
+            "flowd_scrape_series",
+            "Samples in this scrape, this one included.",
+            one(series as u64),
+        ),
+        Family::gauge(
+            "flowd_scrape_series_folded",
+            "Series folded into other in this scrape: top_k for window flows beyond K, budget for groups and top flows the series budget cut.",
+            by_reason(folded),
+        ),
+        Family::counter(
+            "flowd_series_folded",
+            "Series folded into other, summed over scrapes.",
+            by_reason(totals),
+        ),
+    ]
+}
+
+/// The group families: cumulative packets and bytes by proto, service and peer.
+fn group_families(g: &AggSnapshot, plan: &Plan) -> Vec<Family> {
+    const NAMES: [[(&str, &str); 2]; 3] = [
+        [
+            ("flowd_proto_packets", "Packets of flows by IP protocol."),
+            ("flowd_proto_bytes", "Bytes of flows by IP protocol."),
+        ],
+        [
+            (
+                "flowd_service_packets",
+                "Packets of flows by service: the lower of the two ports that is in the port map.",
+            ),
+            (
+                "flowd_service_bytes",
+                "Bytes of flows by service: the lower of the two ports that is in the port map.",
+            ),
+        ],
+        [
+            (
+                "flowd_peer_packets",
+                "Packets of flows by CIDR group of the remote address (source on receive, destination on transmit).",
+            ),
+            (
+                "flowd_peer_bytes",
+                "Bytes of flows by CIDR group of the remote address (source on receive, destination on transmit).",
+            ),
+        ],
+    ];
+    let mut out = Vec::new();
+    for dim in Dim::ALL {
+        let names = &g.names[dim as usize];
+        let (mut packets, mut bytes) = (Vec::new(), Vec::new());
+        let mut push = |side: usize, group: &str, c: super::aggregate::Counts| {
+            let s = &g.sides[side];
+            let l = labels([
+                ("device", &s.device),
+                ("direction", dir_label(s.direction)),
+                (dim.label(), group),
+            ]);
+            packets.push((l.clone(), Num::U(c.packets)));
+            bytes.push((l, Num::U(c.bytes)));
+        };
+        // Shown groups are in group order: by side, then dimension, then group.
+        let mut shown = plan
+            .shown_groups
+            .iter()
+            .map(|i| g.groups[*i])
+            .filter(|(id, _)| id.dim == dim)
+            .peekable();
+        for side in 0..g.sides.len() {
+            while let Some((id, c)) = shown.next_if(|(id, _)| usize::from(id.side) == side) {
+                push(side, &names[usize::from(id.group)], c);
+            }
+            push(side, OTHER, plan.others[side][dim as usize]);
+        }
+        let [(pn, ph), (bn, bh)] = NAMES[dim as usize];
+        out.push(Family::counter(pn, ph, packets));
+        out.push(Family::counter(bn, bh, bytes));
+    }
+    out
+}
+
+/// The top-flow families: window gauges of the K heaviest flows and `other`.
+fn top_families(g: &AggSnapshot, plan: &Plan) -> Vec<Family> {
+    let (mut packets, mut bytes) = (Vec::new(), Vec::new());
+    let mut rest: Vec<_> = g.sides.iter().map(|s| s.window).collect();
+    for (k, c) in &g.top[..plan.top_shown] {
+        let s = &g.sides[usize::from(k.side)];
+        rest[usize::from(k.side)].sub(*c);
+        let l = labels([
+            ("device", &s.device),
+            ("direction", dir_label(s.direction)),
+            ("proto", &proto_label(k.proto)),
+            ("src", &addr(&k.src).to_string()),
+            ("dst", &addr(&k.dst).to_string()),
+            ("sport", &k.sport.to_string()),
+            ("dport", &k.dport.to_string()),
+        ]);
+        packets.push((l.clone(), Num::U(c.packets)));
+        bytes.push((l, Num::U(c.bytes)));
+    }
+    for (s, c) in g.sides.iter().zip(rest) {
+        let l = labels([
+            ("device", &s.device),
+            ("direction", dir_label(s.direction)),
+            ("proto", OTHER),
+            ("src", OTHER),
+            ("dst", OTHER),
+            ("sport", OTHER),
+            ("dport", OTHER),
+        ]);
+        packets.push((l.clone(), Num::U(c.packets)));
+        bytes.push((l, Num::U(c.bytes)));
+    }
+    vec![
+        Family::gauge(
+            "flowd_top_flow_window_bytes",
+            "Bytes of the flow in the window, for the K flows with the most; the other series holds the rest of the device's window.",
+            bytes,
+        ),
+        Family::gauge(
+            "flowd_top_flow_window_packets",
+            "Packets of the flow in the window, for the K flows with the most bytes; the other series holds the rest.",
+            packets,
+        ),
+    ]
+}
+
+fn series(families: &[Family]) -> usize {
+    families.iter().map(Family::series).sum()
+}
+
+/// Every family of one scrape, within the series budget. Records the
+/// scrape's folds in the aggregates' shared fold state.
+fn families(s: &Snapshot) -> Vec<Family> {
+    let g = &s.groups;
+    let mut out = fixed_families(s);
+    let plan = budget::plan(g, series(&out) + SELF_SERIES);
+    g.folds.request(&plan.folded_groups);
+    let totals = g.folds.add_folded(plan.folded);
+    out.extend(group_families(g, &plan));
+    out.extend(top_families(g, &plan));
+    let n = series(&out) + SELF_SERIES;
+    out.extend(self_families(g.series_budget, n, plan.folded, totals));
+    out
+}
+
+#[derive(Debug)]
+struct Exposition(Vec<Family>);
+
+impl Collector for Exposition {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for f in &self.0 {
+            f.encode(&mut enc)?;
+        }
         Ok(())
     }
 }
@@ -339,7 +723,7 @@ impl Format {
 /// Encodes a snapshot in the requested format.
 pub fn encode(snapshot: Snapshot, format: Format) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(SnapshotCollector(snapshot)));
+    registry.register_collector(Box::new(Exposition(families(&snapshot))));
     let mut out = String::new();
     text::encode(&mut out, &registry).expect("writing to a String cannot fail");
     match format {
@@ -393,51 +777,4 @@ fn openmetrics_to_text004(om: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample() -> Snapshot {
-        let mut rx = IfaceCounters::default();
-        rx.c[counter::PACKETS] = 1000;
-        rx.c[counter::BYTES] = 142_000;
-        rx.c[counter::OUT_FLOW] = 1000;
-        Snapshot {
-            ifaces: vec![IfaceSnapshot {
-                device: "veth0".into(),
-                rx,
-                tx: IfaceCounters::default(),
-                xdp_mode: Some("native"),
-                tc_attached: true,
-            }],
-            flows_active: 3,
-            flow_map_capacity: 65536,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn text004_names_counters_with_total() {
-        let t = encode(sample(), Format::Text004);
-        assert!(
-            t.contains("# TYPE flowd_receive_packets_total counter\n"),
-            "{t}"
-        );
-        assert!(
-            t.contains("flowd_receive_packets_total{device=\"veth0\"} 1000\n"),
-            "{t}"
-        );
-        assert!(
-            t.contains("flowd_receive_bytes_total{device=\"veth0\"} 142000\n"),
-            "{t}"
-        );
-        assert!(t.contains("# TYPE flowd_build_info gauge\n"), "{t}");
-        assert!(!t.contains("# EOF"));
-    }
-
-    #[test]
-    fn openmetrics_ends_with_eof() {
-        let t = encode(sample(), Format::OpenMetrics);
-        assert!(t.ends_with("# EOF\n"), "{t}");
-        assert!(t.contains("# TYPE flowd_receive_packets counter\n"), "{t}");
-    }
-}
+mod tests;
