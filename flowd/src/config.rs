@@ -6,7 +6,15 @@ use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::{flowtable::TableConfig, loader::XdpAttachMode};
+use crate::{
+    export::{
+        aggregate::AggConfig,
+        groups::{PeerGroupConfig, ServiceConfig},
+    },
+    flowtable::TableConfig,
+    loader::XdpAttachMode,
+    scan::ScanConfig,
+};
 
 pub const DEFAULT_PATH: &str = "/etc/flowd/flowd.toml";
 
@@ -51,7 +59,82 @@ pub struct Config {
     /// Detach the programs on a clean exit (false leaves them counting for an upgrade).
     pub detach_on_exit: bool,
     pub flow_table: FlowTableConfig,
+    pub metrics: MetricsConfig,
+    pub scan: ScanSettings,
     pub web: WebConfig,
+}
+
+/// What `/metrics` exports beyond the interface totals.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// K: flows exported one by one (most bytes in the window), 0 to 100000.
+    pub top_flows: usize,
+    /// The recent window of the top flows, seconds (1 to 3600).
+    pub window_s: u64,
+    /// Most flows the window tracks (top_flows to 10000000).
+    pub window_max_flows: usize,
+    /// Most series one scrape may have (100 to 10000000); beyond, the
+    /// lowest-volume groups fold into `other`.
+    pub series_budget: usize,
+    /// Peer group of addresses no prefix matches.
+    pub peer_unmatched: String,
+    /// The port map of the `service` label; empty: the built-in map.
+    pub services: Vec<ServiceEntry>,
+    /// CIDR groups of the `peer` label; empty: the built-in groups.
+    pub peer_groups: Vec<PeerGroupEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceEntry {
+    pub name: String,
+    pub ports: Vec<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerGroupEntry {
+    pub name: String,
+    pub cidrs: Vec<String>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        let a = AggConfig::default();
+        Self {
+            top_flows: a.top_flows,
+            window_s: a.window.as_secs(),
+            window_max_flows: a.window_max_flows,
+            series_budget: a.series_budget,
+            peer_unmatched: a.peer_unmatched,
+            services: Vec::new(),
+            peer_groups: Vec::new(),
+        }
+    }
+}
+
+/// Scan detection: failed connection attempts per source.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScanSettings {
+    /// Distinct ports of one host that flag a source (1 to 65535).
+    pub ports: usize,
+    /// Distinct hosts that flag a source (1 to 1000000).
+    pub hosts: usize,
+    /// The counting window, seconds (1 to 3600).
+    pub window_s: u64,
+}
+
+impl Default for ScanSettings {
+    fn default() -> Self {
+        let d = ScanConfig::default();
+        Self {
+            ports: d.ports,
+            hosts: d.hosts,
+            window_s: d.window_ns / SEC,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -91,6 +174,8 @@ impl Default for Config {
             pin_path: "/sys/fs/bpf/flowd".into(),
             detach_on_exit: true,
             flow_table: FlowTableConfig::default(),
+            metrics: MetricsConfig::default(),
+            scan: ScanSettings::default(),
             web: WebConfig::default(),
         }
     }
@@ -217,6 +302,17 @@ impl Config {
                 "1 to 100000000",
             ));
         }
+        self.aggregates(origin)?;
+        let sc = &self.scan;
+        if !(1..=65_535).contains(&sc.ports) {
+            return Err(bad("scan.ports", sc.ports.to_string(), "1 to 65535"));
+        }
+        if !(1..=1_000_000).contains(&sc.hosts) {
+            return Err(bad("scan.hosts", sc.hosts.to_string(), "1 to 1000000"));
+        }
+        if !(1..=3_600).contains(&sc.window_s) {
+            return Err(bad("scan.window_s", sc.window_s.to_string(), "1 to 3600"));
+        }
         let w = &self.web;
         if w.tls_cert_file.is_empty() != w.tls_key_file.is_empty() {
             return Err(bad(
@@ -235,6 +331,69 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The exporter's aggregate settings, validated.
+    pub fn aggregates(&self, origin: &str) -> Result<AggConfig, ConfigError> {
+        let m = &self.metrics;
+        let mut a = AggConfig {
+            top_flows: m.top_flows,
+            window: Duration::from_secs(m.window_s),
+            window_max_flows: m.window_max_flows,
+            series_budget: m.series_budget,
+            peer_unmatched: m.peer_unmatched.clone(),
+            ..AggConfig::default()
+        };
+        if !m.services.is_empty() {
+            a.services = m
+                .services
+                .iter()
+                .map(|s| ServiceConfig::new(&s.name, &s.ports))
+                .collect();
+        }
+        if !m.peer_groups.is_empty() {
+            let mut groups = Vec::new();
+            for g in &m.peer_groups {
+                let mut cidrs = Vec::new();
+                for c in &g.cidrs {
+                    cidrs.push(c.parse().map_err(|_| ConfigError::Invalid {
+                        path: origin.into(),
+                        key: "metrics.peer_groups",
+                        value: format!("{c:?} in group {:?}", g.name),
+                        accepted: "CIDR prefixes such as \"10.0.0.0/8\" or \"fd00::/8\"",
+                    })?);
+                }
+                groups.push(PeerGroupConfig {
+                    name: g.name.clone(),
+                    cidrs,
+                });
+            }
+            a.peer_groups = groups;
+        }
+        a.validate().map_err(|e| ConfigError::Invalid {
+            path: origin.into(),
+            key: match e.key {
+                "top_flows" => "metrics.top_flows",
+                "window" => "metrics.window_s",
+                "window_max_flows" => "metrics.window_max_flows",
+                "series_budget" => "metrics.series_budget",
+                "services" => "metrics.services",
+                "peer_groups" => "metrics.peer_groups",
+                _ => "metrics.peer_unmatched",
+            },
+            value: e.value,
+            accepted: e.accepted,
+        })?;
+        Ok(a)
+    }
+
+    pub fn scan_config(&self) -> ScanConfig {
+        ScanConfig {
+            ports: self.scan.ports,
+            hosts: self.scan.hosts,
+            window_ns: self.scan.window_s * SEC,
+            ..ScanConfig::default()
+        }
     }
 
     pub fn listen_addr(&self) -> SocketAddr {
@@ -346,6 +505,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`listen`") && e.contains("\"localhost\""), "{e}");
+    }
+
+    #[test]
+    fn metrics_and_scan_sections() {
+        let c = Config::parse(
+            "[metrics]\ntop_flows = 5\nseries_budget = 500\n[[metrics.services]]\nname = \"game\"\nports = [27015]\n[[metrics.peer_groups]]\nname = \"office\"\ncidrs = [\"10.1.0.0/16\"]\n[scan]\nports = 20\n",
+            "f.toml",
+        )
+        .unwrap();
+        let a = c.aggregates("f.toml").unwrap();
+        assert_eq!((a.top_flows, a.series_budget), (5, 500));
+        assert_eq!(a.services.len(), 1);
+        assert_eq!(a.peer_groups[0].name, "office");
+        assert_eq!(c.scan_config().ports, 20);
+        let e = Config::parse("[metrics]\nseries_budget = 5", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("metrics.series_budget") && e.contains("100 to 10000000"),
+            "{e}"
+        );
+        let e = Config::parse(
+            "[[metrics.peer_groups]]\nname = \"x\"\ncidrs = [\"10.0.0.0/33\"]",
+            "f.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("metrics.peer_groups") && e.contains("10.0.0.0/33"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -22,14 +22,16 @@ use crate::{
     clock::TimeBase,
     config::Config,
     export::{
-        aggregate::{AggConfig, Aggregator},
+        aggregate::Aggregator,
         metrics::{HistogramSnapshot, IfaceSnapshot, Snapshot},
         records::RecordSink,
     },
     flowtable::{EndReason, Ended, FlowTable},
     interfaces,
     loader::Datapath,
-    notify, record, server,
+    notify, record,
+    scan::{ScanDetector, Suspect},
+    server,
 };
 
 /// Command-line values that override the configuration file, kept so a
@@ -125,6 +127,7 @@ pub struct Shared {
     names: Mutex<HashMap<u32, String>>,
     records: Mutex<Option<RecordSink>>,
     agg: Mutex<Aggregator>,
+    scan: Mutex<ScanDetector>,
     config: Mutex<Config>,
     /// Interface names whose attach failed, with the error last logged.
     attach_errors: Mutex<BTreeMap<String, String>>,
@@ -165,6 +168,9 @@ impl Shared {
             s.flows_max = table.config().max_flows as u64;
             let st = table.stats();
             s.flows_started = st.started;
+            let scan = lock(&self.scan);
+            s.scan_suspects = scan.suspects().len() as u64;
+            s.scan_flagged = scan.flagged_total();
             s.flows_ended = EndReason::ALL
                 .iter()
                 .map(|r| (r.as_str(), st.ended[*r as usize]))
@@ -178,6 +184,11 @@ impl Shared {
         s.last_drain_entries = d.last_entries;
         s.drain_errors = d.errors;
         s
+    }
+
+    /// Current scan suspects, most ports first.
+    pub fn suspects(&self) -> Vec<Suspect> {
+        lock(&self.scan).suspects()
     }
 
     pub fn flows_json(&self) -> Vec<Value> {
@@ -239,7 +250,9 @@ impl Shared {
             if last {
                 table.end_all()
             } else {
-                table.expire(crate::clock::realtime_ns())
+                let now = crate::clock::realtime_ns();
+                lock(&self.scan).observe(&table, now);
+                table.expire(now)
             }
         };
         self.write_records(&ended);
@@ -366,6 +379,7 @@ impl Shared {
                 let old = lock(&self.config).clone();
                 for (key, changed) in [
                     ("listen", old.listen != new.listen),
+                    ("metrics", old.metrics != new.metrics),
                     ("flow_capacity", old.flow_capacity != new.flow_capacity),
                     ("pin_path", old.pin_path != new.pin_path),
                     ("web", old.web != new.web),
@@ -454,7 +468,8 @@ pub fn run(source: ConfigSource) -> Result<()> {
         ready: AtomicBool::new(false),
         names: Mutex::new(HashMap::new()),
         records: Mutex::new(records),
-        agg: Mutex::new(Aggregator::new(AggConfig::default())),
+        agg: Mutex::new(Aggregator::new(cfg.aggregates("configuration")?)),
+        scan: Mutex::new(ScanDetector::new(cfg.scan_config())),
         config: Mutex::new(cfg.clone()),
         attach_errors: Mutex::new(BTreeMap::new()),
     });

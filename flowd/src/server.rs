@@ -1,4 +1,5 @@
-//! The HTTP endpoints: `/metrics`, `/api/v1/flows`, `/healthz`, `/readyz`.
+//! The HTTP endpoints: `/metrics`, `/api/v1/flows`, `/api/v1/suspects`,
+//! `/healthz`, `/readyz`.
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/metrics", get(scrape))
         .route("/api/v1/flows", get(flows))
+        .route("/api/v1/suspects", get(suspects))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/", get(index))
@@ -47,6 +49,10 @@ async fn flows(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     Json(flows)
 }
 
+async fn suspects(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    Json(shared.suspects())
+}
+
 async fn ready(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     if shared.is_ready() {
         (StatusCode::OK, "ready\n")
@@ -59,5 +65,5 @@ async fn ready(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 async fn index() -> impl IntoResponse {
-    "flowd: /metrics /api/v1/flows /healthz /readyz\n"
+    "flowd: /metrics /api/v1/flows /api/v1/suspects /healthz /readyz\n"
 }

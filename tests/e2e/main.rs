@@ -7,3 +7,4 @@ mod flows;
 mod prometheus;
 mod ops;
 mod records;
+mod signals;

@@ -42,6 +42,7 @@
 //!   rates. `flowd_top_window_flows` (of at most `flowd_top_window_flows_max`)
 //!   are in the window; `flowd_top_window_overflow_deltas_total` counts
 //!   deltas of flows a full window could not track (in `other` only).
+//! - Scans: `flowd_scan_suspects`, `flowd_scan_suspects_flagged_total`.
 //! - Flow table: `flowd_flows_active`, `flowd_flows_max`,
 //!   `flowd_flows_started_total`, `flowd_flows_ended_total{reason}`.
 //! - Self: `flowd_program_attached{device,hook,mode}`,
@@ -107,6 +108,9 @@ pub struct Snapshot {
     pub groups: AggSnapshot,
     /// The exporting process (none: the `process_*` families are left out).
     pub process: Option<ProcessStats>,
+    /// Sources flagged as scanning right now, and flagged since start.
+    pub scan_suspects: u64,
+    pub scan_flagged: u64,
 }
 
 /// A histogram as collected: cumulative bucket counts by upper bound.
@@ -404,6 +408,16 @@ fn fixed_families(s: &Snapshot) -> Vec<Family> {
         "flowd_flows_active",
         "Flows in the flow table.",
         one(s.flows_active),
+    ));
+    out.push(Family::gauge(
+        "flowd_scan_suspects",
+        "Sources whose failed connection attempts crossed the scan thresholds (see /api/v1/suspects).",
+        one(s.scan_suspects),
+    ));
+    out.push(Family::counter(
+        "flowd_scan_suspects_flagged",
+        "Sources flagged as scanning since start.",
+        one(s.scan_flagged),
     ));
     out.push(Family::gauge(
         "flowd_flows_max",
