@@ -61,6 +61,9 @@ pub struct Config {
     pub flow_table: FlowTableConfig,
     pub metrics: MetricsConfig,
     pub scan: ScanSettings,
+    /// Link speed per interface in bits per second, overriding sysfs (for
+    /// virtual links, or a link shaped below its line rate).
+    pub interface_speeds: BTreeMap<String, u64>,
     pub web: WebConfig,
 }
 
@@ -176,6 +179,7 @@ impl Default for Config {
             flow_table: FlowTableConfig::default(),
             metrics: MetricsConfig::default(),
             scan: ScanSettings::default(),
+            interface_speeds: BTreeMap::new(),
             web: WebConfig::default(),
         }
     }

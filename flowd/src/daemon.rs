@@ -23,8 +23,10 @@ use crate::{
     config::Config,
     export::{
         aggregate::Aggregator,
+        groups::PeerGroups,
         metrics::{HistogramSnapshot, IfaceSnapshot, Snapshot},
         records::RecordSink,
+        tcp::TcpSignals,
     },
     flowtable::{EndReason, Ended, FlowTable},
     interfaces,
@@ -128,6 +130,7 @@ pub struct Shared {
     records: Mutex<Option<RecordSink>>,
     agg: Mutex<Aggregator>,
     scan: Mutex<ScanDetector>,
+    tcp: Mutex<TcpSignals>,
     config: Mutex<Config>,
     /// Interface names whose attach failed, with the error last logged.
     attach_errors: Mutex<BTreeMap<String, String>>,
@@ -140,6 +143,7 @@ impl Shared {
 
     pub fn snapshot(&self) -> Snapshot {
         let mut s = Snapshot::default();
+        let speeds = lock(&self.config).interface_speeds.clone();
         {
             let dp = lock(&self.dp);
             s.flow_map_capacity = u64::from(dp.capacity());
@@ -159,6 +163,10 @@ impl Shared {
                         .filter(|a| a.xdp_attached())
                         .map(|a| a.xdp_mode.as_str()),
                     tc_attached: attached.is_some_and(|a| a.tc_attached()),
+                    speed_bps: speeds
+                        .get(name)
+                        .copied()
+                        .or_else(|| interfaces::speed_bps(name)),
                 });
             }
         }
@@ -171,6 +179,7 @@ impl Shared {
             let scan = lock(&self.scan);
             s.scan_suspects = scan.suspects().len() as u64;
             s.scan_flagged = scan.flagged_total();
+            s.tcp = lock(&self.tcp).snapshot();
             s.flows_ended = EndReason::ALL
                 .iter()
                 .map(|r| (r.as_str(), st.ended[*r as usize]))
@@ -232,10 +241,12 @@ impl Shared {
                     let time = TimeBase::live();
                     let names = lock(&self.names);
                     let mut agg = lock(&self.agg);
+                    let mut tcp = lock(&self.tcp);
                     for (k, v) in &batch {
                         table.apply(k, v, time);
                         let dev = names.get(&k.ifindex).map_or("unknown", String::as_str);
                         agg.absorb(k, v, dev);
+                        tcp.absorb(k, v, dev);
                     }
                     agg.tick(crate::clock::realtime_ns());
                     d.drains += 1;
@@ -268,6 +279,16 @@ impl Shared {
     fn write_records(&self, ended: &[Ended]) {
         if ended.is_empty() {
             return;
+        }
+        let devices: Vec<String> = ended
+            .iter()
+            .map(|e| self.device(e.flow.key.ifindex))
+            .collect();
+        {
+            let mut tcp = lock(&self.tcp);
+            for (e, dev) in ended.iter().zip(&devices) {
+                tcp.connection(e, dev);
+            }
         }
         let mut sink = lock(&self.records);
         let Some(sink) = sink.as_mut() else {
@@ -451,6 +472,7 @@ pub fn run(source: ConfigSource) -> Result<()> {
         .build()?;
     let tls = rt.block_on(crate::web::tls(&cfg.web))?;
 
+    let agg_cfg = cfg.aggregates("configuration")?;
     let mut dp = Datapath::load_pinned(cfg.flow_capacity, std::path::Path::new(&cfg.pin_path))?;
     // Whatever an earlier flowd left in the maps is drained, not lost.
     let mut leftover = Vec::new();
@@ -468,8 +490,12 @@ pub fn run(source: ConfigSource) -> Result<()> {
         ready: AtomicBool::new(false),
         names: Mutex::new(HashMap::new()),
         records: Mutex::new(records),
-        agg: Mutex::new(Aggregator::new(cfg.aggregates("configuration")?)),
+        agg: Mutex::new(Aggregator::new(agg_cfg.clone())),
         scan: Mutex::new(ScanDetector::new(cfg.scan_config())),
+        tcp: Mutex::new(TcpSignals::new(PeerGroups::new(
+            &agg_cfg.peer_groups,
+            &agg_cfg.peer_unmatched,
+        ))),
         config: Mutex::new(cfg.clone()),
         attach_errors: Mutex::new(BTreeMap::new()),
     });

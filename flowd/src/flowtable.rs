@@ -114,6 +114,9 @@ pub struct Ended {
     pub flow: Flow,
     pub state: Option<&'static str>,
     pub reason: EndReason,
+    /// This record is the connection's originator side: count a
+    /// connection once, at this record.
+    pub originator: bool,
 }
 
 /// Timeouts and bounds of the table.
@@ -208,9 +211,10 @@ impl FlowTable {
             by_idle.truncate(n);
         }
         for (_, key) in by_idle {
-            let state = self.conn_state(&key);
+            let (state, orig) = (self.conn_state(&key), self.is_originator(&key));
             if let Some(flow) = self.flows.remove(&key) {
                 self.end(flow, state, EndReason::Evicted);
+                self.mark_last(orig);
             }
         }
     }
@@ -221,7 +225,26 @@ impl FlowTable {
             flow,
             state,
             reason,
+            originator: false,
         });
+    }
+
+    fn mark_last(&mut self, originator: bool) {
+        if let Some(e) = self.pending.last_mut() {
+            e.originator = originator;
+        }
+    }
+
+    /// Whether `key` is its connection's originator side (computed while
+    /// both directions are still in the table).
+    pub fn is_originator(&self, key: &FlowKey) -> bool {
+        let Some(this) = self.flows.get(key) else {
+            return false;
+        };
+        match self.reverse(key) {
+            Some(rev) => rank(this) <= rank(rev),
+            None => !(this.syn == 0 && is_service_side(key.sport, key.dport)),
+        }
     }
 
     /// Ends what timed out by `now_ns` (Unix ns: wall clock live, capture
@@ -263,19 +286,23 @@ impl FlowTable {
             }
         }
         // States first: both directions of a connection may end together.
-        let states: Vec<Option<&'static str>> =
-            done.iter().map(|(k, _)| self.conn_state(k)).collect();
-        for ((key, reason), state) in done.into_iter().zip(states) {
+        let states: Vec<(Option<&'static str>, bool)> = done
+            .iter()
+            .map(|(k, _)| (self.conn_state(k), self.is_originator(k)))
+            .collect();
+        for ((key, reason), (state, orig)) in done.into_iter().zip(states) {
             if let Some(flow) = self.flows.remove(&key) {
                 self.end(flow, state, reason);
+                self.mark_last(orig);
             }
         }
         for key in restart {
-            let state = self.conn_state(&key);
+            let (state, orig) = (self.conn_state(&key), self.is_originator(&key));
             if let Some(f) = self.flows.get_mut(&key) {
                 let ended = f.clone();
                 f.restart(now_ns);
                 self.end(ended, state, EndReason::Active);
+                self.mark_last(orig);
             }
         }
         std::mem::take(&mut self.pending)
@@ -284,10 +311,14 @@ impl FlowTable {
     /// Ends every flow (shutdown, end of a replay).
     pub fn end_all(&mut self) -> Vec<Ended> {
         let keys: Vec<FlowKey> = self.flows.keys().copied().collect();
-        let states: Vec<Option<&'static str>> = keys.iter().map(|k| self.conn_state(k)).collect();
-        for (key, state) in keys.into_iter().zip(states) {
+        let states: Vec<(Option<&'static str>, bool)> = keys
+            .iter()
+            .map(|k| (self.conn_state(k), self.is_originator(k)))
+            .collect();
+        for (key, (state, orig)) in keys.into_iter().zip(states) {
             if let Some(flow) = self.flows.remove(&key) {
                 self.end(flow, state, EndReason::Forced);
+                self.mark_last(orig);
             }
         }
         std::mem::take(&mut self.pending)
@@ -363,15 +394,6 @@ impl FlowTable {
                 },
             );
         };
-        // The originator sent the first SYN; without SYNs, the side talking
-        // to a service port (as Zeek guesses); else the first packet's sender.
-        let rank = |f: &Flow| {
-            (
-                f.syn == 0,
-                is_service_side(f.key.sport, f.key.dport),
-                f.first_ns,
-            )
-        };
         let (orig, resp) = if rank(this) <= rank(rev) {
             (this, rev)
         } else {
@@ -382,6 +404,17 @@ impl FlowTable {
 }
 
 const IPPROTO_TCP: u8 = 6;
+
+/// Orders the two directions of a connection: the originator sent the first
+/// SYN; without SYNs, the side talking to a service port (as Zeek guesses);
+/// else the first packet's sender.
+fn rank(f: &Flow) -> (bool, bool, u64) {
+    (
+        f.syn == 0,
+        is_service_side(f.key.sport, f.key.dport),
+        f.first_ns,
+    )
+}
 
 /// Whether a flow from `sport` to `dport` comes from the service side:
 /// a well-known source port talking to an ephemeral one.

@@ -39,6 +39,17 @@ pub fn list() -> Vec<Iface> {
     out
 }
 
+/// Link speed from sysfs in bits per second (None when the driver does not
+/// report one, e.g. -1 on a link that is down).
+pub fn speed_bps(name: &str) -> Option<u64> {
+    let mbps: i64 = std::fs::read_to_string(format!("/sys/class/net/{name}/speed"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (mbps > 0).then(|| mbps as u64 * 1_000_000)
+}
+
 /// The interfaces to monitor: with no patterns every interface that is up
 /// and not loopback; with patterns every non-loopback interface they select
 /// (up or not: a down interface counts nothing but is ready when it comes up).

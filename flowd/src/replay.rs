@@ -232,6 +232,7 @@ impl Replay {
                 tx: IfaceCounters::default(),
                 xdp_mode: None,
                 tc_attached: false,
+                speed_bps: None,
             }],
             flows_active: 0,
             flows_started: self.ended.len() as u64,

@@ -75,6 +75,7 @@ use super::{
     budget::{self, Plan},
     groups::{OTHER, proto_label},
     process::ProcessStats,
+    tcp::TcpSnapshot,
 };
 use crate::record::addr;
 
@@ -87,6 +88,8 @@ pub struct IfaceSnapshot {
     /// `Some("native" | "generic")` while XDP is attached.
     pub xdp_mode: Option<&'static str>,
     pub tc_attached: bool,
+    /// Link speed in bits per second, when known.
+    pub speed_bps: Option<u64>,
 }
 
 /// What one scrape shows; taken under the daemon's lock, encoded outside it.
@@ -111,6 +114,104 @@ pub struct Snapshot {
     /// Sources flagged as scanning right now, and flagged since start.
     pub scan_suspects: u64,
     pub scan_flagged: u64,
+    pub tcp: TcpSnapshot,
+}
+
+/// RTT histogram buckets: 50 µs to 5 s.
+pub const RTT_BUCKETS: [f64; 16] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
+];
+
+/// The congestion and security families (see [`super::tcp`]).
+fn tcp_families(s: &Snapshot, out: &mut Vec<Family>) {
+    out.push(Family::gauge(
+        "flowd_interface_speed_bytes_per_second",
+        "Link speed (sysfs, or [interface_speeds] in the config), in bytes per second: utilization is rate(flowd_receive_bytes_total) over this.",
+        s.ifaces
+            .iter()
+            .filter_map(|i| i.speed_bps.map(|v| (labels([("device", &i.device)]), Num::U(v / 8))))
+            .collect(),
+    ));
+    let t = &s.tcp;
+    let per = |f: &dyn Fn(&super::tcp::TcpCounts) -> u64| -> Vec<(Labels, Num)> {
+        t.tcp
+            .iter()
+            .map(|((d, dir, p), c)| {
+                (
+                    labels([("device", d), ("direction", dir), ("peer", p)]),
+                    Num::U(f(c)),
+                )
+            })
+            .collect()
+    };
+    for (name, help, f) in [
+        (
+            "flowd_tcp_segments",
+            "TCP segments, by device, direction and peer group.",
+            (|c| c.segments) as fn(&super::tcp::TcpCounts) -> u64,
+        ),
+        (
+            "flowd_tcp_retransmitted_segments",
+            "TCP segments carrying data already seen in the flow (retransmissions and reordering).",
+            |c| c.retransmitted,
+        ),
+        (
+            "flowd_tcp_syn_packets",
+            "TCP segments with SYN and without ACK (connection attempts).",
+            |c| c.syn,
+        ),
+        (
+            "flowd_tcp_synack_packets",
+            "TCP segments with SYN and ACK (answers to connection attempts).",
+            |c| c.synack,
+        ),
+        ("flowd_tcp_rst_packets", "TCP segments with RST.", |c| c.rst),
+        (
+            "flowd_tcp_zero_window",
+            "TCP segments advertising a zero receive window.",
+            |c| c.zero_window,
+        ),
+    ] {
+        out.push(Family::counter(name, help, per(&f)));
+    }
+    let mut ecn = Vec::new();
+    for ((d, dir), c) in &t.ip {
+        for (cp, v) in [("ect0", c.ect0), ("ect1", c.ect1), ("ce", c.ce)] {
+            ecn.push((
+                labels([("device", d), ("direction", dir), ("codepoint", cp)]),
+                Num::U(v),
+            ));
+        }
+    }
+    out.push(Family::counter(
+        "flowd_ecn_packets",
+        "IP packets by ECN codepoint (ECT(0), ECT(1), CE: Congestion Experienced).",
+        ecn,
+    ));
+    out.push(Family::counter(
+        "flowd_tcp_connections",
+        "TCP connections ended, by Zeek conn_state (S0 unanswered, REJ rejected, SF normal, ...).",
+        t.connections
+            .iter()
+            .map(|((d, p, st), n)| {
+                (
+                    labels([("device", d), ("peer", p), ("state", st)]),
+                    Num::U(*n),
+                )
+            })
+            .collect(),
+    ));
+    out.push(Family {
+        name: "flowd_tcp_rtt_seconds",
+        help: "TCP round-trip times seen from this host: handshakes and TCP timestamp echoes.",
+        body: Body::Histogram(
+            t.rtt
+                .iter()
+                .map(|((d, p), h)| (labels([("device", d), ("peer", p)]), h.clone()))
+                .collect(),
+        ),
+    });
 }
 
 /// A histogram as collected: cumulative bucket counts by upper bound.
@@ -180,7 +281,7 @@ enum Num {
 enum Body {
     Counter(Vec<(Labels, Num)>),
     Gauge(Vec<(Labels, Num)>),
-    Histogram(HistogramSnapshot),
+    Histogram(Vec<(Labels, HistogramSnapshot)>),
     Info(Labels),
 }
 
@@ -216,7 +317,7 @@ impl Family {
         match &self.body {
             Body::Counter(s) | Body::Gauge(s) => s.len(),
             // Finite buckets, +Inf, _sum and _count.
-            Body::Histogram(h) => h.buckets.len() + 3,
+            Body::Histogram(hs) => hs.iter().map(|(_, h)| h.buckets.len() + 3).sum(),
             Body::Info(_) => 1,
         }
     }
@@ -255,25 +356,34 @@ impl Family {
                     }
                 }
             }
-            Body::Histogram(h) => {
-                // The client wants per-bucket counts and accumulates them itself;
-                // f64::MAX is how it spells the +Inf bucket.
-                let mut prev = 0;
-                let mut buckets: Vec<(f64, u64)> = h
-                    .buckets
-                    .iter()
-                    .map(|(b, cum)| {
-                        let n = cum.saturating_sub(prev);
-                        prev = *cum;
-                        (*b, n)
-                    })
-                    .collect();
-                buckets.push((f64::MAX, h.count.saturating_sub(prev)));
+            Body::Histogram(hs) => {
                 let mut m =
                     enc.encode_descriptor(self.name, self.help, None, MetricType::Histogram)?;
-                m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                    h.sum, h.count, &buckets, None,
-                )?;
+                for (l, h) in hs {
+                    // The client wants per-bucket counts and accumulates them
+                    // itself; f64::MAX is how it spells the +Inf bucket.
+                    let mut prev = 0;
+                    let mut buckets: Vec<(f64, u64)> = h
+                        .buckets
+                        .iter()
+                        .map(|(b, cum)| {
+                            let n = cum.saturating_sub(prev);
+                            prev = *cum;
+                            (*b, n)
+                        })
+                        .collect();
+                    buckets.push((f64::MAX, h.count.saturating_sub(prev)));
+                    if l.is_empty() {
+                        m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                            h.sum, h.count, &buckets, None,
+                        )?;
+                    } else {
+                        m.encode_family(l)?
+                            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                                h.sum, h.count, &buckets, None,
+                            )?;
+                    }
+                }
             }
             Body::Info(l) => {
                 let mut m = enc.encode_descriptor(self.name, self.help, None, MetricType::Info)?;
@@ -460,8 +570,9 @@ fn fixed_families(s: &Snapshot) -> Vec<Family> {
     out.push(Family {
         name: "flowd_drain_duration_seconds",
         help: "Time one drain took: flip, wait for programs, read and delete.",
-        body: Body::Histogram(s.drain_seconds.clone()),
+        body: Body::Histogram(vec![(Vec::new(), s.drain_seconds.clone())]),
     });
+    tcp_families(s, &mut out);
     out.push(Family::counter(
         "flowd_drain_errors",
         "Drains that failed.",

@@ -5,3 +5,4 @@ pub mod groups;
 pub mod metrics;
 pub mod process;
 pub mod records;
+pub mod tcp;

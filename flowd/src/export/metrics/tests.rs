@@ -22,6 +22,7 @@ fn sample() -> Snapshot {
             tx: IfaceCounters::default(),
             xdp_mode: Some("native"),
             tc_attached: true,
+            speed_bps: None,
         }],
         flows_active: 3,
         flow_map_capacity: 65536,

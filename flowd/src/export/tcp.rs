@@ -1,0 +1,127 @@
+//! TCP health and connection outcomes by device, direction and peer group:
+//! the congestion and security signals the alert rules stand on.
+//!
+//! Every label value comes from configuration (devices, peer groups) or a
+//! fixed vocabulary (directions, conn_state, ECN codepoints), so these
+//! families stay bounded whatever the traffic.
+
+use std::collections::BTreeMap;
+
+use flowd_common::{DIR_INGRESS, FlowKey, FlowStats};
+
+use super::{
+    groups::PeerGroups,
+    metrics::{HistogramSnapshot, RTT_BUCKETS},
+};
+use crate::flowtable::Ended;
+
+/// Counters of one (device, direction, peer group).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpCounts {
+    pub segments: u64,
+    pub retransmitted: u64,
+    /// Segments with SYN and without ACK (connection attempts).
+    pub syn: u64,
+    /// Segments with SYN and ACK (answers to attempts).
+    pub synack: u64,
+    pub rst: u64,
+    pub zero_window: u64,
+}
+
+/// ECN codepoints and DSCP of IP packets (all protocols) by device and direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IpCounts {
+    pub ect0: u64,
+    pub ect1: u64,
+    pub ce: u64,
+}
+
+/// Key of the per-group counters: device, direction (`receive`/`transmit`), peer group.
+pub type GroupKey = (String, &'static str, String);
+
+/// What the exporter shows.
+#[derive(Debug, Clone, Default)]
+pub struct TcpSnapshot {
+    pub tcp: BTreeMap<GroupKey, TcpCounts>,
+    pub ip: BTreeMap<(String, &'static str), IpCounts>,
+    /// (device, peer group, conn_state) -> connections ended.
+    pub connections: BTreeMap<(String, String, &'static str), u64>,
+    /// (device, peer group) -> RTT samples, seconds.
+    pub rtt: BTreeMap<(String, String), HistogramSnapshot>,
+}
+
+/// The signals, fed with drained deltas and ended connections.
+#[derive(Debug)]
+pub struct TcpSignals {
+    peers: PeerGroups,
+    snap: TcpSnapshot,
+}
+
+pub fn direction_label(key: &FlowKey) -> &'static str {
+    if key.direction == DIR_INGRESS {
+        "receive"
+    } else {
+        "transmit"
+    }
+}
+
+impl TcpSignals {
+    pub fn new(peers: PeerGroups) -> Self {
+        Self {
+            peers,
+            snap: TcpSnapshot::default(),
+        }
+    }
+
+    /// The remote end's peer group: the source of what is received, the
+    /// destination of what is sent.
+    fn peer(&self, key: &FlowKey) -> String {
+        let remote = if key.direction == DIR_INGRESS {
+            &key.src
+        } else {
+            &key.dst
+        };
+        self.peers.names()[self.peers.group(remote)].clone()
+    }
+
+    /// Adds one drained delta.
+    pub fn absorb(&mut self, key: &FlowKey, d: &FlowStats, device: &str) {
+        const TCP: u8 = 6;
+        if key.proto != TCP {
+            return;
+        }
+        let k = (device.to_owned(), direction_label(key), self.peer(key));
+        let c = self.snap.tcp.entry(k).or_default();
+        c.segments += d.packets;
+        // The kernel counts every SYN; those with ACK are SYN-ACKs.
+        c.syn += u64::from(d.syn);
+        c.rst += u64::from(d.rst);
+    }
+
+    /// Counts an ended connection once (its originator's record).
+    pub fn connection(&mut self, e: &Ended, device: &str) {
+        let (Some(state), true) = (e.state, e.originator) else {
+            return;
+        };
+        let peer = self.peer(&e.flow.key);
+        *self
+            .snap
+            .connections
+            .entry((device.to_owned(), peer, state))
+            .or_default() += 1;
+    }
+
+    /// One RTT sample of a flow on `device`, in nanoseconds.
+    pub fn rtt(&mut self, key: &FlowKey, device: &str, rtt_ns: u64) {
+        let peer = self.peer(key);
+        self.snap
+            .rtt
+            .entry((device.to_owned(), peer))
+            .or_insert_with(|| HistogramSnapshot::with_bounds(&RTT_BUCKETS))
+            .observe(rtt_ns as f64 / 1e9);
+    }
+
+    pub fn snapshot(&self) -> TcpSnapshot {
+        self.snap.clone()
+    }
+}
