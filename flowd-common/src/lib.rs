@@ -11,7 +11,7 @@ use core::mem::size_of;
 
 /// Layout version of every map below. Bump it whenever a map's key or value
 /// layout changes: pinned maps from another version are reset, not reused.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Names of the maps in the eBPF object (also their pin names in bpffs).
 pub mod maps {
@@ -22,8 +22,10 @@ pub mod maps {
     pub const CONTROL: &str = "CONTROL";
     pub const IFACE_SLOTS: &str = "IFACE_SLOTS";
     pub const IFACE_SLOTS_BIG: &str = "IFACE_SLOTS_BIG";
+    pub const RTT_PENDING: &str = "RTT_PENDING";
+    pub const RTT_EVENTS: &str = "RTT_EVENTS";
     /// Every map, in a stable order.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 9] = [
         FLOWS_0,
         FLOWS_1,
         FRAGS,
@@ -31,6 +33,8 @@ pub mod maps {
         CONTROL,
         IFACE_SLOTS,
         IFACE_SLOTS_BIG,
+        RTT_PENDING,
+        RTT_EVENTS,
     ];
 }
 
@@ -50,8 +54,16 @@ pub const MAX_SLOTS: u32 = 256;
 /// `IFACE_SLOTS` is an array indexed by ifindex below this bound; larger
 /// ifindexes are looked up in the `IFACE_SLOTS_BIG` hash.
 pub const SLOT_ARRAY_LEN: u32 = 65_536;
-/// Bounded walk over IPv6 extension headers.
+/// Bounded walk over IPv6 extension headers: chains of up to this many
+/// headers are parsed.
 pub const MAX_IPV6_EXT_HEADERS: u32 = 8;
+/// Pending RTT probes (a SYN, or a TSval, waiting for its echo), an LRU.
+pub const RTT_PENDING_CAPACITY: u32 = 16_384;
+/// Bytes of the ring buffer that carries RTT samples to user space.
+pub const RTT_EVENTS_BYTES: u32 = 1 << 20;
+
+/// `Control::flags`: measure RTT (handshakes and TCP timestamps).
+pub const FLAG_RTT: u32 = 1;
 
 /// Direction of a packet relative to the monitored interface.
 pub const DIR_INGRESS: u8 = 0;
@@ -85,7 +97,7 @@ pub struct FlowKey {
 }
 const _: () = assert!(size_of::<FlowKey>() == 44);
 
-/// Counters of one flow over one drain interval (ABI_VERSION 1).
+/// Counters of one flow over one drain interval (ABI_VERSION 2).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowStats {
@@ -95,14 +107,33 @@ pub struct FlowStats {
     /// Monotonic clock (or capture time in replay), nanoseconds.
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
+    /// Segments with SYN (SYN-ACKs included), FIN, RST.
     pub syn: u32,
     pub fin: u32,
     pub rst: u32,
     /// OR of the TCP flag bits (FIN=0x01 ... CWR=0x80, NS=0x100).
     pub tcp_flags: u16,
-    pub _pad: u16,
+    /// DSCP of the last packet (the IP TOS / traffic class >> 2).
+    pub dscp: u8,
+    /// Kernel-internal: `seq_next` holds a sequence number.
+    pub seq_valid: u8,
+    /// Segments with SYN and ACK.
+    pub synack: u32,
+    /// TCP segments whose data was already seen in this flow
+    /// (retransmissions and reordering).
+    pub retrans: u32,
+    /// TCP segments advertising a zero window (SYN and RST aside).
+    pub zero_window: u32,
+    /// Packets by ECN codepoint: CE, ECT(0), ECT(1).
+    pub ce: u32,
+    pub ect0: u32,
+    pub ect1: u32,
+    /// Kernel-internal: the highest sequence number + length seen.
+    pub seq_next: u32,
+    /// Kernel-internal: the last TSval an RTT probe was taken for.
+    pub ts_last: u32,
 }
-const _: () = assert!(size_of::<FlowStats>() == 48);
+const _: () = assert!(size_of::<FlowStats>() == 80);
 
 impl FlowStats {
     /// Merges `other` into `self`: sums, min first, max last, OR of flags.
@@ -122,8 +153,47 @@ impl FlowStats {
         self.fin += other.fin;
         self.rst += other.rst;
         self.tcp_flags |= other.tcp_flags;
+        self.dscp = other.dscp;
+        self.synack += other.synack;
+        self.retrans += other.retrans;
+        self.zero_window += other.zero_window;
+        self.ce += other.ce;
+        self.ect0 += other.ect0;
+        self.ect1 += other.ect1;
     }
 }
+
+/// Kinds of RTT probe.
+pub const RTT_HANDSHAKE: u32 = 0;
+pub const RTT_TIMESTAMP: u32 = 1;
+
+/// A probe waiting for its echo: sent on egress, matched on ingress.
+/// Addresses and ports in the egress packet's orientation. 48 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RttKey {
+    pub ifindex: u32,
+    /// `RTT_HANDSHAKE` (token = the ACK number that answers a SYN or
+    /// SYN-ACK) or `RTT_TIMESTAMP` (token = the TSval to be echoed).
+    pub kind: u32,
+    pub token: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+}
+const _: () = assert!(size_of::<RttKey>() == 48);
+
+/// One RTT sample, from the kernel to user space through `RTT_EVENTS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RttSample {
+    /// The flow of the packet that closed the sample (the echo, ingress).
+    pub key: FlowKey,
+    pub kind: u32,
+    pub rtt_ns: u64,
+}
+const _: () = assert!(size_of::<RttSample>() == 56);
 
 /// Key of the fragment map: identifies one fragmented datagram.
 #[repr(C)]
@@ -138,14 +208,18 @@ pub struct FragKey {
 }
 const _: () = assert!(size_of::<FragKey>() == 40);
 
-/// Ports recorded from a first fragment.
+/// Ports and L4 protocol recorded from a first fragment.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FragPorts {
     pub sport: u16,
     pub dport: u16,
+    /// The upper-layer protocol after any headers between the fragment
+    /// header and L4 (IPv6 AH, destination options).
+    pub proto: u8,
+    pub _pad: [u8; 3],
 }
-const _: () = assert!(size_of::<FragPorts>() == 4);
+const _: () = assert!(size_of::<FragPorts>() == 8);
 
 /// The daemon's switches, one entry of the `CONTROL` array.
 #[repr(C)]
@@ -190,7 +264,7 @@ pub mod counter {
     pub const OUT_NON_IP_OTHER: usize = 8;
     /// Frame ends inside the L2 or L3 header.
     pub const OUT_TRUNCATED: usize = 9;
-    /// IPv4 IHL < 5 or a header length beyond the frame.
+    /// IPv4 IHL < 5.
     pub const OUT_BAD_HEADER_LENGTH: usize = 10;
     /// EtherType says IPv4/IPv6 but the version nibble disagrees.
     pub const OUT_BAD_IP_VERSION: usize = 11;
@@ -208,7 +282,9 @@ pub mod counter {
     pub const INSERT_RACE: usize = 18;
     /// The fragment map's insert failed (first fragment not remembered).
     pub const FRAG_MAP_FAILED: usize = 19;
-    pub const COUNT: usize = 20;
+    /// RTT samples lost because the ring buffer to user space was full.
+    pub const RTT_RING_FULL: usize = 20;
+    pub const COUNT: usize = 21;
 
     /// First and one-past-last outcome index.
     pub const OUTCOMES: core::ops::Range<usize> = OUT_FLOW..LOSS_MAP_FULL;
@@ -235,6 +311,7 @@ pub mod counter {
         "overflow_bytes",
         "insert_race",
         "frag_map_failed",
+        "rtt_ring_full",
     ];
 }
 
@@ -286,4 +363,8 @@ mod pod {
     unsafe impl aya::Pod for Control {}
     // SAFETY: as above.
     unsafe impl aya::Pod for IfaceCounters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for RttKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for RttSample {}
 }

@@ -1,22 +1,33 @@
 //! Turns one parsed packet into counter updates: the exact per-interface
-//! totals (always), and the flow map of the active generation.
+//! totals (always), the flow map of the active generation, and RTT probes.
 
-use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd};
+use core::{
+    intrinsics::{AtomicOrdering::Relaxed, atomic_xadd},
+    mem::MaybeUninit,
+};
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    maps::HashMap,
 };
-use flowd_common::{FlowKey, FlowStats, IfaceCounters, SLOT_ARRAY_LEN, counter, totals_index};
+use flowd_common::{
+    DIR_EGRESS, FLAG_RTT, FlowKey, FlowStats, IfaceCounters, RTT_HANDSHAKE, RTT_TIMESTAMP, RttKey,
+    RttSample, SLOT_ARRAY_LEN, counter, totals_index,
+};
 
 use crate::{
-    maps::{CONTROL, FLOWS_0, FLOWS_1, IFACE_SLOTS, IFACE_SLOTS_BIG, TOTALS},
+    maps::{
+        CONTROL, FLOWS_0, FLOWS_1, IFACE_SLOTS, IFACE_SLOTS_BIG, RTT_EVENTS, RTT_PENDING, TOTALS,
+    },
     parse::{Frame, L4Info, parse},
 };
 
 const TCP_FIN: u16 = 0x01;
 const TCP_SYN: u16 = 0x02;
 const TCP_RST: u16 = 0x04;
+const TCP_ACK: u16 = 0x10;
+const IPPROTO_TCP: u8 = 6;
 const E2BIG: i32 = 7;
 const EEXIST: i32 = 17;
 
@@ -32,15 +43,33 @@ pub(crate) struct Packet {
     pub(crate) ts_ns: u64,
 }
 
+/// A zeroed key, written as 11 word stores: the map hashes every byte, and
+/// `Default` would compile to a byte-at-a-time memset loop.
+#[inline(always)]
+fn zeroed_key() -> FlowKey {
+    let mut k = MaybeUninit::<FlowKey>::uninit();
+    let p = k.as_mut_ptr().cast::<u32>();
+    let mut i = 0;
+    while i < size_of::<FlowKey>() / 4 {
+        // SAFETY: in bounds of the key (44 bytes = 11 words), 4-byte aligned.
+        unsafe { p.add(i).write_volatile(0) };
+        i += 1;
+    }
+    // SAFETY: every byte was written; all-zero is a valid FlowKey.
+    unsafe { k.assume_init() }
+}
+
 #[inline(always)]
 pub(crate) fn account(f: &Frame, pkt: &Packet) {
-    let mut key = FlowKey::default();
+    let mut key = zeroed_key();
     let mut info = L4Info::default();
     let outcome = parse(f, &mut key, &mut info);
 
     let (packets, bytes) = if pkt.segs > 1 {
         // A GSO buffer: each segment repeats the headers on the wire.
         let extra = (pkt.segs as u64 - 1) * info.header_end as u64;
+        // Its payload is the buffer's, not the first IP header's.
+        info.tcp_payload = (pkt.len as u32).saturating_sub(info.header_end);
         (pkt.segs as u64, pkt.len + extra)
     } else {
         (1, pkt.len)
@@ -69,7 +98,16 @@ pub(crate) fn account(f: &Frame, pkt: &Packet) {
     }
     key.ifindex = pkt.ifindex;
     key.direction = pkt.direction;
-    update_flow(&key, &info, packets, bytes, pkt.ts_ns, totals);
+    let flags = CONTROL.get(0).map_or((0, 0), |c| (c.active_gen, c.flags));
+    // One call site per map, so the verifier can inline each map's lookup.
+    if flags.0 == 0 {
+        update_flow(&FLOWS_0, &key, &info, packets, bytes, pkt.ts_ns, totals);
+    } else {
+        update_flow(&FLOWS_1, &key, &info, packets, bytes, pkt.ts_ns, totals);
+    }
+    if flags.1 & FLAG_RTT != 0 && key.proto == IPPROTO_TCP && outcome == counter::OUT_FLOW {
+        rtt(&key, &info, pkt, totals);
+    }
 }
 
 #[inline(always)]
@@ -85,6 +123,7 @@ fn slot_of(ifindex: u32) -> u32 {
 
 #[inline(always)]
 fn update_flow(
+    flows: &HashMap<FlowKey, FlowStats>,
     key: &FlowKey,
     info: &L4Info,
     packets: u64,
@@ -92,34 +131,27 @@ fn update_flow(
     ts_ns: u64,
     totals: &mut IfaceCounters,
 ) {
-    let generation = CONTROL.get(0).map_or(0, |c| c.active_gen);
-    let flows = if generation == 0 { &FLOWS_0 } else { &FLOWS_1 };
-
     if let Some(v) = flows.get_ptr_mut(key) {
-        add_to(v, info.tcp_flags, packets, bytes, now(ts_ns, false));
+        add_to(v, info, packets, bytes, now(ts_ns, false));
         return;
     }
 
-    let flags = info.tcp_flags;
     let t = now(ts_ns, true);
-    let new = FlowStats {
-        packets,
-        bytes,
+    let mut new = FlowStats {
+        packets: 0,
+        bytes: 0,
         first_seen_ns: t,
         last_seen_ns: t,
-        syn: (flags & TCP_SYN != 0) as u32,
-        fin: (flags & TCP_FIN != 0) as u32,
-        rst: (flags & TCP_RST != 0) as u32,
-        tcp_flags: flags,
-        _pad: 0,
+        ..FlowStats::default()
     };
+    add_to(&raw mut new, info, packets, bytes, t);
     match flows.insert(key, &new, BPF_NOEXIST as u64) {
         Ok(()) => {}
         Err(e) if e == -EEXIST => {
             // Another CPU inserted this flow between our lookup and insert.
             totals.c[counter::INSERT_RACE] += 1;
             match flows.get_ptr_mut(key) {
-                Some(v) => add_to(v, flags, packets, bytes, t),
+                Some(v) => add_to(v, info, packets, bytes, t),
                 None => overflow(totals, counter::LOSS_INSERT_FAILED, packets, bytes),
             }
         }
@@ -135,39 +167,135 @@ fn overflow(totals: &mut IfaceCounters, loss: usize, packets: u64, bytes: u64) {
     totals.c[counter::OVERFLOW_BYTES] += bytes;
 }
 
-/// Adds to a shared flow entry. Other CPUs may update it at the same time,
-/// hence atomic adds (the BPF target's core has no atomic types, so the
-/// intrinsics; they compile to BPF_ATOMIC instructions); last-seen is a plain store (any recent value will do).
 #[inline(always)]
-fn add_to(v: *mut FlowStats, flags: u16, packets: u64, bytes: u64, t: u64) {
-    // SAFETY: `v` points into a preallocated hash map value that stays valid
-    // for this program run (RCU); the fields are naturally aligned.
+fn add32(p: *mut u32, v: u32) {
+    // SAFETY: `p` points to an aligned u32 in a live map value (see add_to).
+    unsafe { atomic_xadd::<_, _, { Relaxed }>(p, v) };
+}
+
+/// Adds to a flow entry. Other CPUs may update it at the same time, hence
+/// atomic adds (the BPF target's core has no atomic types, so the
+/// intrinsics; they compile to BPF_ATOMIC instructions). Last-seen, flags,
+/// DSCP and the sequence state are plain stores: a flow lives on one CPU
+/// under RSS, and SYN/FIN/RST are also counted atomically.
+#[inline(always)]
+fn add_to(v: *mut FlowStats, info: &L4Info, packets: u64, bytes: u64, t: u64) {
+    // SAFETY: `v` points into a preallocated hash map value (or our stack
+    // copy) that stays valid for this program run (RCU); fields are aligned.
     unsafe {
         atomic_xadd::<_, _, { Relaxed }>(&raw mut (*v).packets, packets);
         atomic_xadd::<_, _, { Relaxed }>(&raw mut (*v).bytes, bytes);
-        (&raw mut (*v).last_seen_ns).write_volatile(t);
-        if flags != 0 {
+        if t > (*v).last_seen_ns {
+            (&raw mut (*v).last_seen_ns).write_volatile(t);
+        }
+        match info.tos & 0x03 {
+            0 => {}
+            1 => add32(&raw mut (*v).ect1, packets as u32),
+            2 => add32(&raw mut (*v).ect0, packets as u32),
+            _ => add32(&raw mut (*v).ce, packets as u32),
+        }
+        (&raw mut (*v).dscp).write_volatile(info.tos >> 2);
+        if !info.tcp_full {
+            return;
+        }
+        let flags = info.tcp_flags;
+        if flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0 {
             if flags & TCP_SYN != 0 {
-                atomic_xadd::<_, _, { Relaxed }>(&raw mut (*v).syn, 1u32);
+                add32(&raw mut (*v).syn, 1);
+                if flags & TCP_ACK != 0 {
+                    add32(&raw mut (*v).synack, 1);
+                }
             }
             if flags & TCP_FIN != 0 {
-                atomic_xadd::<_, _, { Relaxed }>(&raw mut (*v).fin, 1u32);
+                add32(&raw mut (*v).fin, 1);
             }
             if flags & TCP_RST != 0 {
-                atomic_xadd::<_, _, { Relaxed }>(&raw mut (*v).rst, 1u32);
+                add32(&raw mut (*v).rst, 1);
             }
-            if (*v).tcp_flags & flags != flags {
-                // BPF v1 has no atomic OR. A flow lives on one CPU under RSS, so
-                // a lost bit needs two CPUs on one flow at once; SYN/FIN/RST are
-                // also counted atomically above and user space ORs those back in.
-                (&raw mut (*v).tcp_flags).write_volatile((*v).tcp_flags | flags);
+        } else if info.tcp_window == 0 {
+            add32(&raw mut (*v).zero_window, packets as u32);
+        }
+        if (*v).tcp_flags & flags != flags {
+            // BPF v1 has no atomic OR; user space ORs counted SYN/FIN/RST back in.
+            (&raw mut (*v).tcp_flags).write_volatile((*v).tcp_flags | flags);
+        }
+        // Data already seen: its end is not beyond the highest end so far.
+        if info.tcp_payload > 0 {
+            let end = info.tcp_seq.wrapping_add(info.tcp_payload);
+            if (*v).seq_valid != 0 && (*v).seq_next.wrapping_sub(end) as i32 >= 0 {
+                add32(&raw mut (*v).retrans, packets as u32);
+            } else {
+                (&raw mut (*v).seq_next).write_volatile(end);
+                (&raw mut (*v).seq_valid).write_volatile(1);
             }
         }
     }
 }
 
+/// RTT probes: egress SYN / SYN-ACK and TSvals wait in RTT_PENDING; the
+/// ingress ACK or TSecr that echoes them closes a sample.
+#[inline(always)]
+fn rtt(key: &FlowKey, info: &L4Info, pkt: &Packet, totals: &mut IfaceCounters) {
+    let flags = info.tcp_flags;
+    let mut k = RttKey {
+        ifindex: key.ifindex,
+        kind: RTT_HANDSHAKE,
+        token: 0,
+        sport: key.sport,
+        dport: key.dport,
+        src: key.src,
+        dst: key.dst,
+    };
+    if pkt.direction == DIR_EGRESS {
+        let t = now(pkt.ts_ns, true);
+        if flags & TCP_SYN != 0 {
+            k.token = info.tcp_seq.wrapping_add(1);
+            let _ = RTT_PENDING.insert(&k, &t, 0);
+        }
+        if info.has_ts && info.ts_val != 0 {
+            k.kind = RTT_TIMESTAMP;
+            k.token = info.ts_val;
+            // First packet with this TSval only: later ones would shorten the sample.
+            let _ = RTT_PENDING.insert(&k, &t, BPF_NOEXIST as u64);
+        }
+        return;
+    }
+    // Ingress: look the probe up in the egress orientation.
+    k.src = key.dst;
+    k.dst = key.src;
+    k.sport = key.dport;
+    k.dport = key.sport;
+    if flags & TCP_ACK != 0 {
+        k.token = info.tcp_ack;
+        close_probe(&k, key, RTT_HANDSHAKE, pkt, totals);
+    }
+    if info.has_ts && info.ts_ecr != 0 {
+        k.kind = RTT_TIMESTAMP;
+        k.token = info.ts_ecr;
+        close_probe(&k, key, RTT_TIMESTAMP, pkt, totals);
+    }
+}
+
+#[inline(always)]
+fn close_probe(k: &RttKey, key: &FlowKey, kind: u32, pkt: &Packet, totals: &mut IfaceCounters) {
+    // SAFETY: plain u64 values.
+    let Some(sent) = (unsafe { RTT_PENDING.get(k) }).copied() else {
+        return;
+    };
+    let _ = RTT_PENDING.remove(k);
+    let t = now(pkt.ts_ns, true);
+    let sample = RttSample {
+        key: *key,
+        kind,
+        rtt_ns: t.saturating_sub(sent),
+    };
+    if RTT_EVENTS.output::<RttSample>(&sample, 0).is_err() {
+        totals.c[counter::RTT_RING_FULL] += 1;
+    }
+}
+
 /// The packet's time: the capture's in replay; live, a precise clock for a
-/// new flow's first packet and the cheaper coarse clock for the rest.
+/// new flow's first packet and RTT probes, the cheaper coarse clock else.
 #[inline(always)]
 fn now(ts_ns: u64, precise: bool) -> u64 {
     if ts_ns != 0 {

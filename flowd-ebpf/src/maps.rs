@@ -3,11 +3,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use flowd_common::{
     Control, DEFAULT_FLOW_CAPACITY, FRAG_CAPACITY, FlowKey, FlowStats, FragKey, FragPorts,
-    IfaceCounters, MAX_SLOTS, SLOT_ARRAY_LEN,
+    IfaceCounters, MAX_SLOTS, RTT_EVENTS_BYTES, RTT_PENDING_CAPACITY, RttKey, SLOT_ARRAY_LEN,
 };
 
 /// Flow generation 0 and 1: the programs write to the one `CONTROL` names,
@@ -40,3 +40,12 @@ pub(crate) static IFACE_SLOTS: Array<u32> = Array::with_max_entries(SLOT_ARRAY_L
 /// ifindex -> interface slot for larger ifindexes.
 #[map]
 pub(crate) static IFACE_SLOTS_BIG: HashMap<u32, u32> = HashMap::with_max_entries(MAX_SLOTS, 0);
+
+/// RTT probes waiting for their echo (egress SYN / SYN-ACK / TSval -> time).
+#[map]
+pub(crate) static RTT_PENDING: LruHashMap<RttKey, u64> =
+    LruHashMap::with_max_entries(RTT_PENDING_CAPACITY, 0);
+
+/// RTT samples on their way to user space.
+#[map]
+pub(crate) static RTT_EVENTS: RingBuf = RingBuf::with_byte_size(RTT_EVENTS_BYTES, 0);

@@ -5,7 +5,7 @@
 //! against the end of the frame; variable offsets (IHL, extension headers)
 //! are clamped first so the verifier can bound them.
 
-use flowd_common::{FlowKey, FragKey, FragPorts, MAX_IPV6_EXT_HEADERS, counter, ipv4_mapped};
+use flowd_common::{FlowKey, FragKey, FragPorts, MAX_IPV6_EXT_HEADERS, counter};
 
 use crate::maps::FRAGS;
 
@@ -32,10 +32,13 @@ impl Frame {
         Some(p as *const [u8; N])
     }
 
+    /// The N bytes at `off`, read in place (no copy onto the 512-byte stack).
     #[inline(always)]
-    fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
-        // SAFETY: `ptr` checked that N bytes at `off` lie inside the frame.
-        self.ptr::<N>(off).map(|p| unsafe { p.read_unaligned() })
+    fn bytes<const N: usize>(&self, off: usize) -> Option<&[u8; N]> {
+        // SAFETY: `ptr` checked that N bytes at `off` lie inside the frame,
+        // which stays valid and unchanged for the program run; u8 has no
+        // alignment requirement.
+        self.ptr::<N>(off).map(|p| unsafe { &*p })
     }
 
     #[inline(always)]
@@ -45,7 +48,7 @@ impl Frame {
 
     #[inline(always)]
     fn u16_at(&self, off: usize) -> Option<u16> {
-        self.bytes::<2>(off).map(u16::from_be_bytes)
+        self.bytes::<2>(off).map(|b| u16::from_be_bytes(*b))
     }
 }
 
@@ -58,6 +61,21 @@ pub(crate) struct L4Info {
     pub(crate) header_end: u32,
     /// A first fragment's ports could not be remembered.
     pub(crate) frag_map_failed: bool,
+    /// IPv4 TOS / IPv6 traffic class (DSCP << 2 | ECN).
+    pub(crate) tos: u8,
+    /// IP payload length from the IP header (0 when unknown).
+    pub(crate) ip_payload: u32,
+    /// TCP: sequence and acknowledgement numbers, window, payload bytes.
+    pub(crate) tcp_seq: u32,
+    pub(crate) tcp_ack: u32,
+    pub(crate) tcp_window: u16,
+    pub(crate) tcp_payload: u32,
+    /// TCP timestamp option, when found in the usual places.
+    pub(crate) has_ts: bool,
+    /// A whole TCP header was parsed (seq, ack, window are real).
+    pub(crate) tcp_full: bool,
+    pub(crate) ts_val: u32,
+    pub(crate) ts_ecr: u32,
 }
 
 const ETH_P_IPV4: u16 = 0x0800;
@@ -187,13 +205,15 @@ fn parse_ipv4(f: &Frame, off: usize, key: &mut FlowKey, info: &mut L4Info) -> us
         return counter::OUT_TRUNCATED;
     }
     key.proto = h[9];
-    key.src = ipv4_mapped([h[12], h[13], h[14], h[15]]);
-    key.dst = ipv4_mapped([h[16], h[17], h[18], h[19]]);
+    set_v4(&mut key.src, [h[12], h[13], h[14], h[15]]);
+    set_v4(&mut key.dst, [h[16], h[17], h[18], h[19]]);
+    info.tos = h[1];
+    info.ip_payload = (u16::from_be_bytes([h[2], h[3]]) as u32).saturating_sub(ihl as u32 * 4);
     let frag = u16::from_be_bytes([h[6], h[7]]);
     let more_fragments = frag & 0x2000 != 0;
     let frag_offset = frag & 0x1fff;
     let id = u16::from_be_bytes([h[4], h[5]]) as u32;
-    finish_l3(f, l4, key, info, frag_offset != 0, more_fragments, id)
+    finish_l3(f, l4, key, info, frag_offset != 0, more_fragments, id, h[9])
 }
 
 #[inline(always)]
@@ -205,12 +225,15 @@ fn parse_ipv6(f: &Frame, off: usize, key: &mut FlowKey, info: &mut L4Info) -> us
         return counter::OUT_BAD_IP_VERSION;
     }
     let mut next = h[6];
-    key.src.copy_from_slice(&h[8..24]);
-    key.dst.copy_from_slice(&h[24..40]);
+    copy16(&mut key.src, &h, 8);
+    copy16(&mut key.dst, &h, 24);
+    info.tos = (h[0] << 4) | (h[1] >> 4);
+    let payload_len = u16::from_be_bytes([h[4], h[5]]) as u32;
     let mut l4 = off + 40;
     let mut later_fragment = false;
     let mut more_fragments = false;
     let mut frag_id = 0u32;
+    let mut frag_next = 0u8;
     let mut i = 0;
     loop {
         match next {
@@ -233,6 +256,7 @@ fn parse_ipv6(f: &Frame, off: usize, key: &mut FlowKey, info: &mut L4Info) -> us
                     return counter::OUT_TRUNCATED;
                 };
                 next = e[0];
+                frag_next = e[0];
                 let off_flags = u16::from_be_bytes([e[2], e[3]]);
                 later_fragment = off_flags >> 3 != 0;
                 more_fragments = off_flags & 1 != 0;
@@ -242,7 +266,7 @@ fn parse_ipv6(f: &Frame, off: usize, key: &mut FlowKey, info: &mut L4Info) -> us
             _ => break,
         }
         i += 1;
-        if i >= MAX_IPV6_EXT_HEADERS {
+        if i > MAX_IPV6_EXT_HEADERS {
             return counter::OUT_TOO_MANY_EXT_HEADERS;
         }
         if later_fragment {
@@ -251,10 +275,49 @@ fn parse_ipv6(f: &Frame, off: usize, key: &mut FlowKey, info: &mut L4Info) -> us
         }
     }
     key.proto = next;
-    finish_l3(f, l4, key, info, later_fragment, more_fragments, frag_id)
+    info.ip_payload = payload_len.saturating_sub((l4 - off - 40) as u32);
+    finish_l3(
+        f,
+        l4,
+        key,
+        info,
+        later_fragment,
+        more_fragments,
+        frag_id,
+        frag_next,
+    )
+}
+
+/// Writes an IPv4 address into a key field, IPv4-mapped, byte by byte
+/// (a 16-byte array literal would become a memset loop in BPF).
+#[inline(always)]
+fn set_v4(dst: &mut [u8; 16], a: [u8; 4]) {
+    dst[10] = 0xff;
+    dst[11] = 0xff;
+    dst[12] = a[0];
+    dst[13] = a[1];
+    dst[14] = a[2];
+    dst[15] = a[3];
+}
+
+/// Copies 16 bytes at `at` of `h` into `dst`, unrolled (no memmove loop).
+#[inline(always)]
+fn copy16<const N: usize>(dst: &mut [u8; 16], h: &[u8; N], at: usize) {
+    let mut i = 0;
+    while i < 16 {
+        dst[i] = h[at + i];
+        i += 1;
+    }
 }
 
 /// Common tail of IPv4 and IPv6: fragments, then the L4 ports.
+/// Common tail of IPv4 and IPv6: fragments, then the L4 ports.
+/// `frag_proto` identifies the datagram's fragments: IPv4's protocol, or
+/// the next header after IPv6's fragment header (the same in every fragment).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site per IP version, inlined"
+)]
 #[inline(always)]
 fn finish_l3(
     f: &Frame,
@@ -264,17 +327,19 @@ fn finish_l3(
     later_fragment: bool,
     more_fragments: bool,
     frag_id: u32,
+    frag_proto: u8,
 ) -> usize {
     info.header_end = l4 as u32;
     if later_fragment {
         // No L4 header here: take the ports the first fragment left behind.
-        let fk = frag_key(key, frag_id);
+        let fk = frag_key(key, frag_id, frag_proto);
         // SAFETY: FRAGS values are plain data; a concurrent update can only
         // replace the ports with the same datagram's ports.
         return match unsafe { FRAGS.get(&fk) } {
             Some(p) => {
                 key.sport = p.sport;
                 key.dport = p.dport;
+                key.proto = p.proto;
                 counter::OUT_FRAGMENT_JOINED
             }
             None => counter::OUT_FRAGMENT_ORPHAN,
@@ -282,10 +347,12 @@ fn finish_l3(
     }
     let outcome = parse_l4(f, l4, key, info);
     if more_fragments && outcome == counter::OUT_FLOW {
-        let fk = frag_key(key, frag_id);
+        let fk = frag_key(key, frag_id, frag_proto);
         let ports = FragPorts {
             sport: key.sport,
             dport: key.dport,
+            proto: key.proto,
+            _pad: [0; 3],
         };
         info.frag_map_failed = FRAGS.insert(&fk, &ports, 0).is_err();
     }
@@ -293,12 +360,12 @@ fn finish_l3(
 }
 
 #[inline(always)]
-fn frag_key(key: &FlowKey, id: u32) -> FragKey {
+fn frag_key(key: &FlowKey, id: u32, proto: u8) -> FragKey {
     FragKey {
         src: key.src,
         dst: key.dst,
         id,
-        proto: key.proto,
+        proto,
         _pad: [0; 3],
     }
 }
@@ -313,7 +380,14 @@ fn parse_l4(f: &Frame, l4: usize, key: &mut FlowKey, info: &mut L4Info) -> usize
             key.sport = u16::from_be_bytes([t[0], t[1]]);
             key.dport = u16::from_be_bytes([t[2], t[3]]);
             info.tcp_flags = t[13] as u16 | ((t[12] as u16 & 0x01) << 8);
-            info.header_end = (l4 + ((t[12] >> 4) as usize) * 4) as u32;
+            let doff = ((t[12] >> 4) as usize) * 4;
+            info.header_end = (l4 + doff) as u32;
+            info.tcp_seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+            info.tcp_ack = u32::from_be_bytes([t[8], t[9], t[10], t[11]]);
+            info.tcp_window = u16::from_be_bytes([t[14], t[15]]);
+            info.tcp_payload = info.ip_payload.saturating_sub(doff as u32);
+            info.tcp_full = true;
+            tcp_timestamps(f, l4, doff, info);
             counter::OUT_FLOW
         }
         IPPROTO_UDP | IPPROTO_UDPLITE => {
@@ -337,9 +411,42 @@ fn parse_l4(f: &Frame, l4: usize, key: &mut FlowKey, info: &mut L4Info) -> usize
             let Some(c) = f.bytes::<2>(l4) else {
                 return counter::OUT_L4_TRUNCATED;
             };
-            key.dport = u16::from_be_bytes(c);
+            key.dport = u16::from_be_bytes(*c);
             counter::OUT_FLOW
         }
         _ => counter::OUT_FLOW,
+    }
+}
+
+/// The TCP timestamp option where Linux and most stacks put it: right after
+/// two NOPs (data segments), or after MSS and SACK-permitted (SYNs).
+#[inline(always)]
+fn tcp_timestamps(f: &Frame, l4: usize, doff: usize, info: &mut L4Info) {
+    const NOP: u8 = 1;
+    const MSS: u8 = 2;
+    const SACK_OK: u8 = 4;
+    const TS: u8 = 8;
+    if doff >= 32
+        && let Some(o) = f.bytes::<12>(l4 + 20)
+        && o[0] == NOP
+        && o[1] == NOP
+        && o[2] == TS
+        && o[3] == 10
+    {
+        info.has_ts = true;
+        info.ts_val = u32::from_be_bytes([o[4], o[5], o[6], o[7]]);
+        info.ts_ecr = u32::from_be_bytes([o[8], o[9], o[10], o[11]]);
+    } else if doff >= 36
+        && let Some(o) = f.bytes::<16>(l4 + 20)
+        && o[0] == MSS
+        && o[1] == 4
+        && o[4] == SACK_OK
+        && o[5] == 2
+        && o[6] == TS
+        && o[7] == 10
+    {
+        info.has_ts = true;
+        info.ts_val = u32::from_be_bytes([o[8], o[9], o[10], o[11]]);
+        info.ts_ecr = u32::from_be_bytes([o[12], o[13], o[14], o[15]]);
     }
 }

@@ -222,12 +222,34 @@ impl Shared {
     /// One drain into the flow table.
     fn drain_once(&self) {
         let mut batch: Vec<(FlowKey, FlowStats)> = Vec::new();
+        let mut samples: Vec<flowd_common::RttSample> = Vec::new();
         let t0 = Instant::now();
-        let r = lock(&self.dp).drain(|k, v| batch.push((*k, *v)));
+        let r = {
+            let mut dp = lock(&self.dp);
+            dp.drain_rtt(|s| samples.push(*s));
+            dp.drain(|k, v| batch.push((*k, *v)))
+        };
         lock(&self.drain)
             .seconds
             .observe(t0.elapsed().as_secs_f64());
         self.absorb(r.map(|_| batch), false);
+        self.absorb_rtt(&samples);
+    }
+
+    /// RTT samples to their flows (after the drain, so new flows exist)
+    /// and to the per-device histograms.
+    fn absorb_rtt(&self, samples: &[flowd_common::RttSample]) {
+        if samples.is_empty() {
+            return;
+        }
+        let names = lock(&self.names).clone();
+        let mut table = lock(&self.table);
+        let mut tcp = lock(&self.tcp);
+        for s in samples {
+            let dev = names.get(&s.key.ifindex).map_or("unknown", String::as_str);
+            let min = table.rtt(&s.key, s.rtt_ns);
+            tcp.rtt(&s.key, dev, s.rtt_ns, min);
+        }
     }
 
     /// Adds a drained batch to the table, then ends what timed out (or,

@@ -26,6 +26,20 @@ pub struct Flow {
     pub syn: u64,
     pub fin: u64,
     pub rst: u64,
+    pub synack: u64,
+    /// TCP segments with data already seen (retransmissions, reordering).
+    pub retrans: u64,
+    pub zero_window: u64,
+    pub ce: u64,
+    pub ect0: u64,
+    pub ect1: u64,
+    /// DSCP of the latest packet.
+    pub dscp: u8,
+    /// RTT seen on this flow (samples closed by its packets), ns.
+    pub rtt_min_ns: u64,
+    /// Smoothed RTT (RFC 6298 weights), ns.
+    pub rtt_srtt_ns: u64,
+    pub rtt_samples: u64,
 }
 
 impl Flow {
@@ -40,14 +54,42 @@ impl Flow {
             syn: 0,
             fin: 0,
             rst: 0,
+            synack: 0,
+            retrans: 0,
+            zero_window: 0,
+            ce: 0,
+            ect0: 0,
+            ect1: 0,
+            dscp: 0,
+            rtt_min_ns: 0,
+            rtt_srtt_ns: 0,
+            rtt_samples: 0,
         }
     }
 
-    /// Starts a new record for a flow that goes on (active timeout).
+    /// Adds one RTT sample.
+    pub fn rtt(&mut self, ns: u64) {
+        self.rtt_min_ns = if self.rtt_samples == 0 {
+            ns
+        } else {
+            self.rtt_min_ns.min(ns)
+        };
+        self.rtt_srtt_ns = if self.rtt_samples == 0 {
+            ns
+        } else {
+            (self.rtt_srtt_ns * 7 + ns) / 8
+        };
+        self.rtt_samples += 1;
+    }
+
+    /// Starts a new record for a flow that goes on (active timeout); the
+    /// RTT history carries over.
     fn restart(&mut self, now_ns: u64) {
         *self = Self {
             first_ns: now_ns,
             last_ns: now_ns,
+            rtt_min_ns: self.rtt_min_ns,
+            rtt_srtt_ns: self.rtt_srtt_ns,
             ..Self::new(self.key)
         };
     }
@@ -64,6 +106,13 @@ impl Flow {
         self.syn += u64::from(d.syn);
         self.fin += u64::from(d.fin);
         self.rst += u64::from(d.rst);
+        self.synack += u64::from(d.synack);
+        self.retrans += u64::from(d.retrans);
+        self.zero_window += u64::from(d.zero_window);
+        self.ce += u64::from(d.ce);
+        self.ect0 += u64::from(d.ect0);
+        self.ect1 += u64::from(d.ect1);
+        self.dscp = d.dscp;
         // The kernel ORs flags without atomics; the counted ones are exact.
         self.tcp_flags |= d.tcp_flags
             | if d.syn > 0 { TCP_SYN } else { 0 }
@@ -349,6 +398,15 @@ impl FlowTable {
         self.flows.get(key)
     }
 
+    /// Adds an RTT sample to the flow whose packet closed it; returns the
+    /// flow's minimum RTT before this sample (for queueing delay), if any.
+    pub fn rtt(&mut self, key: &FlowKey, ns: u64) -> Option<u64> {
+        let f = self.flows.get_mut(key)?;
+        let min = (f.rtt_samples > 0).then_some(f.rtt_min_ns);
+        f.rtt(ns);
+        min
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Flow> {
         self.flows.values()
     }
@@ -436,7 +494,7 @@ mod tests {
             fin: 0,
             rst: 0,
             tcp_flags: flags,
-            _pad: 0,
+            ..Default::default()
         }
     }
 

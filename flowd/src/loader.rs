@@ -10,7 +10,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
-    maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray},
+    maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, RingBuf},
     programs::{
         ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -19,8 +19,8 @@ use aya::{
     },
 };
 use flowd_common::{
-    ABI_VERSION, Control, FlowKey, FlowStats, IfaceCounters, MAX_SLOTS, SLOT_ARRAY_LEN, maps,
-    programs, totals_index,
+    ABI_VERSION, Control, FLAG_RTT, FlowKey, FlowStats, IfaceCounters, MAX_SLOTS, RttSample,
+    SLOT_ARRAY_LEN, maps, programs, totals_index,
 };
 use thiserror::Error;
 use tracing::{info, warn};
@@ -147,6 +147,10 @@ pub struct Datapath {
     /// Counter slot per interface name: an interface that goes away and
     /// comes back keeps its slot, so its totals stay monotonic.
     slots: BTreeMap<String, u32>,
+    /// `Control::flags` for the programs (FLAG_RTT, ...).
+    flags: u32,
+    /// RTT samples from the programs.
+    rtt_events: Option<RingBuf<MapData>>,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -228,6 +232,14 @@ impl Datapath {
             program: programs::EGRESS,
             source,
         })?;
+        let rtt_events = ebpf
+            .take_map(maps::RTT_EVENTS)
+            .map(RingBuf::try_from)
+            .transpose()
+            .map_err(|source| LoadError::Map {
+                map: maps::RTT_EVENTS,
+                source,
+            })?;
         let mut dp = Self {
             ebpf,
             wait: ProgramWait::new()?,
@@ -236,14 +248,16 @@ impl Datapath {
             pin_dir,
             interfaces: BTreeMap::new(),
             slots: BTreeMap::new(),
+            flags: FLAG_RTT,
+            rtt_events,
         };
         if dp.pin_dir.is_some() {
             // Programs of an earlier flowd may still write to either generation.
             let control: Array<&MapData, Control> = typed_map_ref(&dp.ebpf, maps::CONTROL)?;
             dp.active_gen = control.get(&0, 0).map(|c| c.active_gen & 1).unwrap_or(0);
-        } else {
-            dp.set_active_gen(0)?;
         }
+        let g = dp.active_gen;
+        dp.set_active_gen(g)?;
         Ok(dp)
     }
 
@@ -607,7 +621,7 @@ impl Datapath {
                 0,
                 Control {
                     active_gen: generation,
-                    flags: 0,
+                    flags: self.flags,
                 },
                 0,
             )
@@ -655,6 +669,35 @@ impl Datapath {
         let a = self.drain(&mut sink)?;
         let b = self.drain(&mut sink)?;
         Ok(a + b)
+    }
+
+    /// Turns RTT measurement in the programs on or off.
+    pub fn set_rtt(&mut self, on: bool) -> Result<(), LoadError> {
+        self.flags = if on {
+            self.flags | FLAG_RTT
+        } else {
+            self.flags & !FLAG_RTT
+        };
+        let g = self.active_gen;
+        self.set_active_gen(g)
+    }
+
+    /// Hands every RTT sample waiting in the ring buffer to `sink`.
+    pub fn drain_rtt(&mut self, mut sink: impl FnMut(&RttSample)) -> usize {
+        let Some(ring) = self.rtt_events.as_mut() else {
+            return 0;
+        };
+        let mut n = 0;
+        while let Some(item) = ring.next() {
+            if item.len() >= size_of::<RttSample>() {
+                // SAFETY: the program writes whole RttSample records (plain
+                // data, any bit pattern valid); read unaligned to be safe.
+                let s = unsafe { item.as_ptr().cast::<RttSample>().read_unaligned() };
+                sink(&s);
+                n += 1;
+            }
+        }
+        n
     }
 
     /// The ingress program's fd, for `BPF_PROG_TEST_RUN`.

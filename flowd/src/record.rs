@@ -30,7 +30,7 @@ pub fn direction(key: &FlowKey) -> &'static str {
 /// One flow as a JSON object with the documented keys.
 pub fn flow_json(flow: &Flow, device: &str) -> Value {
     let k = &flow.key;
-    json!({
+    let mut v = json!({
         "start": rfc3339_ns(flow.first_ns),
         "end": rfc3339_ns(flow.last_ns),
         "device": device,
@@ -49,7 +49,24 @@ pub fn flow_json(flow: &Flow, device: &str) -> Value {
         "rst": flow.rst,
         "first_seen_ns": flow.first_ns,
         "last_seen_ns": flow.last_ns,
-    })
+    });
+    if k.proto == 6 {
+        v["synack"] = flow.synack.into();
+        v["retrans"] = flow.retrans.into();
+        v["zero_window"] = flow.zero_window.into();
+        if flow.rtt_samples > 0 {
+            v["rtt_min_ns"] = flow.rtt_min_ns.into();
+            v["rtt_srtt_ns"] = flow.rtt_srtt_ns.into();
+            v["rtt_samples"] = flow.rtt_samples.into();
+        }
+    }
+    if flow.ce + flow.ect0 + flow.ect1 > 0 {
+        v["ecn_ce"] = flow.ce.into();
+        v["ecn_ect0"] = flow.ect0.into();
+        v["ecn_ect1"] = flow.ect1.into();
+    }
+    v["dscp"] = flow.dscp.into();
+    v
 }
 
 /// An ended flow record: the flow plus `state` (TCP) and `end_reason`.

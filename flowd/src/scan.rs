@@ -252,7 +252,7 @@ mod tests {
             fin: 0,
             rst,
             tcp_flags: flags,
-            _pad: 0,
+            ..Default::default()
         }
     }
 

@@ -329,7 +329,6 @@ fn ipv6_extension_header_chains() {
 
 /// A chain of exactly MAX_IPV6_EXT_HEADERS headers is within the bound.
 #[test]
-#[ignore = "parser bug: parse_ipv6 rejects a chain of exactly MAX_IPV6_EXT_HEADERS (see report)"]
 fn ipv6_chain_of_exactly_max_ext_headers() {
     let mut h = Harness::new(64);
     let chain = vec![P_DSTOPTS; MAX_IPV6_EXT_HEADERS as usize];
@@ -450,7 +449,6 @@ fn ipv6_fragments() {
 /// fragmentable part, which need not be the upper-layer protocol (AH, or
 /// destination options, after the Fragment header).
 #[test]
-#[ignore = "parser bug: later IPv6 fragments are keyed by the Fragment header's next header (see report)"]
 fn ipv6_fragment_with_headers_in_the_fragmentable_part() {
     let mut h = Harness::new(64);
     const ID: u32 = 77;
@@ -863,7 +861,6 @@ fn tc_egress() {
 /// Live runs (no replay metadata): a flow's last packet is not seen before
 /// its first.
 #[test]
-#[ignore = "bug: first_seen is bpf_ktime_get_ns, last_seen the coarse clock, which lags it by up to a tick (see report)"]
 fn live_timestamps_are_ordered() {
     let mut h = Harness::new(64);
     let f = v4(P_UDP, &udp(1, 2, 0));

@@ -203,6 +203,21 @@ fn tcp_families(s: &Snapshot, out: &mut Vec<Family>) {
             .collect(),
     ));
     out.push(Family {
+        name: "flowd_tcp_queueing_delay_seconds",
+        help: "TCP RTT samples above their flow's own minimum RTT: queueing delay on the path.",
+        body: Body::Histogram(
+            t.queueing
+                .iter()
+                .map(|((d, p), h)| (labels([("device", d), ("peer", p)]), h.clone()))
+                .collect(),
+        ),
+    });
+    out.push(Family::counter(
+        "flowd_tcp_rtt_samples",
+        "RTT samples taken (handshakes and TCP timestamp echoes).",
+        one(t.rtt_samples),
+    ));
+    out.push(Family {
         name: "flowd_tcp_rtt_seconds",
         help: "TCP round-trip times seen from this host: handshakes and TCP timestamp echoes.",
         body: Body::Histogram(

@@ -48,6 +48,9 @@ pub struct TcpSnapshot {
     pub connections: BTreeMap<(String, String, &'static str), u64>,
     /// (device, peer group) -> RTT samples, seconds.
     pub rtt: BTreeMap<(String, String), HistogramSnapshot>,
+    /// (device, peer group) -> RTT above the flow's own minimum, seconds.
+    pub queueing: BTreeMap<(String, String), HistogramSnapshot>,
+    pub rtt_samples: u64,
 }
 
 /// The signals, fed with drained deltas and ended connections.
@@ -87,15 +90,28 @@ impl TcpSignals {
     /// Adds one drained delta.
     pub fn absorb(&mut self, key: &FlowKey, d: &FlowStats, device: &str) {
         const TCP: u8 = 6;
+        if d.ce + d.ect0 + d.ect1 > 0 {
+            let ip = self
+                .snap
+                .ip
+                .entry((device.to_owned(), direction_label(key)))
+                .or_default();
+            ip.ce += u64::from(d.ce);
+            ip.ect0 += u64::from(d.ect0);
+            ip.ect1 += u64::from(d.ect1);
+        }
         if key.proto != TCP {
             return;
         }
         let k = (device.to_owned(), direction_label(key), self.peer(key));
         let c = self.snap.tcp.entry(k).or_default();
         c.segments += d.packets;
-        // The kernel counts every SYN; those with ACK are SYN-ACKs.
-        c.syn += u64::from(d.syn);
+        // The kernel counts every SYN, and those with ACK separately.
+        c.syn += u64::from(d.syn.saturating_sub(d.synack));
+        c.synack += u64::from(d.synack);
         c.rst += u64::from(d.rst);
+        c.retransmitted += u64::from(d.retrans);
+        c.zero_window += u64::from(d.zero_window);
     }
 
     /// Counts an ended connection once (its originator's record).
@@ -111,14 +127,24 @@ impl TcpSignals {
             .or_default() += 1;
     }
 
-    /// One RTT sample of a flow on `device`, in nanoseconds.
-    pub fn rtt(&mut self, key: &FlowKey, device: &str, rtt_ns: u64) {
+    /// One RTT sample of a flow on `device`, in nanoseconds, and how far
+    /// it is above the flow's minimum RTT (queueing delay), when known.
+    pub fn rtt(&mut self, key: &FlowKey, device: &str, rtt_ns: u64, flow_min_ns: Option<u64>) {
         let peer = self.peer(key);
+        let k = (device.to_owned(), peer);
         self.snap
             .rtt
-            .entry((device.to_owned(), peer))
+            .entry(k.clone())
             .or_insert_with(|| HistogramSnapshot::with_bounds(&RTT_BUCKETS))
             .observe(rtt_ns as f64 / 1e9);
+        if let Some(min) = flow_min_ns {
+            self.snap
+                .queueing
+                .entry(k)
+                .or_insert_with(|| HistogramSnapshot::with_bounds(&RTT_BUCKETS))
+                .observe(rtt_ns.saturating_sub(min) as f64 / 1e9);
+        }
+        self.snap.rtt_samples += 1;
     }
 
     pub fn snapshot(&self) -> TcpSnapshot {
