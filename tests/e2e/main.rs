@@ -3,6 +3,7 @@
 
 mod basic;
 mod cli;
+mod congestion;
 mod flows;
 mod prometheus;
 mod ops;

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 /// A Prometheus server started inside a namespace, on its loopback, with
 /// its own storage directory; killed by PID and its directory removed on drop.
-struct Prometheus {
+pub(crate) struct Prometheus {
     child: Option<Child>,
     dir: PathBuf,
     listen: SocketAddr,
@@ -25,15 +25,28 @@ struct Prometheus {
 
 impl Prometheus {
     /// Starts Prometheus in `ns`, scraping `target` every second as job `flowd`.
-    fn start(ns: &Netns, target: SocketAddr) -> Self {
+    pub(crate) fn start(ns: &Netns, target: SocketAddr) -> Self {
+        Self::start_with_rules(ns, target, None)
+    }
+
+    /// Like [`Prometheus::start`], evaluating the rules in `rules` every second.
+    pub(crate) fn start_with_rules(ns: &Netns, target: SocketAddr, rules: Option<&str>) -> Self {
         let dir = std::env::temp_dir().join(format!("flowd-prom-{}", unique_tag()));
         std::fs::create_dir_all(&dir).expect("create the Prometheus directory");
         let config = dir.join("prometheus.yml");
+        let rule_files = match rules {
+            Some(text) => {
+                let path = dir.join("rules.yml");
+                std::fs::write(&path, text).unwrap();
+                format!("rule_files:\n  - {}\n", path.display())
+            }
+            None => String::new(),
+        };
         std::fs::write(
             &config,
             format!(
                 "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: flowd\n    static_configs:\n      - targets: ['{target}']\n"
+                 {rule_files}scrape_configs:\n  - job_name: flowd\n    static_configs:\n      - targets: ['{target}']\n"
             ),
         )
         .unwrap();
@@ -75,12 +88,12 @@ impl Prometheus {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
     }
 
     /// An instant query, at `time` (Unix seconds) or now: (labels, value) per series.
-    fn query(&self, ns: &Netns, promql: &str, time: Option<f64>) -> Vec<(Value, f64)> {
+    pub(crate) fn query(&self, ns: &Netns, promql: &str, time: Option<f64>) -> Vec<(Value, f64)> {
         let mut path = format!("/api/v1/query?query={}", urlencode(promql));
         if let Some(t) = time {
             path.push_str(&format!("&time={t:.3}"));
@@ -100,7 +113,7 @@ impl Prometheus {
     }
 
     /// The value of a query that returns at most one series.
-    fn value(&self, ns: &Netns, promql: &str, time: Option<f64>) -> Option<f64> {
+    pub(crate) fn value(&self, ns: &Netns, promql: &str, time: Option<f64>) -> Option<f64> {
         let r = self.query(ns, promql, time);
         assert!(r.len() <= 1, "{promql}: {r:?}");
         r.first().map(|(_, v)| *v)
@@ -128,7 +141,13 @@ impl Prometheus {
     }
 
     /// Polls `promql` until `done` holds for its value (at most `secs` seconds).
-    fn wait_for(&self, ns: &Netns, promql: &str, secs: u64, done: impl Fn(f64) -> bool) -> f64 {
+    pub(crate) fn wait_for(
+        &self,
+        ns: &Netns,
+        promql: &str,
+        secs: u64,
+        done: impl Fn(f64) -> bool,
+    ) -> f64 {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             let v = self.value(ns, promql, None);
