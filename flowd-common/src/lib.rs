@@ -24,8 +24,9 @@ pub mod maps {
     pub const IFACE_SLOTS_BIG: &str = "IFACE_SLOTS_BIG";
     pub const RTT_PENDING: &str = "RTT_PENDING";
     pub const RTT_EVENTS: &str = "RTT_EVENTS";
+    pub const TCP_SEQ: &str = "TCP_SEQ";
     /// Every map, in a stable order.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         FLOWS_0,
         FLOWS_1,
         FRAGS,
@@ -35,6 +36,7 @@ pub mod maps {
         IFACE_SLOTS_BIG,
         RTT_PENDING,
         RTT_EVENTS,
+        TCP_SEQ,
     ];
 }
 
@@ -61,6 +63,11 @@ pub const MAX_IPV6_EXT_HEADERS: u32 = 8;
 pub const RTT_PENDING_CAPACITY: u32 = 16_384;
 /// Bytes of the ring buffer that carries RTT samples to user space.
 pub const RTT_EVENTS_BYTES: u32 = 1 << 20;
+
+/// Sequence state carried across generations (an LRU): the drain writes
+/// each TCP flow's highest sequence end back, so a flow's first segment in
+/// the next generation can still be recognised as a retransmission.
+pub const TCP_SEQ_CAPACITY: u32 = 65_536;
 
 /// `Control::flags`: measure RTT (handshakes and TCP timestamps).
 pub const FLAG_RTT: u32 = 1;

@@ -18,7 +18,8 @@ use flowd_common::{
 
 use crate::{
     maps::{
-        CONTROL, FLOWS_0, FLOWS_1, IFACE_SLOTS, IFACE_SLOTS_BIG, RTT_EVENTS, RTT_PENDING, TOTALS,
+        CONTROL, FLOWS_0, FLOWS_1, IFACE_SLOTS, IFACE_SLOTS_BIG, RTT_EVENTS, RTT_PENDING, TCP_SEQ,
+        TOTALS,
     },
     parse::{Frame, L4Info, parse},
 };
@@ -144,6 +145,14 @@ fn update_flow(
         last_seen_ns: t,
         ..FlowStats::default()
     };
+    if info.tcp_full && info.tcp_payload > 0 {
+        // The flow's sequence state from the previous generation, if any.
+        // SAFETY: plain u32 values.
+        if let Some(seq) = unsafe { TCP_SEQ.get(key) } {
+            new.seq_next = *seq;
+            new.seq_valid = 1;
+        }
+    }
     add_to(&raw mut new, info, packets, bytes, t);
     match flows.insert(key, &new, BPF_NOEXIST as u64) {
         Ok(()) => {}

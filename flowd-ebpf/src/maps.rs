@@ -8,6 +8,7 @@ use aya_ebpf::{
 use flowd_common::{
     Control, DEFAULT_FLOW_CAPACITY, FRAG_CAPACITY, FlowKey, FlowStats, FragKey, FragPorts,
     IfaceCounters, MAX_SLOTS, RTT_EVENTS_BYTES, RTT_PENDING_CAPACITY, RttKey, SLOT_ARRAY_LEN,
+    TCP_SEQ_CAPACITY,
 };
 
 /// Flow generation 0 and 1: the programs write to the one `CONTROL` names,
@@ -49,3 +50,9 @@ pub(crate) static RTT_PENDING: LruHashMap<RttKey, u64> =
 /// RTT samples on their way to user space.
 #[map]
 pub(crate) static RTT_EVENTS: RingBuf = RingBuf::with_byte_size(RTT_EVENTS_BYTES, 0);
+
+/// A TCP flow's highest sequence end at the last drain (written by the
+/// daemon), read when the flow's entry is created in a new generation.
+#[map]
+pub(crate) static TCP_SEQ: LruHashMap<FlowKey, u32> =
+    LruHashMap::with_max_entries(TCP_SEQ_CAPACITY, 0);

@@ -657,7 +657,23 @@ impl Datapath {
             self.wait.wait()?;
         }
         let (name, fd) = self.flow_map_fd(old)?;
-        Ok(sys::drain_hash(fd, name, DRAIN_BATCH, sink)?)
+        let mut seq_keys = Vec::new();
+        let mut seq_values: Vec<u32> = Vec::new();
+        let mut sink = sink;
+        let n = sys::drain_hash(fd, name, DRAIN_BATCH, |k: &FlowKey, v: &FlowStats| {
+            if v.seq_valid != 0 {
+                seq_keys.push(*k);
+                seq_values.push(v.seq_next);
+            }
+            sink(k, v);
+        })?;
+        // Carry each TCP flow's sequence state into the next generation.
+        if !seq_keys.is_empty()
+            && let Some(Map::LruHashMap(data)) = self.ebpf.map(maps::TCP_SEQ)
+        {
+            sys::update_batch(data.fd().as_fd(), maps::TCP_SEQ, &seq_keys, &seq_values)?;
+        }
+        Ok(n)
     }
 
     /// Drains both generations (at start-up and shutdown: nothing is

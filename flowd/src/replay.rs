@@ -25,10 +25,15 @@ use thiserror::Error;
 use crate::{
     clock::{TimeBase, rfc3339_ns},
     export::metrics::{self, IfaceSnapshot, Snapshot},
+    export::{
+        groups::PeerGroups,
+        tcp::{TcpSignals, TcpSnapshot},
+    },
     flowtable::{Ended, Flow, FlowTable, TableConfig},
     loader::{Datapath, LoadError},
     pcap::{CaptureError, CaptureErrorKind, CaptureReader, LinkLayer},
     record::{self, ended_json},
+    scan::{ScanConfig, ScanDetector, Suspect},
     sys::{self, SysError},
 };
 
@@ -182,6 +187,11 @@ pub struct Replay {
     /// failed test run) or disagrees with the program's totals. Everything
     /// before it is in `table`.
     pub error: Option<ReplayError>,
+    /// TCP health and connection outcomes, as the live exporter has them.
+    pub tcp: TcpSnapshot,
+    /// Scan suspects found on the capture's clock.
+    pub suspects: Vec<Suspect>,
+    pub scan_flagged: u64,
 }
 
 impl Replay {
@@ -245,6 +255,9 @@ impl Replay {
                     )
                 })
                 .collect(),
+            tcp: self.tcp.clone(),
+            scan_suspects: self.suspects.len() as u64,
+            scan_flagged: self.scan_flagged,
             flow_map_capacity: u64::from(self.capacity),
             drains: self.drains,
             drained_entries: self.drained_entries,
@@ -320,6 +333,9 @@ struct Tables {
     cumulative: FlowTable,
     records: FlowTable,
     ended: Vec<Ended>,
+    tcp: TcpSignals,
+    scan: ScanDetector,
+    device: String,
 }
 
 struct Runner {
@@ -356,6 +372,7 @@ impl Runner {
         let sink = |k: &FlowKey, v: &_| {
             tables.cumulative.apply(k, v, TimeBase::Capture);
             tables.records.apply(k, v, TimeBase::Capture);
+            tables.tcp.absorb(k, v, &tables.device);
         };
         let n = if both {
             self.dp.drain_all(sink)?
@@ -392,6 +409,12 @@ pub fn replay_file(path: &Path, opts: &ReplayOptions) -> Result<Replay, ReplayEr
             ..opts.table
         }),
         ended: Vec::new(),
+        tcp: TcpSignals::new(PeerGroups::new(
+            &crate::export::groups::default_peer_groups(),
+            crate::export::groups::DEFAULT_PEER_UNMATCHED,
+        )),
+        scan: ScanDetector::new(ScanConfig::default()),
+        device: device_name(path),
     };
     let mut last_drain_ts = 0u64;
     // Loaded at the first frame: a file that fails early needs no program.
@@ -462,7 +485,11 @@ pub fn replay_file(path: &Path, opts: &ReplayOptions) -> Result<Replay, ReplayEr
                 break;
             }
             last_drain_ts = ts;
+            tables.scan.observe(&tables.records, ts);
             let ended = tables.records.expire(ts);
+            for e in &ended {
+                tables.tcp.connection(e, &tables.device);
+            }
             tables.ended.extend(ended);
         }
         if opts.progress && frames.is_multiple_of(4096) && last_progress.elapsed() >= PROGRESS_EVERY
@@ -504,10 +531,22 @@ pub fn replay_file(path: &Path, opts: &ReplayOptions) -> Result<Replay, ReplayEr
         (drains, drained_entries, last_drain_entries) =
             (r.drains, r.drained_entries, r.last_drain_entries);
     }
+    // Judge the last flows as if the capture had gone on a little longer.
+    let grace = ScanConfig::default().answer_grace_ns;
+    tables
+        .scan
+        .observe(&tables.records, last_drain_ts.saturating_add(grace));
     let mut ended = tables.ended;
-    ended.extend(tables.records.end_all());
+    let last = tables.records.end_all();
+    for e in &last {
+        tables.tcp.connection(e, &tables.device);
+    }
+    ended.extend(last);
     ended.sort_by(|a, b| (a.flow.first_ns, &a.flow.key).cmp(&(b.flow.first_ns, &b.flow.key)));
     Ok(Replay {
+        tcp: tables.tcp.snapshot(),
+        suspects: tables.scan.suspects(),
+        scan_flagged: tables.scan.flagged_total(),
         device: device_name(path),
         path: path_buf,
         format: reader.format_name(),

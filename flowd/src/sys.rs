@@ -14,6 +14,7 @@ const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
 
@@ -111,6 +112,37 @@ pub fn drain_hash<K: Copy + Default, V: Copy + Default>(
         in_batch = out_batch;
         first = false;
     }
+}
+
+/// Writes `keys[i] -> values[i]` with `BPF_MAP_UPDATE_BATCH` (BPF_ANY).
+pub fn update_batch<K: Copy, V: Copy>(
+    map: BorrowedFd<'_>,
+    map_name: &str,
+    keys: &[K],
+    values: &[V],
+) -> Result<(), SysError> {
+    assert_eq!(keys.len(), values.len());
+    let mut done = 0;
+    while done < keys.len() {
+        let mut attr = Attr::default();
+        attr.words[2] = keys[done..].as_ptr() as u64;
+        attr.words[3] = values[done..].as_ptr() as u64;
+        attr.words[4] = (keys.len() - done) as u64 | ((map.as_raw_fd() as u64) << 32);
+        let r = bpf(BPF_MAP_UPDATE_BATCH, &mut attr);
+        let count = (attr.words[4] & 0xffff_ffff) as usize;
+        done += count;
+        if let Err(source) = r {
+            return Err(SysError::Map {
+                cmd: "BPF_MAP_UPDATE_BATCH",
+                map: map_name.to_owned(),
+                source,
+            });
+        }
+        if count == 0 {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Waits until every BPF program that was running when `wait` was called
