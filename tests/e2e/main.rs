@@ -8,4 +8,5 @@ mod flows;
 mod prometheus;
 mod ops;
 mod records;
+mod rtt;
 mod signals;
