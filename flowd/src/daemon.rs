@@ -188,11 +188,47 @@ impl Shared {
         let d = lock(&self.drain).clone();
         s.drain_seconds = d.seconds;
         s.groups = lock(&self.agg).snapshot();
+        s.top_rtt = self.top_rtt(&s.groups);
         s.drains = d.drains;
         s.drained_entries = d.entries;
         s.last_drain_entries = d.last_entries;
         s.drain_errors = d.errors;
         s
+    }
+
+    /// RTT of each top flow: its own samples, or its reverse's (samples land
+    /// on the flow whose packet closed them: the ACKs).
+    fn top_rtt(&self, g: &crate::export::aggregate::AggSnapshot) -> Vec<Option<(u64, u64)>> {
+        let names = lock(&self.names).clone();
+        let table = lock(&self.table);
+        g.top
+            .iter()
+            .map(|(k, _)| {
+                let side = g.sides.get(usize::from(k.side))?;
+                let ifindex = names
+                    .iter()
+                    .find(|(_, n)| **n == side.device)
+                    .map(|(i, _)| *i)?;
+                // Top flows merge VLANs; the untagged flow carries the RTT.
+                let key = FlowKey {
+                    ifindex,
+                    vlan: 0,
+                    direction: side.direction,
+                    proto: k.proto,
+                    src: k.src,
+                    dst: k.dst,
+                    sport: k.sport,
+                    dport: k.dport,
+                };
+                let f = table.get(&key)?;
+                let with = if f.rtt_samples > 0 {
+                    Some(f)
+                } else {
+                    table.reverse(&key).filter(|r| r.rtt_samples > 0)
+                };
+                with.map(|f| (f.rtt_min_ns, f.rtt_srtt_ns))
+            })
+            .collect()
     }
 
     /// Current scan suspects, most ports first.

@@ -148,6 +148,19 @@ fn tbf_bottleneck_shows_queueing_retransmits_and_fires_alerts() {
         "mean queueing delay {} s over {q_count}",
         q_sum / q_count
     );
+    // The top flow (the transfer) carries its RTT: smoothed well above min.
+    let top = |stat: &str| {
+        metric(
+            &text,
+            "flowd_top_flow_rtt_seconds",
+            &[("device", dev), ("sport", "5001"), ("stat", stat)],
+        )
+    };
+    let (top_min, top_srtt) = (top("min").unwrap(), top("smoothed").unwrap());
+    assert!(
+        top_srtt > 0.005 && top_srtt > 10.0 * top_min,
+        "top flow RTT min {top_min} s, smoothed {top_srtt} s"
+    );
     let retrans = metric(
         &text,
         "flowd_tcp_retransmitted_segments_total",
@@ -160,8 +173,20 @@ fn tbf_bottleneck_shows_queueing_retransmits_and_fires_alerts() {
         &[("device", dev), ("direction", "transmit")],
     )
     .unwrap();
-    let mut qdisc = link.b.exec(&["tc", "-s", "qdisc", "show", "dev", &link.if_b]);
-    qdisc.stdout.extend(link.b.exec(&["nstat", "-az", "TcpOutSegs", "TcpRetransSegs", "TcpExtTCPLostRetransmit"]).stdout);
+    let mut qdisc = link
+        .b
+        .exec(&["tc", "-s", "qdisc", "show", "dev", &link.if_b]);
+    qdisc.stdout.extend(
+        link.b
+            .exec(&[
+                "nstat",
+                "-az",
+                "TcpOutSegs",
+                "TcpRetransSegs",
+                "TcpExtTCPLostRetransmit",
+            ])
+            .stdout,
+    );
     eprintln!(
         "congestion: mean queueing delay {:.4} s over {q_count} samples, {retrans} of {segs} segments retransmitted\n{}",
         q_sum / q_count,

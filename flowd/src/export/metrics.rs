@@ -115,6 +115,8 @@ pub struct Snapshot {
     pub scan_suspects: u64,
     pub scan_flagged: u64,
     pub tcp: TcpSnapshot,
+    /// Minimum and smoothed RTT (ns) of each of `groups.top`, when known.
+    pub top_rtt: Vec<Option<(u64, u64)>>,
 }
 
 /// RTT histogram buckets: 50 µs to 5 s.
@@ -806,6 +808,44 @@ fn top_families(g: &AggSnapshot, plan: &Plan) -> Vec<Family> {
     ]
 }
 
+/// Minimum and smoothed RTT of the shown top flows that have RTT samples,
+/// in at most `room` series (what the budget has left).
+fn top_rtt_family(
+    g: &AggSnapshot,
+    plan: &Plan,
+    top_rtt: &[Option<(u64, u64)>],
+    room: usize,
+) -> Family {
+    let mut rtt = Vec::new();
+    for (i, (k, _)) in g.top[..plan.top_shown].iter().enumerate() {
+        let Some(Some((min, srtt))) = top_rtt.get(i) else {
+            continue;
+        };
+        if rtt.len() + 2 > room {
+            break;
+        }
+        let s = &g.sides[usize::from(k.side)];
+        for (stat, v) in [("min", *min), ("smoothed", *srtt)] {
+            let l = labels([
+                ("device", &s.device),
+                ("direction", dir_label(s.direction)),
+                ("proto", &proto_label(k.proto)),
+                ("src", &addr(&k.src).to_string()),
+                ("dst", &addr(&k.dst).to_string()),
+                ("sport", &k.sport.to_string()),
+                ("dport", &k.dport.to_string()),
+                ("stat", stat),
+            ]);
+            rtt.push((l, Num::F(v as f64 / 1e9)));
+        }
+    }
+    Family::gauge(
+        "flowd_top_flow_rtt_seconds",
+        "RTT of a top TCP flow's connection: stat=min (its own minimum) and stat=smoothed (RFC 6298 SRTT); smoothed minus min is its queueing delay.",
+        rtt,
+    )
+}
+
 fn series(families: &[Family]) -> usize {
     families.iter().map(Family::series).sum()
 }
@@ -820,6 +860,8 @@ fn families(s: &Snapshot) -> Vec<Family> {
     let totals = g.folds.add_folded(plan.folded);
     out.extend(group_families(g, &plan));
     out.extend(top_families(g, &plan));
+    let room = g.series_budget.saturating_sub(series(&out) + SELF_SERIES);
+    out.push(top_rtt_family(g, &plan, &s.top_rtt, room));
     let n = series(&out) + SELF_SERIES;
     out.extend(self_families(g.series_budget, n, plan.folded, totals));
     out
