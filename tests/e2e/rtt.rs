@@ -71,10 +71,11 @@ fn relay(from: File, to: File, delay: Duration, stop: Arc<AtomicBool>) -> thread
             let ms = wait.as_millis().min(20) as i32;
             // SAFETY: one valid pollfd.
             let n = unsafe { libc::poll(&mut pfd, 1, ms.max(0)) };
-            if n > 0 && pfd.revents & libc::POLLIN != 0 {
-                if let Ok(len) = from.read(&mut buf) {
-                    queue.push_back((Instant::now() + delay, buf[..len].to_vec()));
-                }
+            if n > 0
+                && pfd.revents & libc::POLLIN != 0
+                && let Ok(len) = from.read(&mut buf)
+            {
+                queue.push_back((Instant::now() + delay, buf[..len].to_vec()));
             }
         }
     })
