@@ -431,3 +431,30 @@ fn tls_and_basic_auth() {
     assert_eq!(flowd.stop(), Some(0));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Pins of another map layout version are detected and removed cleanly,
+/// with a log line; flowd then starts on fresh maps.
+#[test]
+fn pins_of_another_abi_version_are_reset() {
+    let link = Link::new();
+    let fs = BpfFs::new();
+    let pin = fs.pin_path();
+    let old = std::path::Path::new(&pin).join("v0");
+    std::fs::create_dir_all(old.join("links")).unwrap();
+    let mut flowd = Flowd::start_pinned(&link.b, &["--iface", &link.if_b], &pin);
+    assert!(!old.exists(), "old layout's pins removed");
+    assert!(
+        flowd
+            .log_text()
+            .contains("removing pins of another map layout version"),
+        "{}",
+        flowd.log_text()
+    );
+    let current = std::path::Path::new(&pin).join(format!("v{}", flowd_common::ABI_VERSION));
+    assert!(
+        current.join("FLOWS_0").exists(),
+        "maps pinned under {}",
+        current.display()
+    );
+    assert_eq!(flowd.stop(), Some(0));
+}
