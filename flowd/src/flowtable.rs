@@ -14,7 +14,7 @@ const TCP_SYN: u16 = 0x02;
 const TCP_RST: u16 = 0x04;
 
 /// One unidirectional flow, cumulative since it was first seen.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Flow {
     pub key: FlowKey,
     pub packets: u64,
@@ -46,24 +46,8 @@ impl Flow {
     fn new(key: FlowKey) -> Self {
         Self {
             key,
-            packets: 0,
-            bytes: 0,
             first_ns: u64::MAX,
-            last_ns: 0,
-            tcp_flags: 0,
-            syn: 0,
-            fin: 0,
-            rst: 0,
-            synack: 0,
-            retrans: 0,
-            zero_window: 0,
-            ce: 0,
-            ect0: 0,
-            ect1: 0,
-            dscp: 0,
-            rtt_min_ns: 0,
-            rtt_srtt_ns: 0,
-            rtt_samples: 0,
+            ..Self::default()
         }
     }
 

@@ -131,6 +131,63 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
     Ok((status, body))
 }
 
+/// Addresses one end of a veth pair (`ip6`: its and its peer's IPv6
+/// address, or None for IPv4 only), brings it up, and pins the peer's MAC
+/// as a static neighbour: no router solicitation, DAD, ARP or NDP on the wire.
+fn configure_end(
+    ns: &Netns,
+    ifc: &str,
+    ip4: &str,
+    peer_ip4: &str,
+    peer_mac: &str,
+    ip6: Option<(&str, &str)>,
+) {
+    let v6 = if ip6.is_some() { "0" } else { "1" };
+    ns.exec(&[
+        "sysctl",
+        "-qw",
+        &format!("net.ipv6.conf.{ifc}.disable_ipv6={v6}"),
+    ]);
+    if ip6.is_some() {
+        for key in ["accept_ra=0", "dad_transmits=0", "router_solicitations=0"] {
+            ns.exec(&["sysctl", "-qw", &format!("net.ipv6.conf.{ifc}.{key}")]);
+        }
+    }
+    ns.exec(&["ip", "addr", "add", &format!("{ip4}/30"), "dev", ifc]);
+    if let Some((mine, _)) = ip6 {
+        ns.exec(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{mine}/64"),
+            "dev",
+            ifc,
+            "nodad",
+        ]);
+    }
+    ns.exec(&["ip", "link", "set", ifc, "up"]);
+    let neigh = |family: &str, ip: &str| {
+        ns.exec(&[
+            "ip",
+            family,
+            "neigh",
+            "replace",
+            ip,
+            "lladdr",
+            peer_mac,
+            "dev",
+            ifc,
+            "nud",
+            "permanent",
+        ]);
+    };
+    neigh("-4", peer_ip4);
+    if let Some((_, peer)) = ip6 {
+        neigh("-6", peer);
+    }
+}
+
 /// Interface counters as the kernel keeps them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkStats {
@@ -195,59 +252,8 @@ impl Link {
             (&a, &if_a, &ip_a, &ip6_a, &ip_b, &ip6_b, &mac_b),
             (&b, &if_b, &ip_b, &ip6_b, &ip_a, &ip6_a, &mac_a),
         ] {
-            // No router solicitations or DAD; static neighbours: no ARP/NDP.
-            let v6 = if ipv6 { "0" } else { "1" };
-            ns.exec(&[
-                "sysctl",
-                "-qw",
-                &format!("net.ipv6.conf.{ifc}.disable_ipv6={v6}"),
-            ]);
-            if ipv6 {
-                for key in ["accept_ra=0", "dad_transmits=0", "router_solicitations=0"] {
-                    ns.exec(&["sysctl", "-qw", &format!("net.ipv6.conf.{ifc}.{key}")]);
-                }
-            }
-            ns.exec(&["ip", "addr", "add", &format!("{ip4}/30"), "dev", ifc]);
-            if ipv6 {
-                ns.exec(&[
-                    "ip",
-                    "-6",
-                    "addr",
-                    "add",
-                    &format!("{ip6}/64"),
-                    "dev",
-                    ifc,
-                    "nodad",
-                ]);
-            }
-            ns.exec(&["ip", "link", "set", ifc, "up"]);
-            ns.exec(&[
-                "ip",
-                "neigh",
-                "replace",
-                peer_ip4,
-                "lladdr",
-                peer_mac,
-                "dev",
-                ifc,
-                "nud",
-                "permanent",
-            ]);
-            if ipv6 {
-                ns.exec(&[
-                    "ip",
-                    "-6",
-                    "neigh",
-                    "replace",
-                    peer_ip6,
-                    "lladdr",
-                    peer_mac,
-                    "dev",
-                    ifc,
-                    "nud",
-                    "permanent",
-                ]);
-            }
+            let v6 = ipv6.then_some((ip6.as_str(), peer_ip6.as_str()));
+            configure_end(ns, ifc, ip4, peer_ip4, peer_mac, v6);
         }
         Self {
             a,
@@ -294,25 +300,7 @@ impl Link {
             (&self.a, &self.if_a, &self.ip_a, &self.ip_b, &self.mac_b),
             (&self.b, &self.if_b, &self.ip_b, &self.ip_a, &self.mac_a),
         ] {
-            ns.exec(&[
-                "sysctl",
-                "-qw",
-                &format!("net.ipv6.conf.{ifc}.disable_ipv6=1"),
-            ]);
-            ns.exec(&["ip", "addr", "add", &format!("{ip4}/30"), "dev", ifc]);
-            ns.exec(&["ip", "link", "set", ifc, "up"]);
-            ns.exec(&[
-                "ip",
-                "neigh",
-                "replace",
-                peer_ip4,
-                "lladdr",
-                peer_mac,
-                "dev",
-                ifc,
-                "nud",
-                "permanent",
-            ]);
+            configure_end(ns, ifc, ip4, peer_ip4, peer_mac, None);
         }
     }
 
