@@ -24,7 +24,7 @@ use crate::{
     export::{
         aggregate::Aggregator,
         groups::PeerGroups,
-        metrics::{HistogramSnapshot, IfaceSnapshot, Snapshot},
+        metrics::{HistogramSnapshot, IfaceSnapshot, Snapshot, TopTcp},
         records::RecordSink,
         tcp::TcpSignals,
     },
@@ -188,7 +188,7 @@ impl Shared {
         let d = lock(&self.drain).clone();
         s.drain_seconds = d.seconds;
         s.groups = lock(&self.agg).snapshot();
-        s.top_rtt = self.top_rtt(&s.groups);
+        s.top_tcp = self.top_tcp(&s.groups);
         s.drains = d.drains;
         s.drained_entries = d.entries;
         s.last_drain_entries = d.last_entries;
@@ -196,20 +196,24 @@ impl Shared {
         s
     }
 
-    /// RTT of each top flow: its own samples, or its reverse's (samples land
-    /// on the flow whose packet closed them: the ACKs).
-    fn top_rtt(&self, g: &crate::export::aggregate::AggSnapshot) -> Vec<Option<(u64, u64)>> {
+    /// TCP details of each top flow from the flow table: its segments and
+    /// retransmissions, and RTT from its own samples or its reverse's
+    /// (samples land on the flow whose packet closed them: the ACKs).
+    fn top_tcp(&self, g: &crate::export::aggregate::AggSnapshot) -> Vec<Option<TopTcp>> {
         let names = lock(&self.names).clone();
         let table = lock(&self.table);
         g.top
             .iter()
             .map(|(k, _)| {
+                if k.proto != 6 {
+                    return None;
+                }
                 let side = g.sides.get(usize::from(k.side))?;
                 let ifindex = names
                     .iter()
                     .find(|(_, n)| **n == side.device)
                     .map(|(i, _)| *i)?;
-                // Top flows merge VLANs; the untagged flow carries the RTT.
+                // Top flows merge VLANs; the untagged flow carries the details.
                 let key = FlowKey {
                     ifindex,
                     vlan: 0,
@@ -226,7 +230,11 @@ impl Shared {
                 } else {
                     table.reverse(&key).filter(|r| r.rtt_samples > 0)
                 };
-                with.map(|f| (f.rtt_min_ns, f.rtt_srtt_ns))
+                Some(TopTcp {
+                    rtt: with.map(|f| (f.rtt_min_ns, f.rtt_srtt_ns)),
+                    segments: f.packets,
+                    retransmitted: f.retrans,
+                })
             })
             .collect()
     }

@@ -16,7 +16,7 @@ use crate::prometheus::Prometheus;
 
 /// The shipped rules with `for:` and rate windows shortened so they can
 /// fire within a test: thresholds and guards are the real ones.
-fn test_rules() -> String {
+pub(crate) fn test_rules() -> String {
     let rules = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../deploy/prometheus/flowd-rules.yml"
@@ -161,6 +161,13 @@ fn tbf_bottleneck_shows_queueing_retransmits_and_fires_alerts() {
         top_srtt > 0.005 && top_srtt > 10.0 * top_min,
         "top flow RTT min {top_min} s, smoothed {top_srtt} s"
     );
+    let top_retrans = metric(
+        &text,
+        "flowd_top_flow_tcp_retransmitted_segments",
+        &[("device", dev), ("sport", "5001")],
+    )
+    .unwrap();
+    assert!(top_retrans > 0.0, "retransmissions of the top flow");
     let retrans = metric(
         &text,
         "flowd_tcp_retransmitted_segments_total",

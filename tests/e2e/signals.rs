@@ -9,6 +9,8 @@ use std::{
 };
 
 use flowd_tests::{Flowd, Link, Netns, metric};
+
+use crate::{congestion::test_rules, prometheus::Prometheus};
 use serde_json::Value;
 
 fn suspects(ns: &Netns, f: &Flowd) -> Vec<Value> {

@@ -115,8 +115,18 @@ pub struct Snapshot {
     pub scan_suspects: u64,
     pub scan_flagged: u64,
     pub tcp: TcpSnapshot,
-    /// Minimum and smoothed RTT (ns) of each of `groups.top`, when known.
-    pub top_rtt: Vec<Option<(u64, u64)>>,
+    /// TCP details of each of `groups.top`, when it is a TCP flow.
+    pub top_tcp: Vec<Option<TopTcp>>,
+}
+
+/// TCP details of a top flow, from the flow table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopTcp {
+    /// Minimum and smoothed RTT of its connection, ns, when sampled.
+    pub rtt: Option<(u64, u64)>,
+    /// Segments and retransmitted segments in its current record.
+    pub segments: u64,
+    pub retransmitted: u64,
 }
 
 /// RTT histogram buckets: 50 µs to 5 s.
@@ -186,6 +196,19 @@ fn tcp_families(s: &Snapshot, out: &mut Vec<Family>) {
             ));
         }
     }
+    out.push(Family::counter(
+        "flowd_dscp_packets",
+        "IP packets by DSCP class (cs0-cs7, af11-af43, ef, va, other), from each flow's DSCP.",
+        t.dscp
+            .iter()
+            .map(|((d, dir, class), n)| {
+                (
+                    labels([("device", d), ("direction", dir), ("class", class)]),
+                    Num::U(*n),
+                )
+            })
+            .collect(),
+    ));
     out.push(Family::counter(
         "flowd_ecn_packets",
         "IP packets by ECN codepoint (ECT(0), ECT(1), CE: Congestion Experienced).",
@@ -808,42 +831,68 @@ fn top_families(g: &AggSnapshot, plan: &Plan) -> Vec<Family> {
     ]
 }
 
-/// Minimum and smoothed RTT of the shown top flows that have RTT samples,
-/// in at most `room` series (what the budget has left).
-fn top_rtt_family(
+/// TCP details of the shown top TCP flows, in at most `room` series (what
+/// the budget has left): retransmitted and total segments of the flow's
+/// record, and its connection's minimum and smoothed RTT when sampled.
+fn top_tcp_families(
     g: &AggSnapshot,
     plan: &Plan,
-    top_rtt: &[Option<(u64, u64)>],
+    top: &[Option<TopTcp>],
     room: usize,
-) -> Family {
-    let mut rtt = Vec::new();
+) -> Vec<Family> {
+    let (mut rtt, mut retrans, mut segs) = (Vec::new(), Vec::new(), Vec::new());
+    let mut used = 0;
     for (i, (k, _)) in g.top[..plan.top_shown].iter().enumerate() {
-        let Some(Some((min, srtt))) = top_rtt.get(i) else {
+        let Some(Some(t)) = top.get(i) else {
             continue;
         };
-        if rtt.len() + 2 > room {
+        let need = 2 + if t.rtt.is_some() { 2 } else { 0 };
+        if used + need > room {
             break;
         }
+        used += need;
         let s = &g.sides[usize::from(k.side)];
-        for (stat, v) in [("min", *min), ("smoothed", *srtt)] {
-            let l = labels([
+        let (src, dst) = (addr(&k.src).to_string(), addr(&k.dst).to_string());
+        let (sport, dport) = (k.sport.to_string(), k.dport.to_string());
+        let base = |extra: Option<&str>| {
+            let mut l = labels([
                 ("device", &s.device),
                 ("direction", dir_label(s.direction)),
                 ("proto", &proto_label(k.proto)),
-                ("src", &addr(&k.src).to_string()),
-                ("dst", &addr(&k.dst).to_string()),
-                ("sport", &k.sport.to_string()),
-                ("dport", &k.dport.to_string()),
-                ("stat", stat),
+                ("src", &src),
+                ("dst", &dst),
+                ("sport", &sport),
+                ("dport", &dport),
             ]);
-            rtt.push((l, Num::F(v as f64 / 1e9)));
+            if let Some(stat) = extra {
+                l.push(("stat", Value(stat.to_owned())));
+            }
+            l
+        };
+        segs.push((base(None), Num::U(t.segments)));
+        retrans.push((base(None), Num::U(t.retransmitted)));
+        if let Some((min, srtt)) = t.rtt {
+            rtt.push((base(Some("min")), Num::F(min as f64 / 1e9)));
+            rtt.push((base(Some("smoothed")), Num::F(srtt as f64 / 1e9)));
         }
     }
-    Family::gauge(
-        "flowd_top_flow_rtt_seconds",
-        "RTT of a top TCP flow's connection: stat=min (its own minimum) and stat=smoothed (RFC 6298 SRTT); smoothed minus min is its queueing delay.",
-        rtt,
-    )
+    vec![
+        Family::gauge(
+            "flowd_top_flow_rtt_seconds",
+            "RTT of a top TCP flow's connection: stat=min (its own minimum) and stat=smoothed (RFC 6298 SRTT); smoothed minus min is its queueing delay.",
+            rtt,
+        ),
+        Family::gauge(
+            "flowd_top_flow_tcp_segments",
+            "TCP segments of a top flow's current record.",
+            segs,
+        ),
+        Family::gauge(
+            "flowd_top_flow_tcp_retransmitted_segments",
+            "Retransmitted TCP segments of a top flow's current record (ratio: over flowd_top_flow_tcp_segments).",
+            retrans,
+        ),
+    ]
 }
 
 fn series(families: &[Family]) -> usize {
@@ -861,7 +910,7 @@ fn families(s: &Snapshot) -> Vec<Family> {
     out.extend(group_families(g, &plan));
     out.extend(top_families(g, &plan));
     let room = g.series_budget.saturating_sub(series(&out) + SELF_SERIES);
-    out.push(top_rtt_family(g, &plan, &s.top_rtt, room));
+    out.extend(top_tcp_families(g, &plan, &s.top_tcp, room));
     let n = series(&out) + SELF_SERIES;
     out.extend(self_families(g.series_budget, n, plan.folded, totals));
     out

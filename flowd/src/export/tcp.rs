@@ -44,6 +44,8 @@ pub type GroupKey = (String, &'static str, String);
 pub struct TcpSnapshot {
     pub tcp: BTreeMap<GroupKey, TcpCounts>,
     pub ip: BTreeMap<(String, &'static str), IpCounts>,
+    /// (device, direction, DSCP class) -> packets.
+    pub dscp: BTreeMap<(String, &'static str, &'static str), u64>,
     /// (device, peer group, conn_state) -> connections ended.
     pub connections: BTreeMap<(String, String, &'static str), u64>,
     /// (device, peer group) -> RTT samples, seconds.
@@ -90,6 +92,12 @@ impl TcpSignals {
     /// Adds one drained delta.
     pub fn absorb(&mut self, key: &FlowKey, d: &FlowStats, device: &str) {
         const TCP: u8 = 6;
+        // The kernel keeps each flow's latest DSCP: the delta's packets go there.
+        *self
+            .snap
+            .dscp
+            .entry((device.to_owned(), direction_label(key), dscp_class(d.dscp)))
+            .or_default() += d.packets;
         if d.ce + d.ect0 + d.ect1 > 0 {
             let ip = self
                 .snap
@@ -149,5 +157,47 @@ impl TcpSignals {
 
     pub fn snapshot(&self) -> TcpSnapshot {
         self.snap.clone()
+    }
+}
+
+/// The DSCP class name (RFC 4594 / RFC 2474 / RFC 5865 code points).
+pub fn dscp_class(dscp: u8) -> &'static str {
+    match dscp {
+        0 => "cs0",
+        8 => "cs1",
+        16 => "cs2",
+        24 => "cs3",
+        32 => "cs4",
+        40 => "cs5",
+        48 => "cs6",
+        56 => "cs7",
+        10 => "af11",
+        12 => "af12",
+        14 => "af13",
+        18 => "af21",
+        20 => "af22",
+        22 => "af23",
+        26 => "af31",
+        28 => "af32",
+        30 => "af33",
+        34 => "af41",
+        36 => "af42",
+        38 => "af43",
+        44 => "va",
+        46 => "ef",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dscp_classes() {
+        assert_eq!(dscp_class(46), "ef");
+        assert_eq!(dscp_class(0), "cs0");
+        assert_eq!(dscp_class(34), "af41");
+        assert_eq!(dscp_class(63), "other");
     }
 }
