@@ -26,6 +26,7 @@ fn port_scan_is_flagged() {
         &link.b,
         &["--iface", &link.if_b, "--drain-interval-ms", "200"],
     );
+    let prom = Prometheus::start_with_rules(&link.b, flowd.listen, Some(&test_rules()));
     let target = link.ip_b.clone();
     // 1,000 closed ports: every SYN is answered with a RST (REJ).
     let refused = link.a.run(move || {
@@ -64,6 +65,13 @@ fn port_scan_is_flagged() {
     assert!(
         flowd.log_text().contains("scan suspect"),
         "a log event when the source crosses the line"
+    );
+    // A real Prometheus evaluating the shipped rules (short for:) fires PortScan.
+    prom.wait_for(
+        &link.b,
+        "count(ALERTS{alertname=\"PortScan\",alertstate=\"firing\"})",
+        30,
+        |v| v >= 1.0,
     );
 }
 
