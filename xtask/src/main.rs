@@ -117,7 +117,8 @@ fn run(task: Task) -> Result<ExitCode> {
     }
 }
 
-/// `cargo xtask test`: lints (with FLOWD_LINT=1), cargo test, promtool.
+/// `cargo xtask test`: lints (with FLOWD_LINT=1), promtool, cargo test, and
+/// a closing summary line.
 /// Runs every step it can and exits with the first failing status.
 fn test(root: &Path, args: &[OsString]) -> Result<ExitCode> {
     setup::setup(root)?;
@@ -148,19 +149,22 @@ fn test(root: &Path, args: &[OsString]) -> Result<ExitCode> {
         eprintln!("xtask: cargo build -p flowd failed; not running the tests");
         return Ok(exit_code(build));
     }
-    let tests = cargo(
-        root,
-        ["test", "--workspace", "--exclude", "flowd-ebpf"],
-        args,
-    )?;
-    if !tests.success() {
-        failed.push(("cargo test", tests));
-    }
-    if let Some(status) = promtool(root)?
+    let promtool_status = promtool(root)?;
+    if let Some(status) = promtool_status
         && !status.success()
     {
         failed.push(("promtool test rules", status));
     }
+    let (tests, counts) = cargo_test(root, args)?;
+    if !tests.success() {
+        failed.push(("cargo test", tests));
+    }
+    // One closing line over every test binary (cargo prints one per binary,
+    // the last often a doc-test run with nothing in it).
+    println!(
+        "summary: {} passed, {} failed, {} skipped",
+        counts.passed, counts.failed, counts.ignored
+    );
     match failed.first() {
         None => Ok(ExitCode::SUCCESS),
         Some(&(_, status)) => {
@@ -169,6 +173,48 @@ fn test(root: &Path, args: &[OsString]) -> Result<ExitCode> {
             Ok(exit_code(status))
         }
     }
+}
+
+/// Test counts summed over cargo's `test result:` lines.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+/// `cargo test --workspace --exclude flowd-ebpf ARGS`, its output passed
+/// through line by line and its `test result:` lines summed.
+fn cargo_test(root: &Path, args: &[OsString]) -> Result<(ExitStatus, Counts)> {
+    use std::io::{BufRead as _, BufReader};
+    let mut child = Command::new(setup::cargo())
+        .args(["test", "--workspace", "--exclude", "flowd-ebpf"])
+        .args(args)
+        .current_dir(root)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running cargo test")?;
+    let mut counts = Counts::default();
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line.context("reading cargo test's output")?;
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                let num = |what: &str| -> u64 {
+                    rest.split(';')
+                        .find_map(|part| part.trim().strip_suffix(what))
+                        .and_then(|n| n.trim().rsplit(' ').next())
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0)
+                };
+                counts.passed += num(" passed");
+                counts.failed += num(" failed");
+                counts.ignored += num(" ignored");
+            }
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    Ok((status, counts))
 }
 
 /// `promtool test rules` for each deploy/prometheus/tests/*.yml, if that
