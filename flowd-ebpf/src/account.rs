@@ -28,7 +28,6 @@ const TCP_FIN: u16 = 0x01;
 const TCP_SYN: u16 = 0x02;
 const TCP_RST: u16 = 0x04;
 const TCP_ACK: u16 = 0x10;
-const IPPROTO_TCP: u8 = 6;
 const E2BIG: i32 = 7;
 const EEXIST: i32 = 17;
 
@@ -44,27 +43,34 @@ pub(crate) struct Packet {
     pub(crate) ts_ns: u64,
 }
 
-/// A zeroed key, written as 11 word stores: the map hashes every byte, and
-/// `Default` would compile to a byte-at-a-time memset loop.
+/// Zeroes a value in place with 4-byte stores. Building a zeroed value and
+/// returning it by value lets LLVM turn the copy into a `memset` call,
+/// which in BPF is a byte-at-a-time loop; volatile stores stay as stores.
 #[inline(always)]
-fn zeroed_key() -> FlowKey {
-    let mut k = MaybeUninit::<FlowKey>::uninit();
-    let p = k.as_mut_ptr().cast::<u32>();
+fn zero_in_place<T>(p: *mut T) {
+    let w = p.cast::<u32>();
     let mut i = 0;
-    while i < size_of::<FlowKey>() / 4 {
-        // SAFETY: in bounds of the key (44 bytes = 11 words), 4-byte aligned.
-        unsafe { p.add(i).write_volatile(0) };
+    while i < size_of::<T>() / 4 {
+        // SAFETY: in bounds of `*p` (sizes are multiples of 4, asserted
+        // below), and the types used here are at least 4-byte aligned.
+        unsafe { w.add(i).write_volatile(0) };
         i += 1;
     }
-    // SAFETY: every byte was written; all-zero is a valid FlowKey.
-    unsafe { k.assume_init() }
 }
+const _: () = assert!(size_of::<FlowKey>() % 4 == 0);
+const _: () = assert!(size_of::<L4Info>() % 4 == 0);
+const _: () = assert!(size_of::<FlowStats>() % 4 == 0);
 
 #[inline(always)]
 pub(crate) fn account(f: &Frame, pkt: &Packet) {
-    let mut key = zeroed_key();
-    let mut info = L4Info::default();
-    let outcome = parse(f, &mut key, &mut info);
+    let mut key_slot = MaybeUninit::<FlowKey>::uninit();
+    let mut info_slot = MaybeUninit::<L4Info>::uninit();
+    zero_in_place(key_slot.as_mut_ptr());
+    zero_in_place(info_slot.as_mut_ptr());
+    // SAFETY: every byte was zeroed, and all-zero is a valid value of both
+    // (integers, arrays of bytes and `false`).
+    let (key, info) = unsafe { (key_slot.assume_init_mut(), info_slot.assume_init_mut()) };
+    let outcome = parse(f, key, info);
 
     let (packets, bytes) = if pkt.segs > 1 {
         // A GSO buffer: each segment repeats the headers on the wire.
@@ -101,13 +107,13 @@ pub(crate) fn account(f: &Frame, pkt: &Packet) {
     key.direction = pkt.direction;
     let flags = CONTROL.get(0).map_or((0, 0), |c| (c.active_gen, c.flags));
     // One call site per map, so the verifier can inline each map's lookup.
-    if flags.0 == 0 {
-        update_flow(&FLOWS_0, &key, &info, packets, bytes, pkt.ts_ns, totals);
+    let v = if flags.0 == 0 {
+        update_flow(&FLOWS_0, key, info, packets, bytes, pkt.ts_ns, totals)
     } else {
-        update_flow(&FLOWS_1, &key, &info, packets, bytes, pkt.ts_ns, totals);
-    }
-    if flags.1 & FLAG_RTT != 0 && key.proto == IPPROTO_TCP && outcome == counter::OUT_FLOW {
-        rtt(&key, &info, pkt, totals);
+        update_flow(&FLOWS_1, key, info, packets, bytes, pkt.ts_ns, totals)
+    };
+    if flags.1 & FLAG_RTT != 0 && info.tcp_full {
+        rtt(key, info, v, pkt, totals);
     }
 }
 
@@ -131,20 +137,19 @@ fn update_flow(
     bytes: u64,
     ts_ns: u64,
     totals: &mut IfaceCounters,
-) {
+) -> Option<*mut FlowStats> {
     if let Some(v) = flows.get_ptr_mut(key) {
         add_to(v, info, packets, bytes, now(ts_ns, false));
-        return;
+        return Some(v);
     }
 
     let t = now(ts_ns, true);
-    let mut new = FlowStats {
-        packets: 0,
-        bytes: 0,
-        first_seen_ns: t,
-        last_seen_ns: t,
-        ..FlowStats::default()
-    };
+    let mut slot = MaybeUninit::<FlowStats>::uninit();
+    zero_in_place(slot.as_mut_ptr());
+    // SAFETY: zeroed; all-zero is a valid FlowStats.
+    let new = unsafe { slot.assume_init_mut() };
+    new.first_seen_ns = t;
+    new.last_seen_ns = t;
     if info.tcp_full && info.tcp_payload > 0 {
         // The flow's sequence state from the previous generation, if any.
         // SAFETY: plain u32 values.
@@ -153,19 +158,31 @@ fn update_flow(
             new.seq_valid = 1;
         }
     }
-    add_to(&raw mut new, info, packets, bytes, t);
-    match flows.insert(key, &new, BPF_NOEXIST as u64) {
-        Ok(()) => {}
+    add_to(new, info, packets, bytes, t);
+    match flows.insert(key, &*new, BPF_NOEXIST as u64) {
+        Ok(()) => None,
         Err(e) if e == -EEXIST => {
             // Another CPU inserted this flow between our lookup and insert.
             totals.c[counter::INSERT_RACE] += 1;
             match flows.get_ptr_mut(key) {
-                Some(v) => add_to(v, info, packets, bytes, t),
-                None => overflow(totals, counter::LOSS_INSERT_FAILED, packets, bytes),
+                Some(v) => {
+                    add_to(v, info, packets, bytes, t);
+                    Some(v)
+                }
+                None => {
+                    overflow(totals, counter::LOSS_INSERT_FAILED, packets, bytes);
+                    None
+                }
             }
         }
-        Err(e) if e == -E2BIG => overflow(totals, counter::LOSS_MAP_FULL, packets, bytes),
-        Err(_) => overflow(totals, counter::LOSS_INSERT_FAILED, packets, bytes),
+        Err(e) if e == -E2BIG => {
+            overflow(totals, counter::LOSS_MAP_FULL, packets, bytes);
+            None
+        }
+        Err(_) => {
+            overflow(totals, counter::LOSS_INSERT_FAILED, packets, bytes);
+            None
+        }
     }
 }
 
@@ -243,9 +260,40 @@ fn add_to(v: *mut FlowStats, info: &L4Info, packets: u64, bytes: u64, t: u64) {
 
 /// RTT probes: egress SYN / SYN-ACK and TSvals wait in RTT_PENDING; the
 /// ingress ACK or TSecr that echoes them closes a sample.
+///
+/// The map is touched only when a probe can exist: a TSval or TSecr the
+/// flow has not had before (`ts_last`; TSval ticks at about 1 kHz, so at
+/// high rates most segments skip), a SYN-ACK, or the first ACKs of a flow
+/// that began with a SYN. `v` is the flow's entry, when it has one (a
+/// first packet's entry is not looked up again: it probes unconditionally).
 #[inline(always)]
-fn rtt(key: &FlowKey, info: &L4Info, pkt: &Packet, totals: &mut IfaceCounters) {
+fn rtt(
+    key: &FlowKey,
+    info: &L4Info,
+    v: Option<*mut FlowStats>,
+    pkt: &Packet,
+    totals: &mut IfaceCounters,
+) {
     let flags = info.tcp_flags;
+    // SAFETY: `v` points into a live map value for this program run.
+    let (ts_last, young) = v.map_or((0, true), |v| unsafe {
+        ((*v).ts_last, (*v).syn > 0 && (*v).packets <= 3)
+    });
+    let ts = if pkt.direction == DIR_EGRESS {
+        info.ts_val
+    } else {
+        info.ts_ecr
+    };
+    let new_ts = info.has_ts && ts != 0 && ts != ts_last;
+    let handshake =
+        flags & TCP_SYN != 0 || (pkt.direction != DIR_EGRESS && flags & TCP_ACK != 0 && young);
+    if !new_ts && !handshake {
+        return;
+    }
+    if new_ts && let Some(v) = v {
+        // SAFETY: as above; a plain store (a flow lives on one CPU).
+        unsafe { (&raw mut (*v).ts_last).write_volatile(ts) };
+    }
     let mut k = RttKey {
         ifindex: key.ifindex,
         kind: RTT_HANDSHAKE,
@@ -261,7 +309,7 @@ fn rtt(key: &FlowKey, info: &L4Info, pkt: &Packet, totals: &mut IfaceCounters) {
             k.token = info.tcp_seq.wrapping_add(1);
             let _ = RTT_PENDING.insert(&k, &t, 0);
         }
-        if info.has_ts && info.ts_val != 0 {
+        if new_ts {
             k.kind = RTT_TIMESTAMP;
             k.token = info.ts_val;
             // First packet with this TSval only: later ones would shorten the sample.
@@ -274,11 +322,11 @@ fn rtt(key: &FlowKey, info: &L4Info, pkt: &Packet, totals: &mut IfaceCounters) {
     k.dst = key.src;
     k.sport = key.dport;
     k.dport = key.sport;
-    if flags & TCP_ACK != 0 {
+    if handshake && flags & TCP_ACK != 0 {
         k.token = info.tcp_ack;
         close_probe(&k, key, RTT_HANDSHAKE, pkt, totals);
     }
-    if info.has_ts && info.ts_ecr != 0 {
+    if new_ts {
         k.kind = RTT_TIMESTAMP;
         k.token = info.ts_ecr;
         close_probe(&k, key, RTT_TIMESTAMP, pkt, totals);

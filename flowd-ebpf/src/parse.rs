@@ -52,8 +52,9 @@ impl Frame {
     }
 }
 
-/// What the parser learned beyond the key.
-#[derive(Default)]
+/// What the parser learned beyond the key. All-zero is its empty state
+/// (the caller zeroes it in place: see `account::zero_in_place`).
+#[repr(C)]
 pub(crate) struct L4Info {
     /// TCP flag bits (byte 13, plus NS as 0x100).
     pub(crate) tcp_flags: u16,
