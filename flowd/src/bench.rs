@@ -1,35 +1,52 @@
 //! `flowd bench`: the measurements behind BENCHMARKS.md (run through `cargo xtask bench`).
 //!
-//! Part 1, per-packet cost: the real XDP and TC programs against empty ones
-//! (loaded here with a raw `BPF_PROG_LOAD`), through `BPF_PROG_TEST_RUN`,
-//! interleaved, on the existing-flow and the new-flow path. Part 2, drain
-//! cost: `Datapath::drain_all` and the batch syscall against a key-by-key
-//! loop, for 10k, 100k and 1M flows. BENCHMARKS.md explains the method.
+//! 1. Per-packet cost: the real XDP and TC programs against empty ones
+//!    (loaded here with a raw `BPF_PROG_LOAD`), through `BPF_PROG_TEST_RUN`,
+//!    interleaved, on the existing-flow and the new-flow path, with the RTT
+//!    signals on (the default) and off.
+//! 2. Live overhead on a veth pair between two network namespaces: the
+//!    packet rate a live-frame XDP generator reaches into the receiver's
+//!    stack with flowd attached, with an empty XDP program and with nothing;
+//!    the kernel's own run time per packet; flowd's count against what was sent.
+//! 3. The usual alternatives on the same traffic: Scapy `sniff(prn=...)`
+//!    and a tshark live capture against the flowd daemon, at paced rates.
+//! 4. Drain: `Datapath::drain_all`, the batch syscall and a key-by-key loop,
+//!    wall and CPU time, for 10k, 100k and 1M flows.
+//! 5. Memory: the daemon's flow table per active flow, the kernel maps per
+//!    configured capacity, per-CPU against shared hash.
+//! 6. Scrape: `/metrics` snapshot + encoding with 100k active flows.
+//! 7. Offline: `flowd replay` against tshark and Scapy on one large capture.
+//! 8. New-flow storm: random-source SYNs at rising rates into the daemon
+//!    with the default capacity and drain interval: exact totals, and where
+//!    the overflow bucket starts to fill.
+//!
+//! Every namespace, link, mount and process it creates is removed by a guard
+//! (also on error); traffic only flows between its own namespaces, on
+//! 198.18.0.0/15. BENCHMARKS.md explains the method and the results.
 
-use std::{
-    fmt::Write as _,
-    io,
-    mem::size_of,
-    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
-    time::Instant,
-};
+mod alternatives;
+mod drain;
+mod live;
+mod memory;
+mod netns;
+mod offline;
+mod packet;
+mod raw;
+mod scrape;
+mod storm;
 
-use anyhow::{Context as _, bail, ensure};
-use flowd_common::{
-    DEFAULT_FLOW_CAPACITY, DIR_EGRESS, DIR_INGRESS, FlowKey, FlowStats, counter, ipv4_mapped, maps,
-};
-
-use crate::{
-    loader::Datapath,
-    sys::{self, TestRunResult},
-};
+use std::{fmt::Write as _, time::Instant};
 
 /// Arguments of `flowd bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// Fewer rounds and repeats (about 40 s instead of about 4.5 min).
+    /// Fewer rounds, repeats, rates and repetitions (about 4 minutes instead of about 15).
     #[arg(long)]
     pub quick: bool,
+    /// Run only these parts (1 per packet, 2 live veth, 3 alternatives,
+    /// 4 drain, 5 memory, 6 scrape, 7 offline, 8 new-flow storm), e.g. `--only 2,3`.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub only: Vec<u8>,
 }
 
 /// How much of everything a run does.
@@ -42,6 +59,27 @@ struct Plan {
     new_flows: u32,
     /// (flows, repetitions) of the drain measurements.
     drains: &'static [(u32, usize)],
+    /// Frames per live-frame generator call on the veth pair, and repetitions.
+    live_frames: u32,
+    live_reps: usize,
+    /// Packet rates (per second) of the alternatives, seconds per burst,
+    /// bursts per tool session.
+    alt_rates: &'static [u32],
+    alt_secs: f64,
+    alt_reps: usize,
+    /// Flow-table sizes for the memory measurement, repetitions.
+    mem_flows: &'static [u32],
+    mem_reps: usize,
+    /// Configured flow capacities for the kernel map memory.
+    capacities: &'static [u32],
+    scrape_reps: usize,
+    /// Repetitions of flowd replay / tshark / Scapy on the offline capture.
+    offline_reps: [usize; 3],
+    /// Copies of the capture set merged into the offline capture.
+    offline_copies: usize,
+    /// New-flow rates (per second) of the storm, seconds per rate.
+    storm_rates: &'static [u32],
+    storm_secs: f64,
 }
 
 const QUICK: Plan = Plan {
@@ -49,31 +87,53 @@ const QUICK: Plan = Plan {
     repeat: 1_000_000,
     new_flows: 60_000,
     drains: &[(10_000, 5), (100_000, 5), (1_000_000, 3)],
+    live_frames: 2_000_000,
+    live_reps: 3,
+    alt_rates: &[1_000, 10_000, 100_000],
+    alt_secs: 1.0,
+    alt_reps: 3,
+    mem_flows: &[100_000, 1_000_000],
+    mem_reps: 3,
+    capacities: &[65_536, 262_144, 1_048_576],
+    scrape_reps: 5,
+    offline_reps: [3, 3, 1],
+    offline_copies: 2,
+    storm_rates: &[25_000, 50_000, 60_000, 75_000, 150_000, 1_000_000],
+    storm_secs: 3.0,
 };
 
 const FULL: Plan = Plan {
-    rounds: 11,
-    repeat: 10_000_000,
+    rounds: 7,
+    repeat: 5_000_000,
     new_flows: 60_000,
     drains: &[(10_000, 11), (100_000, 11), (1_000_000, 5)],
+    live_frames: 8_000_000,
+    live_reps: 5,
+    alt_rates: &[1_000, 5_000, 10_000, 100_000, 500_000],
+    alt_secs: 3.0,
+    alt_reps: 3,
+    mem_flows: &[100_000, 1_000_000],
+    mem_reps: 5,
+    capacities: &[65_536, 262_144, 1_048_576, 4_194_304],
+    scrape_reps: 11,
+    offline_reps: [5, 5, 3],
+    offline_copies: 2,
+    storm_rates: &[
+        10_000, 25_000, 40_000, 50_000, 55_000, 60_000, 65_000, 70_000, 80_000, 100_000, 200_000,
+        500_000, 1_000_000,
+    ],
+    storm_secs: 6.0,
 };
-
-/// Targets over the empty program, ns per packet.
-const TARGET_EXISTING_NS: f64 = 70.0;
-const TARGET_NEW_NS: f64 = 250.0;
-
-/// `BPF_PROG_TEST_RUN` verdicts of the programs measured here.
-const XDP_PASS: u32 = 2;
-const TC_ACT_UNSPEC: u32 = -1i32 as u32;
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let plan = if args.quick { &QUICK } else { &FULL };
+    let want = |part: u8| args.only.is_empty() || args.only.contains(&part);
     let started = Instant::now();
     let mut out = String::new();
     machine(&mut out);
     let _ = writeln!(
         out,
-        "mode: {} (rounds {}, repeat {}, new flows per pass {})\n",
+        "mode: {} (per packet: rounds {}, repeat {}, new flows per pass {})\n",
         if args.quick { "--quick" } else { "full" },
         plan.rounds,
         plan.repeat,
@@ -81,14 +141,87 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     );
     print!("{out}");
 
-    per_packet(plan)?;
-    drains(plan)?;
+    let mut targets = Targets::default();
+    let mut failed = Vec::new();
+    let mut section = |part: u8, f: &mut dyn FnMut(&mut Targets) -> anyhow::Result<()>| {
+        if !want(part) {
+            return;
+        }
+        let t = Instant::now();
+        let (busy0, all0) = cpu_ticks();
+        let own0 = rusage_ns(libc::RUSAGE_SELF) + children_cpu_ns();
+        if let Err(e) = f(&mut targets) {
+            // One part failing (a tool missing, say) does not stop the others.
+            println!("\n**part {part} failed: {e:#}**\n");
+            eprintln!("part {part} failed: {e:#}");
+            failed.push(part);
+        }
+        let (busy1, all1) = cpu_ticks();
+        let own = (rusage_ns(libc::RUSAGE_SELF) + children_cpu_ns() - own0) as f64;
+        let wall = t.elapsed().as_secs_f64();
+        let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        eprintln!("part {part} took {wall:.1} s");
+        println!(
+            "\n(part {part}: {wall:.1} s; CPUs busy {:.0} % of the time, this bench and its children {:.0} % (of {ncpu} vCPUs); load average {})\n",
+            100.0 * (busy1 - busy0) as f64 / (all1 - all0).max(1) as f64,
+            100.0 * own / 1e9 / wall / ncpu,
+            loadavg()
+        );
+    };
+    section(1, &mut |t| packet::run(plan, t));
+    section(2, &mut |t| live::run(plan, t));
+    section(3, &mut |t| alternatives::run(plan, t));
+    section(4, &mut |t| drain::run(plan, t));
+    section(5, &mut |t| memory::run(plan, t));
+    section(6, &mut |t| scrape::run(plan, t));
+    section(7, &mut |t| offline::run(plan, t));
+    section(8, &mut |t| storm::run(plan, t));
+    targets.print();
     println!(
         "\ntotal time: {:.1} s; load average at the end: {}",
         started.elapsed().as_secs_f64(),
         loadavg()
     );
+    anyhow::ensure!(failed.is_empty(), "parts {failed:?} failed (see above)");
     Ok(())
+}
+
+// ------------------------------------------------------------ targets
+
+/// PASS/MISS rows, printed together at the end (the bench never fails on a MISS).
+#[derive(Default)]
+struct Targets {
+    rows: Vec<(String, String, String, bool)>,
+    /// flowd − empty on the XDP existing-flow path (part 1), ns: part 3's
+    /// estimate of flowd's in-kernel CPU.
+    flowd_xdp_ns: Option<f64>,
+}
+
+impl Targets {
+    fn add(
+        &mut self,
+        what: impl Into<String>,
+        target: impl Into<String>,
+        measured: String,
+        pass: bool,
+    ) {
+        self.rows.push((what.into(), target.into(), measured, pass));
+    }
+
+    fn print(&self) {
+        if self.rows.is_empty() {
+            return;
+        }
+        println!("\n## targets\n");
+        println!("| what | target | measured (median) | result |");
+        println!("|---|---|---|---|");
+        for (what, target, measured, pass) in &self.rows {
+            println!(
+                "| {what} | {target} | {measured} | {} |",
+                if *pass { "PASS" } else { "MISS" }
+            );
+        }
+    }
 }
 
 // ------------------------------------------------------------ machine
@@ -114,6 +247,10 @@ fn machine(out: &mut String) {
         .unwrap_or_else(|| "unknown".into());
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
     let stats = read("/proc/sys/kernel/bpf_stats_enabled");
+    let mem = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().to_owned()))
+        .unwrap_or_default();
     let _ = writeln!(out, "## machine");
     let _ = writeln!(out, "- nproc: {nproc}");
     let _ = writeln!(
@@ -122,6 +259,7 @@ fn machine(out: &mut String) {
         read("/proc/sys/kernel/osrelease").trim()
     );
     let _ = writeln!(out, "- CPU: {cpu}");
+    let _ = writeln!(out, "- memory: {mem}");
     let _ = writeln!(out, "- kernel.bpf_stats_enabled: {}", stats.trim());
     let _ = writeln!(out, "- load average at start: {}", loadavg());
     if stats.trim() != "0" {
@@ -132,305 +270,10 @@ fn machine(out: &mut String) {
     }
 }
 
-// ------------------------------------------------------------ frames
-
-/// One benchmark frame and where to write a flow number into it.
-struct Kind {
-    name: &'static str,
-    frame: Vec<u8>,
-    sport_off: usize,
-    /// A byte of the source address that new flows vary (beyond 65,536).
-    src_byte_off: usize,
-}
-
-impl Kind {
-    /// Gives the frame flow number `i`: a source port and a source address
-    /// byte no existing-path frame uses.
-    fn set_flow(&self, buf: &mut [u8], i: u32) {
-        buf[self.sport_off..self.sport_off + 2].copy_from_slice(&(i as u16).to_be_bytes());
-        buf[self.src_byte_off] = 0x80 | (i >> 16) as u8;
-    }
-}
-
-fn eth(tag: Option<u16>, ethertype: u16) -> Vec<u8> {
-    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
-    if let Some(vid) = tag {
-        f.extend_from_slice(&0x8100u16.to_be_bytes());
-        f.extend_from_slice(&vid.to_be_bytes());
-    }
-    f.extend_from_slice(&ethertype.to_be_bytes());
-    f
-}
-
-/// Ethernet (+ tag) + IPv4 + TCP (ACK), padded to `total` bytes.
-fn ipv4_tcp(name: &'static str, tag: Option<u16>, total: usize) -> Kind {
-    let mut f = eth(tag, 0x0800);
-    let l3 = f.len();
-    let ip_len = (total - l3) as u16;
-    f.extend_from_slice(&[0x45, 0]);
-    f.extend_from_slice(&ip_len.to_be_bytes());
-    f.extend_from_slice(&[0, 1, 0x40, 0, 64, 6, 0, 0]);
-    f.extend_from_slice(&[198, 18, 0, 1, 198, 19, 0, 2]);
-    let l4 = f.len();
-    f.extend_from_slice(&40000u16.to_be_bytes());
-    f.extend_from_slice(&443u16.to_be_bytes());
-    f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0]);
-    f.resize(total, 0);
-    Kind {
-        name,
-        frame: f,
-        sport_off: l4,
-        src_byte_off: l3 + 14,
-    }
-}
-
-/// Ethernet + IPv6 + UDP, padded to `total` bytes.
-fn ipv6_udp(name: &'static str, total: usize) -> Kind {
-    let mut f = eth(None, 0x86dd);
-    let l3 = f.len();
-    let payload = (total - l3 - 40) as u16;
-    f.extend_from_slice(&[0x60, 0, 0, 0]);
-    f.extend_from_slice(&payload.to_be_bytes());
-    f.extend_from_slice(&[17, 64]);
-    f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
-    f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
-    let l4 = f.len();
-    f.extend_from_slice(&40000u16.to_be_bytes());
-    f.extend_from_slice(&53u16.to_be_bytes());
-    f.extend_from_slice(&payload.to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.resize(total, 0);
-    Kind {
-        name,
-        frame: f,
-        sport_off: l4,
-        src_byte_off: l3 + 8 + 14,
-    }
-}
-
-fn kinds() -> Vec<Kind> {
-    vec![
-        ipv4_tcp("IPv4 TCP 64 B", None, 64),
-        ipv4_tcp("IPv4 TCP 1514 B", None, 1514),
-        ipv6_udp("IPv6 UDP 128 B", 128),
-        ipv4_tcp("802.1Q IPv4 TCP 68 B", Some(100), 68),
-    ]
-}
-
-// ------------------------------------------------------------ raw bpf(2)
-
-const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
-const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
-const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
-const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
-const BPF_PROG_TYPE_XDP: u32 = 6;
-/// flowd's XDP program is loaded with it (`#[xdp(frags)]`); so is the empty one.
-const BPF_F_XDP_HAS_FRAGS: u32 = 1 << 5;
-
-/// A zeroed `union bpf_attr` prefix, large enough for every command here.
-#[repr(C)]
-#[derive(Default)]
-struct Attr {
-    words: [u64; 16],
-}
-
-fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<i64> {
-    // SAFETY: `attr` is a valid, zero-initialised buffer of the size passed,
-    // alive for the call; every pointer in it points at live buffers of the
-    // sizes the command implies.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut Attr,
-            size_of::<Attr>() as libc::c_uint,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-/// One BPF instruction: opcode, dst register 0, immediate.
-const fn insn_r0(code: u8, imm: i32) -> u64 {
-    code as u64 | ((imm as u32 as u64) << 32)
-}
-
-/// Loads `r0 = ret; exit` as a program of `prog_type`: the harness's own
-/// cost, to subtract.
-fn load_empty(prog_type: u32, ret: i32, flags: u32, name: &str) -> anyhow::Result<OwnedFd> {
-    // BPF_ALU64 | BPF_MOV | BPF_K, then BPF_JMP | BPF_EXIT.
-    let insns = [insn_r0(0xb7, ret), insn_r0(0x95, 0)];
-    let license = b"GPL\0";
-    let mut log = vec![0u8; 4096];
-    let mut attr = Attr::default();
-    attr.words[0] = prog_type as u64 | ((insns.len() as u64) << 32);
-    attr.words[1] = insns.as_ptr() as u64;
-    attr.words[2] = license.as_ptr() as u64;
-    attr.words[3] = 1 | ((log.len() as u64) << 32); // log_level, log_size
-    attr.words[4] = log.as_mut_ptr() as u64;
-    attr.words[5] = (flags as u64) << 32; // kern_version, prog_flags
-    let mut n = [0u8; 16];
-    n[..name.len().min(15)].copy_from_slice(&name.as_bytes()[..name.len().min(15)]);
-    attr.words[6] = u64::from_le_bytes(n[..8].try_into().expect("8 bytes"));
-    attr.words[7] = u64::from_le_bytes(n[8..].try_into().expect("8 bytes"));
-    match bpf(BPF_PROG_LOAD, &mut attr) {
-        // SAFETY: the kernel returned a new program fd that we now own.
-        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
-        Err(e) => {
-            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-            bail!(
-                "BPF_PROG_LOAD of the empty {name}: {e}; verifier log: {}",
-                String::from_utf8_lossy(&log[..end])
-            )
-        }
-    }
-}
-
-/// The fd of one of flowd's maps, found through the ingress program's map ids
-/// (the loader does not hand out the flow maps).
-fn flow_map(dp: &Datapath, name: &str) -> anyhow::Result<aya::maps::MapFd> {
-    // The head of struct bpf_prog_info, up to and including map_ids.
-    #[repr(C)]
-    #[derive(Default)]
-    struct ProgInfoHead {
-        prog_type: u32,
-        id: u32,
-        tag: [u8; 8],
-        jited_prog_len: u32,
-        xlated_prog_len: u32,
-        jited_prog_insns: u64,
-        xlated_prog_insns: u64,
-        load_time: u64,
-        created_by_uid: u32,
-        nr_map_ids: u32,
-        map_ids: u64,
-    }
-    let mut ids = [0u32; 32];
-    let mut info = ProgInfoHead {
-        nr_map_ids: ids.len() as u32,
-        map_ids: ids.as_mut_ptr() as u64,
-        ..Default::default()
-    };
-    let prog = dp.ingress_fd()?;
-    let mut attr = Attr::default();
-    attr.words[0] = prog.as_raw_fd() as u64 | ((size_of::<ProgInfoHead>() as u64) << 32);
-    attr.words[1] = &raw mut info as u64;
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).context("BPF_OBJ_GET_INFO_BY_FD on flowd_ingress")?;
-    let n = (info.nr_map_ids as usize).min(ids.len());
-    for &id in &ids[..n] {
-        let m = aya::maps::MapInfo::from_id(id)?;
-        if m.name_as_str() == Some(name) {
-            return Ok(m.fd()?);
-        }
-    }
-    bail!("map {name} is not among flowd_ingress's {n} maps")
-}
-
-/// Fills a flow map with flows `0..n` (distinct keys) by `BPF_MAP_UPDATE_BATCH`.
-fn fill(map: BorrowedFd<'_>, n: u32) -> anyhow::Result<()> {
-    const CHUNK: u32 = 8192;
-    let mut keys = Vec::with_capacity(CHUNK as usize);
-    let mut values = Vec::with_capacity(CHUNK as usize);
-    let mut start = 0;
-    while start < n {
-        let end = (start + CHUNK).min(n);
-        keys.clear();
-        values.clear();
-        for i in start..end {
-            keys.push(bench_key(i));
-            values.push(FlowStats {
-                packets: 1,
-                bytes: 64,
-                first_seen_ns: 1,
-                last_seen_ns: 1,
-                ..Default::default()
-            });
-        }
-        let mut attr = Attr::default();
-        attr.words[2] = keys.as_ptr() as u64;
-        attr.words[3] = values.as_ptr() as u64;
-        attr.words[4] = keys.len() as u64 | ((map.as_raw_fd() as u64) << 32);
-        bpf(BPF_MAP_UPDATE_BATCH, &mut attr).context("BPF_MAP_UPDATE_BATCH")?;
-        ensure!(
-            attr.words[4] & 0xffff_ffff == keys.len() as u64,
-            "BPF_MAP_UPDATE_BATCH wrote {} of {}",
-            attr.words[4] & 0xffff_ffff,
-            keys.len()
-        );
-        start = end;
-    }
-    Ok(())
-}
-
-fn bench_key(i: u32) -> FlowKey {
-    FlowKey {
-        ifindex: 1,
-        vlan: 0,
-        direction: DIR_INGRESS,
-        proto: 17,
-        src: ipv4_mapped([198, 18, (i >> 16) as u8, (i >> 8) as u8]),
-        dst: ipv4_mapped([198, 19, 0, 1]),
-        sport: i as u16,
-        dport: 53,
-    }
-}
-
-/// The classic drain: `GET_NEXT_KEY`, `LOOKUP`, `DELETE` per key. The next
-/// key is fetched before the current one is deleted (a deleted key would
-/// restart the walk from the first bucket).
-fn drain_key_by_key(
-    map: BorrowedFd<'_>,
-    mut sink: impl FnMut(&FlowKey, &FlowStats),
-) -> io::Result<usize> {
-    let fd = map.as_raw_fd() as u64;
-    let next_key = |prev: Option<&FlowKey>, out: &mut FlowKey| -> io::Result<bool> {
-        let mut attr = Attr::default();
-        attr.words[0] = fd;
-        attr.words[1] = prev.map_or(0, |k| k as *const FlowKey as u64);
-        attr.words[2] = out as *mut FlowKey as u64;
-        match bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) {
-            Ok(_) => Ok(true),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-            Err(e) => Err(e),
-        }
-    };
-    let mut key = FlowKey::default();
-    if !next_key(None, &mut key)? {
-        return Ok(0);
-    }
-    let mut count = 0;
-    loop {
-        let mut next = FlowKey::default();
-        let more = next_key(Some(&key), &mut next)?;
-        let mut value = FlowStats::default();
-        let mut attr = Attr::default();
-        attr.words[0] = fd;
-        attr.words[1] = &raw const key as u64;
-        attr.words[2] = &raw mut value as u64;
-        bpf(BPF_MAP_LOOKUP_ELEM, &mut attr)?;
-        let mut attr = Attr::default();
-        attr.words[0] = fd;
-        attr.words[1] = &raw const key as u64;
-        bpf(BPF_MAP_DELETE_ELEM, &mut attr)?;
-        sink(&key, &value);
-        count += 1;
-        if !more {
-            return Ok(count);
-        }
-        key = next;
-    }
-}
-
 // ------------------------------------------------------------ statistics
 
 /// Median and range of a sample.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 struct Summary {
     median: f64,
     min: f64,
@@ -438,6 +281,13 @@ struct Summary {
 }
 
 fn summarize(v: &[f64]) -> Summary {
+    if v.is_empty() {
+        return Summary {
+            median: f64::NAN,
+            min: f64::NAN,
+            max: f64::NAN,
+        };
+    }
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     let n = s.len();
@@ -453,6 +303,13 @@ fn summarize(v: &[f64]) -> Summary {
     }
 }
 
+impl Summary {
+    /// `median (min–max)` with `p` decimals.
+    fn p(self, p: usize) -> String {
+        format!("{:.p$} ({:.p$}–{:.p$})", self.median, self.min, self.max)
+    }
+}
+
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let p = if self.max < 100.0 { 1 } else { 0 };
@@ -460,410 +317,114 @@ impl std::fmt::Display for Summary {
     }
 }
 
-// ------------------------------------------------------------ per packet
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Hook {
-    Xdp,
-    Tc,
+fn pm(pass: bool) -> &'static str {
+    if pass { "PASS" } else { "MISS" }
 }
 
-impl Hook {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Xdp => "XDP",
-            Self::Tc => "TC",
+/// Thousands separators for counts.
+fn sep(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
         }
+        out.push(c);
     }
-
-    /// One `BPF_PROG_TEST_RUN`; `meta` goes in the XDP metadata area (XDP only).
-    fn run(
-        self,
-        prog: BorrowedFd<'_>,
-        meta: &[u8],
-        frame: &[u8],
-        repeat: u32,
-    ) -> anyhow::Result<TestRunResult> {
-        let (r, want) = match self {
-            Self::Xdp => (sys::xdp_test_run(prog, meta, frame, repeat)?, XDP_PASS),
-            Self::Tc => (sys::test_run_plain(prog, frame, repeat)?, TC_ACT_UNSPEC),
-        };
-        ensure!(
-            r.retval == want,
-            "{} verdict {} (want {want})",
-            self.name(),
-            r.retval
-        );
-        Ok(r)
-    }
+    out
 }
 
-/// Existing-flow samples of one (hook, frame): flowd and empty, one pair per round.
-struct Existing {
-    hook: Hook,
-    label: String,
-    frame: Vec<u8>,
-    meta: Vec<u8>,
-    flowd: Vec<f64>,
-    empty: Vec<f64>,
+// ------------------------------------------------------------ CPU time
+
+/// (busy, total) jiffies of all CPUs from /proc/stat (busy: not idle, not iowait).
+fn cpu_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
 }
 
-/// New-flow samples of one (hook, frame), one per round: flowd on distinct
-/// flows, flowd on one flow (same method, the control) and empty; kernel ns
-/// per run and wall-clock ns per call.
-struct New {
-    hook: Hook,
-    kind: usize,
-    flowd: Vec<(f64, f64)>,
-    control: Vec<(f64, f64)>,
-    empty: Vec<(f64, f64)>,
+fn rusage_ns(who: libc::c_int) -> u64 {
+    // SAFETY: an all-zero rusage is valid output space.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer for the call.
+    unsafe { libc::getrusage(who, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-/// One pass of `n` test runs with `repeat` 1, each on a frame of its own
-/// flow (`distinct`) or all on the same flow. Returns the kernel's mean ns
-/// per run and the wall-clock ns per call.
-fn one_run_per_call(
-    hook: Hook,
-    prog: BorrowedFd<'_>,
-    kind: &Kind,
-    n: u32,
-    distinct: bool,
-) -> anyhow::Result<(f64, f64)> {
-    let mut buf = kind.frame.clone();
-    let mut kernel_ns: u64 = 0;
-    let t = Instant::now();
-    for i in 0..n {
-        if distinct {
-            kind.set_flow(&mut buf, i);
-        }
-        kernel_ns += hook.run(prog, &[], &buf, 1)?.duration_ns as u64;
-    }
-    let wall = t.elapsed().as_nanos() as f64;
-    Ok((kernel_ns as f64 / n as f64, wall / n as f64))
+/// User + system CPU time of the calling thread (getrusage(RUSAGE_THREAD)), ns.
+fn thread_cpu_ns() -> u64 {
+    rusage_ns(libc::RUSAGE_THREAD)
 }
 
-/// `ReplayMeta` bytes (the program then reads neither clock nor buffer length).
-fn replay_meta(wire_len: u32) -> Vec<u8> {
-    let mut m = Vec::with_capacity(16);
-    m.extend_from_slice(&flowd_common::REPLAY_META_MAGIC.to_le_bytes());
-    m.extend_from_slice(&wire_len.to_le_bytes());
-    m.extend_from_slice(&1_000_000u64.to_le_bytes());
-    m
+/// User + system CPU time of all waited-for children (getrusage(RUSAGE_CHILDREN)), ns.
+fn children_cpu_ns() -> u64 {
+    rusage_ns(libc::RUSAGE_CHILDREN)
 }
 
-/// Runs `f` for each item of `order`, rotated by `round` so no program is
-/// always first.
-fn rotated<T>(
-    round: usize,
-    mut order: Vec<T>,
-    mut f: impl FnMut(T) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let n = order.len();
-    order.rotate_left(round % n);
-    for x in order {
-        f(x)?;
-    }
-    Ok(())
+/// utime + stime of a process from `/proc/PID/stat`, ns (clock-tick resolution).
+fn proc_cpu_ns(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state); utime and stime are fields 14 and 15.
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some((utime + stime) * 1_000_000_000 / ticks)
 }
 
-fn pm(s: Summary, target: f64) -> &'static str {
-    if s.median <= target { "PASS" } else { "MISS" }
-}
-
-fn per_packet(plan: &Plan) -> anyhow::Result<()> {
-    let kinds = kinds();
-    let mut dp = Datapath::load(DEFAULT_FLOW_CAPACITY).context("loading flowd")?;
-    dp.set_slot(1, 1)?;
-    let empty_xdp = load_empty(
-        BPF_PROG_TYPE_XDP,
-        XDP_PASS as i32,
-        BPF_F_XDP_HAS_FRAGS,
-        "empty_xdp",
-    )?;
-    let empty_tc = load_empty(BPF_PROG_TYPE_SCHED_CLS, -1, 0, "empty_tc")?;
-
-    let mut existing = Vec::new();
-    let mut new = Vec::new();
-    for hook in [Hook::Xdp, Hook::Tc] {
-        for (k, kind) in kinds.iter().enumerate() {
-            existing.push(Existing {
-                hook,
-                label: kind.name.into(),
-                frame: kind.frame.clone(),
-                meta: Vec::new(),
-                flowd: Vec::new(),
-                empty: Vec::new(),
-            });
-            new.push(New {
-                hook,
-                kind: k,
-                flowd: Vec::new(),
-                control: Vec::new(),
-                empty: Vec::new(),
-            });
-        }
-    }
-    // Where the time goes (XDP): no flow map at all, and no clock reads.
-    let mut arp = eth(None, 0x0806);
-    arp.resize(64, 0);
-    let breakdown_from = existing.len();
-    existing.push(Existing {
-        hook: Hook::Xdp,
-        label: "ARP 64 B (parse + totals, no flow map)".into(),
-        frame: arp,
-        meta: Vec::new(),
-        flowd: Vec::new(),
-        empty: Vec::new(),
-    });
-    existing.push(Existing {
-        hook: Hook::Xdp,
-        label: "IPv4 TCP 64 B with ReplayMeta (no clock, no buffer-length helper)".into(),
-        frame: kinds[0].frame.clone(),
-        meta: replay_meta(64),
-        flowd: Vec::new(),
-        empty: Vec::new(),
-    });
-
-    // Warm-up; each existing-path flow is inserted here, not while measured.
-    for s in &existing {
-        let (flowd_fd, empty_fd) = match s.hook {
-            Hook::Xdp => (dp.ingress_fd()?, empty_xdp.as_fd()),
-            Hook::Tc => (dp.egress_fd()?, empty_tc.as_fd()),
-        };
-        s.hook.run(flowd_fd, &s.meta, &s.frame, 1000)?;
-        s.hook.run(empty_fd, &s.meta, &s.frame, 1000)?;
-    }
-
-    for round in 0..plan.rounds {
-        eprintln!("per-packet round {}/{}", round + 1, plan.rounds);
-        for s in &mut existing {
-            let (flowd_fd, empty_fd) = match s.hook {
-                Hook::Xdp => (dp.ingress_fd()?, empty_xdp.as_fd()),
-                Hook::Tc => (dp.egress_fd()?, empty_tc.as_fd()),
-            };
-            rotated(round, vec![true, false], |is_flowd| {
-                let fd = if is_flowd { flowd_fd } else { empty_fd };
-                let ns = s.hook.run(fd, &s.meta, &s.frame, plan.repeat)?.duration_ns as f64;
-                if is_flowd { &mut s.flowd } else { &mut s.empty }.push(ns);
-                Ok(())
-            })?;
-        }
-        for s in &mut new {
-            let kind = &kinds[s.kind];
-            let (flowd_fd, empty_fd) = match s.hook {
-                Hook::Xdp => (dp.ingress_fd()?, empty_xdp.as_fd()),
-                Hook::Tc => (dp.egress_fd()?, empty_tc.as_fd()),
-            };
-            rotated(round, vec![0, 1, 2], |which| {
-                let (fd, distinct, out) = match which {
-                    0 => (flowd_fd, true, &mut s.flowd),
-                    1 => (flowd_fd, false, &mut s.control),
-                    _ => (empty_fd, true, &mut s.empty),
-                };
-                out.push(one_run_per_call(
-                    s.hook,
-                    fd,
-                    kind,
-                    plan.new_flows,
-                    distinct,
-                )?);
-                Ok(())
-            })?;
-            // Every distinct flow must have been an insert: count them out,
-            // and leave an empty map for the next pass.
-            let dir = if s.hook == Hook::Xdp {
-                DIR_INGRESS
-            } else {
-                DIR_EGRESS
-            };
-            let mut fresh = 0u32;
-            dp.drain_all(|k, v| {
-                if k.direction == dir && v.packets == 1 {
-                    fresh += 1;
-                }
-            })?;
-            ensure!(
-                fresh == plan.new_flows,
-                "new-flow pass inserted {fresh} of {} flows",
-                plan.new_flows
-            );
-        }
-    }
-    for dir in [DIR_INGRESS, DIR_EGRESS] {
-        let t = dp.totals(1, dir)?;
-        ensure!(
-            t.c[counter::OVERFLOW_PACKETS] == 0 && t.c[counter::INSERT_RACE] == 0,
-            "unexpected overflow or insert race: {t:?}"
-        );
-    }
-
-    let deltas = |f: &[f64], e: &[f64]| -> Summary {
-        let d: Vec<f64> = f.iter().zip(e).map(|(f, e)| f - e).collect();
-        summarize(&d)
+/// The PIDs of `pid`'s direct children (`/proc/*/stat` field 4).
+fn child_pids(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
     };
-    println!(
-        "## existing-flow path (ns per packet, kernel-measured, repeat {}; median (min–max) of {} rounds)\n",
-        plan.repeat, plan.rounds
-    );
-    println!("| hook | frame | flowd | empty | flowd − empty | target | result |");
-    println!("|---|---|---|---|---|---|---|");
-    for s in &existing[..breakdown_from] {
-        let d = deltas(&s.flowd, &s.empty);
-        println!(
-            "| {} | {} | {} | {} | {d} | ≤ {TARGET_EXISTING_NS:.0} | {} |",
-            s.hook.name(),
-            s.label,
-            summarize(&s.flowd),
-            summarize(&s.empty),
-            pm(d, TARGET_EXISTING_NS)
-        );
-    }
-    println!("\nwhere the time goes (XDP, same method):\n");
-    println!("| frame | flowd | empty | flowd − empty |");
-    println!("|---|---|---|---|");
-    for s in &existing[breakdown_from..] {
-        println!(
-            "| {} | {} | {} | {} |",
-            s.label,
-            summarize(&s.flowd),
-            summarize(&s.empty),
-            deltas(&s.flowd, &s.empty)
-        );
-    }
-
-    println!(
-        "\n## new-flow path (ns per packet; {} distinct flows per pass, one test run per call, kernel-measured; median (min–max) of {} rounds)\n",
-        plan.new_flows, plan.rounds
-    );
-    println!(
-        "| hook | frame | flowd, new flows | flowd, one flow (control) | empty | new − empty | target | result | new − control |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    let kern = |v: &[(f64, f64)]| v.iter().map(|x| x.0).collect::<Vec<_>>();
-    let wall = |v: &[(f64, f64)]| v.iter().map(|x| x.1).collect::<Vec<_>>();
-    for s in &new {
-        let (f, c, e) = (kern(&s.flowd), kern(&s.control), kern(&s.empty));
-        let d = deltas(&f, &e);
-        println!(
-            "| {} | {} | {} | {} | {} | {d} | ≤ {TARGET_NEW_NS:.0} | {} | {} |",
-            s.hook.name(),
-            kinds[s.kind].name,
-            summarize(&f),
-            summarize(&c),
-            summarize(&e),
-            pm(d, TARGET_NEW_NS),
-            deltas(&f, &c)
-        );
-    }
-    println!(
-        "\nsame passes, wall clock per call (ns; the syscall, copying the frame in, setting up the buffer):\n"
-    );
-    println!("| hook | frame | flowd, new flows | flowd, one flow | empty | new − empty |");
-    println!("|---|---|---|---|---|---|");
-    for s in &new {
-        let (f, c, e) = (wall(&s.flowd), wall(&s.control), wall(&s.empty));
-        println!(
-            "| {} | {} | {} | {} | {} | {} |",
-            s.hook.name(),
-            kinds[s.kind].name,
-            summarize(&f),
-            summarize(&c),
-            summarize(&e),
-            deltas(&f, &e)
-        );
-    }
-    Ok(())
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = s[s.rfind(')')? + 1..].to_owned();
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
 }
 
-// ------------------------------------------------------------ drain
-
-#[derive(Clone, Copy)]
-enum Method {
-    DrainAll,
-    Batch,
-    KeyByKey,
+/// CPU of a process and its children (utime + stime from /proc), ns.
+fn tree_cpu_ns(pid: u32) -> u64 {
+    proc_cpu_ns(pid).unwrap_or(0)
+        + child_pids(pid)
+            .into_iter()
+            .filter_map(proc_cpu_ns)
+            .sum::<u64>()
 }
 
-impl Method {
-    fn name(self) -> &'static str {
-        match self {
-            Self::DrainAll => "Datapath::drain_all (2 flips + RCU waits + batch)",
-            Self::Batch => "BPF_MAP_LOOKUP_AND_DELETE_BATCH alone (sys::drain_hash, 8192/call)",
-            Self::KeyByKey => "GET_NEXT_KEY + LOOKUP + DELETE per key",
-        }
-    }
+/// Resident set size of this process (VmRSS), bytes.
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }
 
-fn drains(plan: &Plan) -> anyhow::Result<()> {
-    const METHODS: [Method; 3] = [Method::DrainAll, Method::Batch, Method::KeyByKey];
-    let mut rows = Vec::new();
-    let mut fixed = Vec::new();
-    for &(n, reps) in plan.drains {
-        let capacity = n.max(DEFAULT_FLOW_CAPACITY);
-        let mut dp = Datapath::load(capacity)
-            .with_context(|| format!("loading flowd with {capacity} flows"))?;
-        let map = flow_map(&dp, maps::FLOWS_0)?;
-        let mut samples = vec![Vec::new(); METHODS.len()];
-        for rep in 0..reps {
-            eprintln!("drain {n} flows, repetition {}/{reps}", rep + 1);
-            for j in 0..METHODS.len() {
-                // Rotate the order from one repetition to the next.
-                let m = (j + rep) % METHODS.len();
-                fill(map.as_fd(), n)?;
-                let mut packets = 0u64;
-                let sink = |_: &FlowKey, v: &FlowStats| packets += v.packets;
-                let t = Instant::now();
-                let count = match METHODS[m] {
-                    Method::DrainAll => dp.drain_all(sink)?,
-                    Method::Batch => sys::drain_hash(map.as_fd(), maps::FLOWS_0, 8192, sink)?,
-                    Method::KeyByKey => drain_key_by_key(map.as_fd(), sink)?,
-                };
-                let ns = t.elapsed().as_nanos() as f64;
-                ensure!(
-                    count == n as usize && packets == n as u64,
-                    "{} drained {count} entries ({packets} packets) of {n}",
-                    METHODS[m].name()
-                );
-                samples[m].push(ns);
-            }
-        }
-        if fixed.is_empty() {
-            // drain_all's fixed cost: two generation flips and RCU waits.
-            for _ in 0..reps {
-                let t = Instant::now();
-                ensure!(dp.drain_all(|_, _| {})? == 0, "map not empty");
-                fixed.push(t.elapsed().as_nanos() as f64);
-            }
-        }
-        rows.push((n, capacity, reps, samples));
-    }
-
-    println!("\n## drain (median (min–max))\n");
-    println!("| flows | map capacity | method | total ms | ns per flow |");
-    println!("|---|---|---|---|---|");
-    for (n, capacity, _reps, samples) in &rows {
-        for (m, s) in METHODS.iter().zip(samples) {
-            let ms: Vec<f64> = s.iter().map(|ns| ns / 1e6).collect();
-            let per: Vec<f64> = s.iter().map(|ns| ns / *n as f64).collect();
-            println!(
-                "| {n} | {capacity} | {} | {} | {} |",
-                m.name(),
-                summarize(&ms),
-                summarize(&per)
-            );
-        }
-    }
-    let us: Vec<f64> = fixed.iter().map(|ns| ns / 1e3).collect();
-    println!(
-        "\ndrain_all on empty maps (its fixed cost: two flips, two RCU waits, two empty batch calls): {} µs",
-        summarize(&us)
-    );
-    println!(
-        "repetitions: {}",
-        rows.iter()
-            .map(|(n, _, r, _)| format!("{n} flows × {r}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    Ok(())
+/// Gives freed heap memory back to the kernel, so RSS deltas measure what
+/// is allocated now.
+fn trim_heap() {
+    // SAFETY: glibc's malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
 }
