@@ -37,11 +37,13 @@ pub enum SysError {
 /// the size the kernel accepts (it checks that unused bytes are zero).
 #[repr(C)]
 #[derive(Default)]
-struct Attr {
-    words: [u64; 16],
+pub(crate) struct Attr {
+    pub(crate) words: [u64; 16],
 }
 
-fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<i64> {
+/// `bpf(cmd, attr)`; every pointer in `attr` must point at live buffers of
+/// the sizes the command implies.
+pub(crate) fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<i64> {
     // SAFETY: `attr` is a valid, zero-initialised bpf_attr-sized buffer that
     // lives for the call; the kernel reads/writes at most size_of::<Attr>().
     let r = unsafe {

@@ -34,31 +34,7 @@ const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 pub(super) const XDP_PASS: u32 = 2;
 pub(super) const XDP_TX: u32 = 3;
 
-/// A zeroed `union bpf_attr` prefix, large enough for every command here.
-#[repr(C)]
-#[derive(Default)]
-pub(super) struct Attr {
-    pub(super) words: [u64; 16],
-}
-
-pub(super) fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<i64> {
-    // SAFETY: `attr` is a valid, zero-initialised buffer of the size passed,
-    // alive for the call; every pointer in it points at live buffers of the
-    // sizes the command implies.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut Attr,
-            size_of::<Attr>() as libc::c_uint,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
+pub(super) use crate::sys::{Attr, bpf};
 
 /// One BPF instruction: opcode, registers, offset, immediate.
 pub(super) const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
