@@ -208,13 +208,13 @@ fn map_create(
 /// `struct xdp_md` as `BPF_PROG_TEST_RUN` takes it for its context.
 #[repr(C)]
 #[derive(Default)]
-struct XdpMd {
-    data: u32,
-    data_end: u32,
-    data_meta: u32,
-    ingress_ifindex: u32,
-    rx_queue_index: u32,
-    egress_ifindex: u32,
+pub(crate) struct XdpMd {
+    pub(crate) data: u32,
+    pub(crate) data_end: u32,
+    pub(crate) data_meta: u32,
+    pub(crate) ingress_ifindex: u32,
+    pub(crate) rx_queue_index: u32,
+    pub(crate) egress_ifindex: u32,
 }
 
 /// Result of one `BPF_PROG_TEST_RUN`.

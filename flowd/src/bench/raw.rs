@@ -34,7 +34,7 @@ const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 pub(super) const XDP_PASS: u32 = 2;
 pub(super) const XDP_TX: u32 = 3;
 
-pub(super) use crate::sys::{Attr, bpf};
+pub(super) use crate::sys::{Attr, XdpMd, bpf};
 
 /// One BPF instruction: opcode, registers, offset, immediate.
 pub(super) const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
@@ -138,18 +138,6 @@ pub(super) fn load_prog(
         "BPF_PROG_LOAD of {name}: {}; verifier log (end): {tail}",
         err.map_or_else(|| "?".into(), |e| e.to_string())
     )
-}
-
-/// `struct xdp_md` as `BPF_PROG_TEST_RUN` takes it for its context.
-#[repr(C)]
-#[derive(Default)]
-struct XdpMd {
-    data: u32,
-    data_end: u32,
-    data_meta: u32,
-    ingress_ifindex: u32,
-    rx_queue_index: u32,
-    egress_ifindex: u32,
 }
 
 /// Runs an XDP program `repeat` times in live-frame mode: every `XDP_TX`
