@@ -18,6 +18,10 @@ use crate::{
 
 pub const DEFAULT_PATH: &str = "/etc/flowd/flowd.toml";
 
+/// The smallest `ipfix.max_message_bytes` (the error text says 256).
+const IPFIX_MIN_MESSAGE: usize = 256;
+const _: () = assert!(IPFIX_MIN_MESSAGE >= crate::export::ipfix::MIN_MESSAGE);
+
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -65,6 +69,32 @@ pub struct Config {
     /// virtual links, or a link shaped below its line rate).
     pub interface_speeds: BTreeMap<String, u64>,
     pub web: WebConfig,
+    pub ipfix: IpfixSettings,
+}
+
+/// IPFIX export of ended flows (RFC 7011, UDP).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IpfixSettings {
+    /// The collector, IP address and port; empty: no IPFIX export.
+    pub collector: String,
+    /// Observation domain ID in every message header.
+    pub observation_domain: u32,
+    /// Seconds between template retransmissions (1 to 86400).
+    pub template_refresh_s: u64,
+    /// Largest message in bytes (MIN_MESSAGE to 65000); keep it under the path MTU.
+    pub max_message_bytes: usize,
+}
+
+impl Default for IpfixSettings {
+    fn default() -> Self {
+        Self {
+            collector: String::new(),
+            observation_domain: 1,
+            template_refresh_s: 60,
+            max_message_bytes: 1400,
+        }
+    }
 }
 
 /// What `/metrics` exports beyond the interface totals.
@@ -181,6 +211,7 @@ impl Default for Config {
             scan: ScanSettings::default(),
             interface_speeds: BTreeMap::new(),
             web: WebConfig::default(),
+            ipfix: IpfixSettings::default(),
         }
     }
 }
@@ -316,6 +347,28 @@ impl Config {
         }
         if !(1..=3_600).contains(&sc.window_s) {
             return Err(bad("scan.window_s", sc.window_s.to_string(), "1 to 3600"));
+        }
+        let ix = &self.ipfix;
+        if !ix.collector.is_empty() && ix.collector.parse::<SocketAddr>().is_err() {
+            return Err(bad(
+                "ipfix.collector",
+                format!("{:?}", ix.collector),
+                "empty (no export) or an IP address and UDP port, e.g. \"192.0.2.10:4739\" or \"[2001:db8::10]:4739\"",
+            ));
+        }
+        if !(1..=86_400).contains(&ix.template_refresh_s) {
+            return Err(bad(
+                "ipfix.template_refresh_s",
+                ix.template_refresh_s.to_string(),
+                "1 to 86400",
+            ));
+        }
+        if !(IPFIX_MIN_MESSAGE..=65_000).contains(&ix.max_message_bytes) {
+            return Err(bad(
+                "ipfix.max_message_bytes",
+                ix.max_message_bytes.to_string(),
+                "256 to 65000",
+            ));
         }
         let w = &self.web;
         if w.tls_cert_file.is_empty() != w.tls_key_file.is_empty() {

@@ -24,6 +24,7 @@ use crate::{
     export::{
         aggregate::Aggregator,
         groups::PeerGroups,
+        ipfix::IpfixExporter,
         metrics::{HistogramSnapshot, IfaceSnapshot, Snapshot, TopTcp},
         records::RecordSink,
         tcp::TcpSignals,
@@ -50,6 +51,7 @@ pub struct Overrides {
     pub tcp_close_grace_s: Option<u64>,
     pub max_flows: Option<u64>,
     pub records: Option<String>,
+    pub ipfix: Option<String>,
     pub pin_path: Option<String>,
 }
 
@@ -66,7 +68,7 @@ impl Overrides {
             )*};
         }
         set!(listen => listen, drain_interval_ms => drain_interval_ms, flow_capacity => flow_capacity,
-            xdp_mode => xdp_mode, records => records, pin_path => pin_path,
+            xdp_mode => xdp_mode, records => records, pin_path => pin_path, ipfix => ipfix.collector,
             idle_timeout_s => flow_table.idle_timeout_s, active_timeout_s => flow_table.active_timeout_s,
             tcp_close_grace_s => flow_table.tcp_close_grace_s, max_flows => flow_table.max_flows);
     }
@@ -128,6 +130,7 @@ pub struct Shared {
     ready: AtomicBool,
     names: Mutex<HashMap<u32, String>>,
     records: Mutex<Option<RecordSink>>,
+    ipfix: Mutex<Option<IpfixExporter>>,
     agg: Mutex<Aggregator>,
     scan: Mutex<ScanDetector>,
     tcp: Mutex<TcpSignals>,
@@ -187,6 +190,7 @@ impl Shared {
         }
         let d = lock(&self.drain).clone();
         s.drain_seconds = d.seconds;
+        s.ipfix = lock(&self.ipfix).as_ref().map(|x| x.stats);
         s.groups = lock(&self.agg).snapshot();
         s.top_tcp = self.top_tcp(&s.groups);
         s.drains = d.drains;
@@ -356,6 +360,15 @@ impl Shared {
                 tcp.connection(e, dev);
             }
         }
+        if let Some(x) = lock(&self.ipfix).as_mut() {
+            let now_s = (crate::clock::realtime_ns() / 1_000_000_000) as u32;
+            if let Err(e) = x.export(ended, now_s)
+                && x.should_log_error()
+            {
+                warn!(collector = %x.collector(), error = %e, dropped_total = x.stats.records_dropped,
+                    "sending IPFIX records failed (counted in flowd_ipfix_records_dropped_total)");
+            }
+        }
         let mut sink = lock(&self.records);
         let Some(sink) = sink.as_mut() else {
             return;
@@ -490,6 +503,24 @@ impl Shared {
                         }
                     }
                 }
+                if old.ipfix != new.ipfix {
+                    match ipfix_exporter(&new) {
+                        Ok(x) => {
+                            let mut cur = lock(&self.ipfix);
+                            // The counters go on across a change of collector.
+                            let stats = cur.as_ref().map(|c| c.stats);
+                            *cur = x.map(|mut x| {
+                                if let Some(st) = stats {
+                                    x.stats = st;
+                                }
+                                x
+                            });
+                        }
+                        Err(e) => {
+                            error!(error = %e, "opening the new IPFIX collector failed; keeping the old one")
+                        }
+                    }
+                }
                 lock(&self.table).set_config(new.table());
                 *lock(&self.config) = new;
                 self.reconcile();
@@ -531,6 +562,7 @@ pub fn run(source: ConfigSource) -> Result<()> {
         "" => None,
         t => Some(RecordSink::open(t)?),
     };
+    let ipfix = ipfix_exporter(&cfg)?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -556,6 +588,7 @@ pub fn run(source: ConfigSource) -> Result<()> {
         ready: AtomicBool::new(false),
         names: Mutex::new(HashMap::new()),
         records: Mutex::new(records),
+        ipfix: Mutex::new(ipfix),
         agg: Mutex::new(Aggregator::new(agg_cfg.clone())),
         scan: Mutex::new(ScanDetector::new(cfg.scan_config())),
         tcp: Mutex::new(TcpSignals::new(PeerGroups::new(
@@ -676,4 +709,25 @@ async fn shutdown_signal() {
         _ = term.recv() => info!("SIGTERM: shutting down"),
         _ = int.recv() => info!("SIGINT: shutting down"),
     }
+}
+
+/// The IPFIX exporter the configuration asks for, if any.
+fn ipfix_exporter(cfg: &Config) -> std::io::Result<Option<IpfixExporter>> {
+    let c = &cfg.ipfix;
+    if c.collector.is_empty() {
+        return Ok(None);
+    }
+    let addr = c.collector.parse().map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("ipfix.collector {:?}: {e}", c.collector),
+        )
+    })?;
+    IpfixExporter::connect(
+        addr,
+        c.observation_domain,
+        Duration::from_secs(c.template_refresh_s),
+        c.max_message_bytes,
+    )
+    .map(Some)
 }

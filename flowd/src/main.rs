@@ -64,6 +64,9 @@ struct RunArgs {
     /// Ended flow records as JSON lines: a file (reopened on SIGHUP) or `-` for stdout.
     #[arg(long)]
     records: Option<String>,
+    /// IPFIX collector (IP:port, UDP) for ended flow records; empty for none.
+    #[arg(long, value_name = "ADDR")]
+    ipfix: Option<String>,
     /// bpffs directory for pinned maps and links [default: /sys/fs/bpf/flowd].
     #[arg(long)]
     pin_path: Option<String>,
@@ -127,6 +130,7 @@ fn source(a: RunArgs) -> ConfigSource {
             tcp_close_grace_s: a.tcp_close_grace,
             max_flows: a.max_flows,
             records: a.records,
+            ipfix: a.ipfix,
             pin_path: a.pin_path,
         },
     }

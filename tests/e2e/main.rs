@@ -5,6 +5,7 @@ mod basic;
 mod cli;
 mod congestion;
 mod flows;
+mod ipfix;
 mod live_replay;
 mod ops;
 mod prometheus;

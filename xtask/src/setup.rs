@@ -28,6 +28,7 @@ const PACKAGES: &[&str] = &[
     "nftables",
     "tshark",
     "tcpreplay",
+    "nfdump",
     "prometheus",
     "ethtool",
     "bpftool",

@@ -43,6 +43,9 @@
 //!   are in the window; `flowd_top_window_overflow_deltas_total` counts
 //!   deltas of flows a full window could not track (in `other` only).
 //! - Scans: `flowd_scan_suspects`, `flowd_scan_suspects_flagged_total`.
+//! - IPFIX export (when a collector is set): `flowd_ipfix_messages_total`,
+//!   `flowd_ipfix_records_total`, `flowd_ipfix_records_dropped_total`,
+//!   `flowd_ipfix_send_errors_total`.
 //! - Flow table: `flowd_flows_active`, `flowd_flows_max`,
 //!   `flowd_flows_started_total`, `flowd_flows_ended_total{reason}`.
 //! - Self: `flowd_program_attached{device,hook,mode}`,
@@ -74,6 +77,7 @@ use super::{
     aggregate::{AggSnapshot, Dim, FoldReason},
     budget::{self, Plan},
     groups::{OTHER, proto_label},
+    ipfix::IpfixStats,
     process::ProcessStats,
     tcp::TcpSnapshot,
 };
@@ -114,6 +118,8 @@ pub struct Snapshot {
     /// Sources flagged as scanning right now, and flagged since start.
     pub scan_suspects: u64,
     pub scan_flagged: u64,
+    /// The IPFIX exporter's counters, when one is configured.
+    pub ipfix: Option<IpfixStats>,
     pub tcp: TcpSnapshot,
     /// TCP details of each of `groups.top`, when it is a TCP flow.
     pub top_tcp: Vec<Option<TopTcp>>,
@@ -569,6 +575,32 @@ fn fixed_families(s: &Snapshot) -> Vec<Family> {
         "Sources flagged as scanning since start.",
         one(s.scan_flagged),
     ));
+    if let Some(x) = &s.ipfix {
+        for (name, help, v) in [
+            (
+                "flowd_ipfix_messages",
+                "IPFIX messages sent to the collector.",
+                x.messages,
+            ),
+            (
+                "flowd_ipfix_records",
+                "IPFIX data records sent (one per ended flow record).",
+                x.records,
+            ),
+            (
+                "flowd_ipfix_records_dropped",
+                "IPFIX data records in messages the socket refused.",
+                x.records_dropped,
+            ),
+            (
+                "flowd_ipfix_send_errors",
+                "IPFIX messages the socket refused (collector down, no route).",
+                x.send_errors,
+            ),
+        ] {
+            out.push(Family::counter(name, help, one(v)));
+        }
+    }
     out.push(Family::gauge(
         "flowd_flows_max",
         "Bound of the flow table; beyond it the longest-idle flows are evicted.",

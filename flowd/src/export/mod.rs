@@ -1,7 +1,8 @@
-//! Everything that leaves flowd: Prometheus metrics and the JSON API.
+//! Everything that leaves flowd: Prometheus metrics, the JSON API and IPFIX.
 pub mod aggregate;
 pub mod budget;
 pub mod groups;
+pub mod ipfix;
 pub mod metrics;
 pub mod process;
 pub mod records;

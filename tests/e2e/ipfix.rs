@@ -1,0 +1,247 @@
+//! IPFIX export checked by a real collector: nfdump's `nfcapd` receives
+//! what flowd sends, and `nfdump` must read back every flow record flowd
+//! wrote as JSON lines, with the same addresses, ports, protocol, packets
+//! and bytes.
+
+use std::{
+    net::{IpAddr, SocketAddr, UdpSocket},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use flowd_tests::{Flowd, Link, Netns, ping, send_udp_on};
+use serde_json::Value;
+
+/// nfcapd in a namespace, stopped (SIGTERM, which flushes its file) on drop.
+struct Nfcapd {
+    child: Option<Child>,
+    dir: PathBuf,
+}
+
+impl Nfcapd {
+    fn start(ns: &Netns, bind: &str, port: u16, dir: &Path) -> Self {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "nfcapd"])
+            .args(["-b", bind, "-p", &port.to_string(), "-t", "3600"])
+            .arg("-w")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run nfcapd (Debian package `nfdump`)");
+        Self {
+            child: Some(child),
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// Stops nfcapd; returns its stderr.
+    fn stop(&mut self) -> String {
+        let Some(mut child) = self.child.take() else {
+            return String::new();
+        };
+        // SAFETY: signalling the child we spawned, by its PID.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !matches!(child.try_wait(), Ok(Some(_))) {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        err
+    }
+
+    /// Every flow in the files nfcapd wrote: nfdump's CSV rows by header name.
+    fn flows(&self) -> Vec<std::collections::HashMap<String, String>> {
+        let out = Command::new("nfdump")
+            .arg("-R")
+            .arg(&self.dir)
+            .args(["-N", "-o", "csv"])
+            .output()
+            .expect("run nfdump");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "nfdump failed: {}{}",
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+        let header: Vec<String> = lines
+            .next()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::to_owned)
+            .collect();
+        // Flow rows, then a "Summary" block.
+        lines
+            .take_while(|l| !l.starts_with("Summary"))
+            .map(|l| {
+                header
+                    .iter()
+                    .cloned()
+                    .zip(l.split(',').map(str::to_owned))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+impl Drop for Nfcapd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn read_records(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+#[test]
+fn nfdump_reads_back_every_record_flowd_wrote() {
+    let dir = std::env::temp_dir().join(format!("flowd-ipfix-{}", flowd_tests::unique_tag()));
+    let capd = dir.join("nfcapd");
+    std::fs::create_dir_all(&capd).unwrap();
+    let json = dir.join("flows.jsonl");
+    let link = Link::dual_stack();
+    // The collector listens in b on b's own address: flowd's messages stay
+    // on b's loopback path and never cross the monitored link.
+    let collector = format!("{}:4739", link.ip_b);
+    let mut nfcapd = Nfcapd::start(&link.b, &link.ip_b, 4739, &capd);
+    let mut flowd = Flowd::start(
+        &link.b,
+        &[
+            "--iface",
+            &link.if_b,
+            "--drain-interval-ms",
+            "100",
+            "--records",
+            json.to_str().unwrap(),
+            "--ipfix",
+            &collector,
+        ],
+    );
+
+    // IPv4 UDP (25 x 100-byte frames), IPv6 UDP (7 x 1000 B), and ICMP echo both ways.
+    let dst: SocketAddr = format!("{}:7000", link.ip_b).parse().unwrap();
+    let src: SocketAddr = format!("{}:7001", link.ip_a).parse().unwrap();
+    let _rx: UdpSocket = link.b.run(move || UdpSocket::bind(dst).unwrap());
+    let tx: UdpSocket = link.a.run(move || UdpSocket::bind(src).unwrap());
+    send_udp_on(&tx, dst, 25, 58);
+    let dst6: SocketAddr = format!("[{}]:7002", link.ip6_b).parse().unwrap();
+    let src6: SocketAddr = format!("[{}]:7003", link.ip6_a).parse().unwrap();
+    let _rx6: UdpSocket = link.b.run(move || UdpSocket::bind(dst6).unwrap());
+    let tx6: UdpSocket = link.a.run(move || UdpSocket::bind(src6).unwrap());
+    send_udp_on(&tx6, dst6, 7, 938);
+    let ip_b: IpAddr = link.ip_b.parse().unwrap();
+    assert_eq!(ping(&link.a, ip_b, 4, 56), 4);
+    thread::sleep(Duration::from_millis(300));
+
+    // SIGTERM: flowd ends every flow (forced) and exports it.
+    assert_eq!(flowd.stop(), Some(0), "{}", flowd.log_text());
+    thread::sleep(Duration::from_millis(300));
+    let capd_err = nfcapd.stop();
+    let records = read_records(&json);
+    let rows = nfcapd.flows();
+    let log = flowd.log_text();
+    let ctx = || {
+        format!(
+            "JSON records:\n{records:#?}\nnfdump rows:\n{rows:#?}\nnfcapd: {capd_err}\nflowd: {log}"
+        )
+    };
+
+    assert!(records.len() >= 4, "{}", ctx());
+    assert_eq!(
+        rows.len(),
+        records.len(),
+        "one IPFIX record per JSON record\n{}",
+        ctx()
+    );
+    for r in &records {
+        let ip = |v: &str| v.parse::<IpAddr>().ok();
+        let (sa, da) = (
+            ip(r["src"].as_str().unwrap()),
+            ip(r["dst"].as_str().unwrap()),
+        );
+        // nfdump's CSV keeps ICMP type * 256 + code as the destination port, as flowd does.
+        let (sp, dp) = (r["sport"].to_string(), r["dport"].to_string());
+        let matching: Vec<_> = rows
+            .iter()
+            .filter(|x| ip(&x["sa"]) == sa && ip(&x["da"]) == da && x["sp"] == sp && x["dp"] == dp)
+            .collect();
+        assert_eq!(matching.len(), 1, "record {r}\n{}", ctx());
+        let x = matching[0];
+        assert_eq!(
+            x["ipkt"],
+            r["packets"].as_u64().unwrap().to_string(),
+            "{r}\n{}",
+            ctx()
+        );
+        assert_eq!(
+            x["ibyt"],
+            r["bytes"].as_u64().unwrap().to_string(),
+            "{r}\n{}",
+            ctx()
+        );
+        assert_eq!(
+            x["pr"],
+            proto_name(r["proto"].as_u64().unwrap()),
+            "{r}\n{}",
+            ctx()
+        );
+        // flowDirection, and the interface on the side the flow was seen.
+        let (dir, seen, other) = if r["direction"] == "ingress" {
+            ("0", &x["in"], &x["out"])
+        } else {
+            ("1", &x["out"], &x["in"])
+        };
+        assert_eq!(
+            (x["dir"].as_str(), other.as_str()),
+            (dir, "0"),
+            "{r}\n{}",
+            ctx()
+        );
+        assert_ne!(seen, "0", "{r}\n{}", ctx());
+    }
+    // The numbers the test sent, through both paths.
+    let udp4 = records
+        .iter()
+        .find(|r| r["sport"] == 7001 && r["dport"] == 7000)
+        .unwrap_or_else(|| panic!("{}", ctx()));
+    assert_eq!(
+        (udp4["packets"].as_u64(), udp4["bytes"].as_u64()),
+        (Some(25), Some(2500))
+    );
+    let udp6 = records
+        .iter()
+        .find(|r| r["sport"] == 7003 && r["dport"] == 7002)
+        .unwrap_or_else(|| panic!("{}", ctx()));
+    assert_eq!(
+        (udp6["packets"].as_u64(), udp6["bytes"].as_u64()),
+        (Some(7), Some(7 * 1000))
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn proto_name(p: u64) -> &'static str {
+    match p {
+        1 => "ICMP",
+        6 => "TCP",
+        17 => "UDP",
+        58 => "ICMP6",
+        _ => "?",
+    }
+}
