@@ -4,6 +4,8 @@
 mod basic;
 mod cli;
 mod congestion;
+mod dashboard;
+mod deploy;
 mod flows;
 mod ipfix;
 mod live_replay;

@@ -33,6 +33,7 @@ const PACKAGES: &[&str] = &[
     "ethtool",
     "bpftool",
     "python3-scapy",
+    "python3-yaml",
     "curl",
     "openssl",
     "systemd",

@@ -1,0 +1,200 @@
+//! The Grafana dashboard (`deploy/grafana/flowd-dashboard.json`) against a
+//! real Prometheus scraping a real flowd: every query parses and runs, every
+//! metric it names is one flowd exports, and the panels that the test's
+//! traffic feeds show data.
+
+use std::{
+    collections::BTreeSet,
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    path::PathBuf,
+    thread,
+    time::Duration,
+};
+
+use flowd_tests::{Flowd, Link, send_udp_on};
+use serde_json::Value;
+
+use crate::prometheus::Prometheus;
+
+fn dashboard() -> Value {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/flowd-dashboard.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every PromQL expression of the dashboard: panel targets and variable queries.
+fn expressions(d: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for p in d["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            out.push((
+                p["title"].as_str().unwrap().to_owned(),
+                t["expr"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    for v in d["templating"]["list"].as_array().unwrap() {
+        if v["type"] == "query" {
+            // label_values(SELECTOR, label) -> SELECTOR
+            let q = v["query"]["query"].as_str().unwrap();
+            let inner = q
+                .strip_prefix("label_values(")
+                .and_then(|s| s.rsplit_once(','))
+                .map(|(sel, _)| sel.to_owned())
+                .unwrap_or_else(|| panic!("variable query {q}"));
+            out.push((format!("variable {}", v["name"]), inner));
+        }
+    }
+    out
+}
+
+/// The Grafana variables as the dashboard's "All" selects them.
+fn substitute(expr: &str) -> String {
+    expr.replace("$__rate_interval", "15s")
+        .replace("$instance", ".*")
+        .replace("$device", ".*")
+}
+
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    let b = expr.as_bytes();
+    let mut names = BTreeSet::new();
+    let mut i = 0;
+    while i < b.len() {
+        let boundary = i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_');
+        if boundary && (expr[i..].starts_with("flowd_") || expr[i..].starts_with("process_")) {
+            let end = expr[i..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .map_or(b.len(), |n| i + n);
+            names.insert(expr[i..end].to_owned());
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    names
+}
+
+#[test]
+fn every_dashboard_query_runs_against_flowd_metrics() {
+    let d = dashboard();
+    // Structure Grafana relies on: unique panel ids, a 24-column grid, the datasource variable.
+    let mut ids = BTreeSet::new();
+    for p in d["panels"].as_array().unwrap() {
+        assert!(
+            ids.insert(p["id"].as_u64().unwrap()),
+            "duplicate panel id in {p}"
+        );
+        let g = &p["gridPos"];
+        assert!(
+            g["x"].as_u64().unwrap() + g["w"].as_u64().unwrap() <= 24,
+            "{p}"
+        );
+        if p["type"] != "row" {
+            assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+        }
+    }
+
+    let link = Link::new();
+    let collector = format!("{}:4739", link.ip_b); // nothing listens: the IPFIX families still exist
+    let mut flowd = Flowd::start(
+        &link.b,
+        &[
+            "--iface",
+            &link.if_b,
+            "--drain-interval-ms",
+            "100",
+            "--tcp-close-grace",
+            "0",
+            "--ipfix",
+            &collector,
+        ],
+    );
+    let prom = Prometheus::start(&link.b, "127.0.0.1:29391".parse().unwrap());
+
+    // Traffic: UDP, and TCP connections with data (RTT samples, segments, outcomes).
+    let dst: SocketAddr = format!("{}:7000", link.ip_b).parse().unwrap();
+    let src: SocketAddr = format!("{}:7001", link.ip_a).parse().unwrap();
+    let _rx: UdpSocket = link.b.run(move || UdpSocket::bind(dst).unwrap());
+    let tx: UdpSocket = link.a.run(move || UdpSocket::bind(src).unwrap());
+    send_udp_on(&tx, dst, 50, 100);
+    let addr: SocketAddr = format!("{}:7100", link.ip_b).parse().unwrap();
+    let listener: TcpListener = link.b.run(move || TcpListener::bind(addr).unwrap());
+    let server = thread::spawn(move || {
+        for _ in 0..3 {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = Vec::new();
+            s.read_to_end(&mut buf).unwrap();
+            s.write_all(b"done").unwrap();
+        }
+    });
+    for _ in 0..3 {
+        let mut s: TcpStream = link.a.run(move || TcpStream::connect(addr).unwrap());
+        s.write_all(&vec![7u8; 200_000]).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).unwrap();
+        assert_eq!(reply, b"done");
+    }
+    server.join().unwrap();
+    prom.wait_for(&link.b, "sum(flowd_tcp_connections_total)", 30, |v| {
+        v >= 3.0
+    });
+    prom.wait_for(&link.b, "sum(flowd_tcp_rtt_samples_total)", 30, |v| {
+        v >= 3.0
+    });
+    // A few more scrapes so that every rate() has two samples.
+    thread::sleep(Duration::from_secs(3));
+
+    let (status, text) = link
+        .b
+        .http_get("127.0.0.1:29391".parse().unwrap(), "/metrics")
+        .expect("scrape flowd");
+    assert_eq!(status, 200);
+    let families: BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    let exported = |name: &str| {
+        families.contains(name)
+            || ["_total", "_bucket", "_count", "_sum", "_info"]
+                .iter()
+                .any(|s| name.strip_suffix(s).is_some_and(|f| families.contains(f)))
+    };
+
+    // Panels the traffic above cannot feed (no ECN, no zero window, no
+    // overflow, no scan, no IPFIX collector): their queries must still run.
+    let may_be_empty = [
+        "ECN CE share",
+        "Zero windows",
+        "Queueing delay quantiles",
+        "Lost to flows (totals stay exact)",
+        "Resets",
+        "TCP retransmitted share",
+        "IPFIX export",
+        "Series in a scrape",
+    ];
+    let mut empty = Vec::new();
+    for (panel, expr) in expressions(&d) {
+        for name in metric_names(&expr) {
+            assert!(
+                exported(&name),
+                "panel {panel:?} uses {name}, which flowd does not export; families: {families:?}"
+            );
+        }
+        let q = substitute(&expr);
+        let result = prom.query(&link.b, &q, None);
+        if result.is_empty() && !may_be_empty.contains(&panel.as_str()) {
+            empty.push(format!("{panel}: {q}"));
+        }
+    }
+    assert!(
+        empty.is_empty(),
+        "queries without data:\n{}",
+        empty.join("\n")
+    );
+    assert_eq!(flowd.stop(), Some(0), "{}", flowd.log_text());
+}
