@@ -26,6 +26,7 @@ use crate::{
         groups::PeerGroups,
         ipfix::IpfixExporter,
         metrics::{HistogramSnapshot, IfaceSnapshot, Snapshot, TopTcp},
+        recent::{self, RecentTop},
         records::RecordSink,
         tcp::TcpSignals,
     },
@@ -131,6 +132,8 @@ pub struct Shared {
     names: Mutex<HashMap<u32, String>>,
     records: Mutex<Option<RecordSink>>,
     ipfix: Mutex<Option<IpfixExporter>>,
+    /// The heaviest flows of the last drains, for the live view.
+    recent: Mutex<RecentTop>,
     agg: Mutex<Aggregator>,
     scan: Mutex<ScanDetector>,
     tcp: Mutex<TcpSignals>,
@@ -243,6 +246,61 @@ impl Shared {
             .collect()
     }
 
+    /// The live view: the heaviest flows of the last `seconds` (at most
+    /// [`recent::HISTORY`]), with rates, and the interfaces' exact totals.
+    pub fn top_json(&self, seconds: f64, limit: usize) -> Value {
+        let now = crate::clock::realtime_ns();
+        let w = lock(&self.recent).window(now, (seconds * 1e9) as u64, limit);
+        let names = lock(&self.names).clone();
+        let span_s = w.span_ns as f64 / 1e9;
+        let per_s = |n: u64| if span_s > 0.0 { n as f64 / span_s } else { 0.0 };
+        let flows: Vec<Value> = w
+            .flows
+            .iter()
+            .map(|(k, packets, bytes)| {
+                serde_json::json!({
+                    "device": names.get(&k.ifindex).cloned().unwrap_or_else(|| format!("if{}", k.ifindex)),
+                    "direction": record::direction(k),
+                    "vlan": k.vlan,
+                    "src": record::addr(&k.src).to_string(),
+                    "dst": record::addr(&k.dst).to_string(),
+                    "sport": k.sport,
+                    "dport": k.dport,
+                    "proto": k.proto,
+                    "packets": packets,
+                    "bytes": bytes,
+                    "packets_per_second": per_s(*packets),
+                    "bits_per_second": per_s(*bytes) * 8.0,
+                })
+            })
+            .collect();
+        let s = self.snapshot();
+        let interfaces: Vec<Value> = s
+            .ifaces
+            .iter()
+            .map(|i| {
+                serde_json::json!({
+                    "device": i.device,
+                    "receive_packets": i.rx.c[flowd_common::counter::PACKETS],
+                    "receive_bytes": i.rx.c[flowd_common::counter::BYTES],
+                    "transmit_packets": i.tx.c[flowd_common::counter::PACKETS],
+                    "transmit_bytes": i.tx.c[flowd_common::counter::BYTES],
+                    "speed_bits_per_second": i.speed_bps,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "time": crate::clock::rfc3339_ns(now),
+            "seconds": span_s,
+            "drains": w.drains,
+            "max_flows_per_drain": w.max_flows_per_drain,
+            "flows_kept_per_drain": recent::PER_DRAIN,
+            "flows_active": s.flows_active,
+            "flows": flows,
+            "interfaces": interfaces,
+        })
+    }
+
     /// Current scan suspects, most ports first.
     pub fn suspects(&self) -> Vec<Suspect> {
         lock(&self.scan).suspects()
@@ -319,6 +377,7 @@ impl Shared {
                         tcp.absorb(k, v, dev);
                     }
                     agg.tick(crate::clock::realtime_ns());
+                    lock(&self.recent).push(crate::clock::realtime_ns(), &batch);
                     d.drains += 1;
                     d.entries += batch.len() as u64;
                     d.last_entries = batch.len() as u64;
@@ -589,6 +648,7 @@ pub fn run(source: ConfigSource) -> Result<()> {
         names: Mutex::new(HashMap::new()),
         records: Mutex::new(records),
         ipfix: Mutex::new(ipfix),
+        recent: Mutex::new(RecentTop::default()),
         agg: Mutex::new(Aggregator::new(agg_cfg.clone())),
         scan: Mutex::new(ScanDetector::new(cfg.scan_config())),
         tcp: Mutex::new(TcpSignals::new(PeerGroups::new(

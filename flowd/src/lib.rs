@@ -18,4 +18,5 @@ pub mod replay;
 pub mod scan;
 pub mod server;
 pub mod sys;
+pub mod top;
 pub mod web;

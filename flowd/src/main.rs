@@ -83,6 +83,8 @@ enum Command {
     },
     /// Report whether this host can run flowd: kernel, BTF, bpffs, privileges, XDP.
     Check,
+    /// Live view of a running flowd: interface rates and the heaviest flows now.
+    Top(flowd::top::TopArgs),
     /// Run a pcap/pcapng capture through the same eBPF program and print its flows.
     Replay(flowd::replay::ReplayArgs),
     /// Measure flowd (used by `cargo xtask bench`).
@@ -146,6 +148,7 @@ fn main() -> ExitCode {
             .map(|c| println!("{}: ok\n{c:#?}", file.display())),
         Command::Check => flowd::doctor::run(),
         Command::Replay(args) => flowd::replay::run(&args),
+        Command::Top(args) => flowd::top::run(&args),
         Command::Bench(args) => flowd::bench::run(&args),
     };
     match result {

@@ -1,11 +1,11 @@
-//! The HTTP endpoints: `/metrics`, `/api/v1/flows`, `/api/v1/suspects`,
-//! `/healthz`, `/readyz`.
+//! The HTTP endpoints: `/metrics`, `/api/v1/flows`, `/api/v1/top`,
+//! `/api/v1/suspects`, `/healthz`, `/readyz`.
 
 use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::State,
+    extract::{Query, State},
     http::{HeaderMap, StatusCode, header},
     response::IntoResponse,
     routing::get,
@@ -23,6 +23,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/metrics", get(scrape))
         .route("/api/v1/flows", get(flows))
+        .route("/api/v1/top", get(top))
         .route("/api/v1/suspects", get(suspects))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
@@ -49,6 +50,34 @@ async fn flows(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     Json(flows)
 }
 
+#[derive(Debug, serde::Deserialize)]
+struct TopParams {
+    seconds: Option<f64>,
+    limit: Option<usize>,
+}
+
+/// The live view: `?seconds=S` (0 < S <= 10, default 2) and `?limit=N`
+/// (1 to 1000, default 20).
+async fn top(
+    State(shared): State<Arc<Shared>>,
+    Query(p): Query<TopParams>,
+) -> axum::response::Response {
+    let seconds = p.seconds.unwrap_or(2.0);
+    let limit = p.limit.unwrap_or(20);
+    let max = crate::export::recent::HISTORY.as_secs_f64();
+    if !(seconds > 0.0 && seconds <= max && (1..=1000).contains(&limit)) {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("seconds must be in (0, {max}] and limit in 1..=1000 (got seconds={seconds}, limit={limit})\n"),
+        )
+            .into_response();
+    }
+    let body = tokio::task::spawn_blocking(move || shared.top_json(seconds, limit))
+        .await
+        .unwrap_or_default();
+    Json(body).into_response()
+}
+
 async fn suspects(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     Json(shared.suspects())
 }
@@ -65,5 +94,5 @@ async fn ready(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 async fn index() -> impl IntoResponse {
-    "flowd: /metrics /api/v1/flows /api/v1/suspects /healthz /readyz\n"
+    "flowd: /metrics /api/v1/flows /api/v1/top /api/v1/suspects /healthz /readyz\n"
 }

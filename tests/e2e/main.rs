@@ -14,3 +14,4 @@ mod prometheus;
 mod records;
 mod rtt;
 mod signals;
+mod top;

@@ -1,9 +1,11 @@
-//! Everything that leaves flowd: Prometheus metrics, the JSON API and IPFIX.
+//! Everything that leaves flowd: Prometheus metrics, the JSON API, the live
+//! view and IPFIX.
 pub mod aggregate;
 pub mod budget;
 pub mod groups;
 pub mod ipfix;
 pub mod metrics;
 pub mod process;
+pub mod recent;
 pub mod records;
 pub mod tcp;
