@@ -233,7 +233,7 @@ impl Shared {
                 Some(TopTcp {
                     rtt: with.map(|f| (f.rtt_min_ns, f.rtt_srtt_ns)),
                     segments: f.packets,
-                    retransmitted: f.retrans,
+                    retransmitted: u64::from(f.retrans),
                 })
             })
             .collect()

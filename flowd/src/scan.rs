@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use flowd_common::FlowKey;
 use serde::Serialize;
 use tracing::warn;
 
@@ -83,8 +82,6 @@ pub struct ScanDetector {
     window_start_ns: u64,
     sources: HashMap<[u8; 16], Source>,
     suspects: BTreeMap<[u8; 16], Suspect>,
-    /// Flows already judged (answered or failed), so each counts once.
-    judged: HashSet<FlowKey>,
     flagged_total: u64,
 }
 
@@ -109,23 +106,20 @@ impl ScanDetector {
     }
 
     /// Looks at the flows old enough to judge and counts the failed ones.
+    /// Each flow is judged once (the table hands out each flow once), and
+    /// only flows not judged yet are looked at.
     pub fn observe(&mut self, table: &FlowTable, now_ns: u64) {
         let c = self.config;
         if now_ns.saturating_sub(self.window_start_ns) >= c.window_ns {
             self.window_start_ns = now_ns;
             self.sources.clear();
-            // Flows from the previous window that are still around were judged.
-            self.judged.retain(|k| table.get(k).is_some());
         }
         self.suspects
             .retain(|_, s| now_ns.saturating_sub(s.last_seen_ns) < c.suspect_ttl_ns);
-        for f in table.iter() {
-            if now_ns.saturating_sub(f.first_ns) < c.answer_grace_ns || self.judged.contains(&f.key)
+        for key in table.take_settled(now_ns, c.answer_grace_ns) {
+            if let Some(f) = table.get(&key)
+                && failed_attempt(table, f)
             {
-                continue;
-            }
-            self.judged.insert(f.key);
-            if failed_attempt(table, f) {
                 self.count(f, now_ns);
             }
         }
@@ -225,7 +219,7 @@ fn failed_attempt(table: &FlowTable, f: &Flow) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use flowd_common::FlowStats;
+    use flowd_common::{FlowKey, FlowStats};
 
     use super::*;
     use crate::clock::TimeBase;
