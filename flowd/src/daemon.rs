@@ -278,6 +278,7 @@ impl Shared {
             .observe(t0.elapsed().as_secs_f64());
         self.absorb(r.map(|_| batch), false);
         self.absorb_rtt(&samples);
+        release_freed_memory();
     }
 
     /// RTT samples to their flows (after the drain, so new flows exist)
@@ -377,6 +378,16 @@ impl Shared {
                 Err(e) => error!(error = %e, "reopening the flow records file failed"),
             }
         }
+    }
+}
+
+/// Hands the heap memory a drain freed (its batch, ended records) back to
+/// the kernel, so RSS follows the live flows rather than the largest drain.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: glibc's malloc_trim has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -294,6 +294,8 @@ const DECIDED: u8 = 8;
 /// Bytes the table holds per slot, besides the index (`u32` + 1 control
 /// byte per hash bucket).
 pub const SLOT_BYTES: usize = size_of::<Flow>() + size_of::<Link>() + size_of::<u8>();
+/// Bytes of the wheel's bucket heads, whatever the number of flows.
+pub const WHEEL_BYTES: usize = WHEEL as usize * size_of::<u32>();
 
 fn tick(ns: u64) -> u64 {
     ns >> TICK_SHIFT
@@ -622,7 +624,8 @@ impl FlowTable {
     /// each flow once). Looks only at flows not returned yet.
     pub fn take_settled(&self, now_ns: u64, age_ns: u64) -> Vec<FlowKey> {
         let mut out = Vec::new();
-        self.young.borrow_mut().retain(|&s| {
+        let mut young = self.young.borrow_mut();
+        young.retain(|&s| {
             let m = self.mark(s);
             if m & LIVE == 0 || m & JUDGED != 0 {
                 self.set_mark(s, QUEUED, false);
@@ -637,6 +640,11 @@ impl FlowTable {
             out.push(f.key);
             false
         });
+        // After a burst of new flows, give the room back.
+        if young.capacity() > 4 * young.len() + 4096 {
+            let keep = 2 * young.len();
+            young.shrink_to(keep);
+        }
         out
     }
 

@@ -7,7 +7,7 @@
 //! A browser or a backup job makes connections that succeed, so they are
 //! never counted, however many hosts they reach.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 use tracing::warn;
@@ -69,8 +69,10 @@ pub struct Suspect {
 
 #[derive(Debug, Default)]
 struct Source {
-    /// dst -> distinct dports in this window.
-    ports: HashMap<[u8; 16], HashSet<u16>>,
+    /// dst -> distinct dports in this window: at most `hosts + 1` dsts of
+    /// at most `ports + 1` ports, so vectors (a SYN flood from random
+    /// sources makes many sources with one port each).
+    ports: Vec<([u8; 16], Vec<u16>)>,
     attempts: u64,
     last_ns: u64,
 }
@@ -131,6 +133,8 @@ impl ScanDetector {
             for (k, _) in v.into_iter().skip(c.max_sources) {
                 self.sources.remove(&k);
             }
+            // A burst of sources must not keep its table.
+            self.sources.shrink_to(c.max_sources);
         }
     }
 
@@ -140,21 +144,28 @@ impl ScanDetector {
         let s = self.sources.entry(k.src).or_default();
         s.attempts += 1;
         s.last_ns = now_ns;
-        let ports = s.ports.entry(k.dst).or_default();
+        let i = match s.ports.iter().position(|(d, _)| *d == k.dst) {
+            Some(i) => i,
+            None => {
+                s.ports.push((k.dst, Vec::new()));
+                s.ports.len() - 1
+            }
+        };
+        let ports = &mut s.ports[i].1;
         // No need to remember more than the threshold.
-        if ports.len() <= c.ports {
-            ports.insert(k.dport);
+        if ports.len() <= c.ports && !ports.contains(&k.dport) {
+            ports.push(k.dport);
         }
         if s.ports.len() > c.hosts + 1 {
-            // Bound the per-source map: one more than the threshold is enough.
-            let drop_key = *s
+            // Bound the per-source list: one more than the threshold is enough.
+            let drop = s
                 .ports
-                .keys()
-                .find(|d| **d != k.dst)
+                .iter()
+                .position(|(d, _)| *d != k.dst)
                 .expect("more than one");
-            s.ports.remove(&drop_key);
+            s.ports.remove(drop);
         }
-        let max_ports = s.ports.values().map(HashSet::len).max().unwrap_or(0);
+        let max_ports = s.ports.iter().map(|(_, p)| p.len()).max().unwrap_or(0);
         let hosts = s.ports.len();
         let attempts = s.attempts;
         if max_ports > c.ports || hosts > c.hosts {
