@@ -240,7 +240,7 @@ impl Shared {
                 Some(TopTcp {
                     rtt: with.map(|f| (f.rtt_min_ns, f.rtt_srtt_ns)),
                     segments: f.packets,
-                    retransmitted: f.retrans,
+                    retransmitted: u64::from(f.retrans),
                 })
             })
             .collect()
@@ -325,21 +325,39 @@ impl Shared {
             .collect()
     }
 
-    /// One drain into the flow table.
+    /// One drain into the flow table. Deltas are absorbed in chunks while
+    /// the drain runs, so a drain never holds its whole batch (65,536
+    /// deltas are 8 MiB).
     fn drain_once(&self) {
-        let mut batch: Vec<(FlowKey, FlowStats)> = Vec::new();
         let mut samples: Vec<flowd_common::RttSample> = Vec::new();
+        let mut chunk: Vec<(FlowKey, FlowStats)> = Vec::with_capacity(ABSORB_CHUNK);
+        let mut absorbed = 0;
+        let mut absorbing = Duration::ZERO;
         let t0 = Instant::now();
         let r = {
             let mut dp = lock(&self.dp);
             dp.drain_rtt(|s| samples.push(*s));
-            dp.drain(|k, v| batch.push((*k, *v)))
+            dp.drain(|k, v| {
+                chunk.push((*k, *v));
+                if chunk.len() == ABSORB_CHUNK {
+                    let t = Instant::now();
+                    self.apply(&chunk);
+                    absorbed += chunk.len();
+                    chunk.clear();
+                    absorbing += t.elapsed();
+                }
+            })
         };
+        // The drain's own time, as before chunking.
         lock(&self.drain)
             .seconds
-            .observe(t0.elapsed().as_secs_f64());
-        self.absorb(r.map(|_| batch), false);
+            .observe(t0.elapsed().saturating_sub(absorbing).as_secs_f64());
+        self.apply(&chunk);
+        absorbed += chunk.len();
+        drop(chunk);
+        self.finish(r.map(|_| absorbed), false);
         self.absorb_rtt(&samples);
+        release_freed_memory();
     }
 
     /// RTT samples to their flows (after the drain, so new flows exist)
@@ -361,32 +379,51 @@ impl Shared {
     /// Adds a drained batch to the table, then ends what timed out (or,
     /// at shutdown, everything) and writes those records.
     fn absorb(&self, r: Result<Vec<(FlowKey, FlowStats)>, crate::loader::LoadError>, last: bool) {
+        let r = r.map(|batch| {
+            self.apply(&batch);
+            batch.len()
+        });
+        self.finish(r, last);
+    }
+
+    /// Adds drained deltas to the table and the exporters.
+    fn apply(&self, batch: &[(FlowKey, FlowStats)]) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut table = lock(&self.table);
+        let time = TimeBase::live();
+        let names = lock(&self.names);
+        let mut agg = lock(&self.agg);
+        let mut tcp = lock(&self.tcp);
+        for (k, v) in batch {
+            table.apply(k, v, time);
+            let dev = names.get(&k.ifindex).map_or("unknown", String::as_str);
+            agg.absorb(k, v, dev);
+            tcp.absorb(k, v, dev);
+        }
+        lock(&self.recent).add(batch);
+    }
+
+    /// Counts a drain of `r` deltas (already applied), then ends what timed
+    /// out (or, at shutdown, everything) and writes those records.
+    fn finish(&self, r: Result<usize, crate::loader::LoadError>, last: bool) {
         let ended = {
             let mut d = lock(&self.drain);
             let mut table = lock(&self.table);
             match r {
-                Ok(batch) => {
-                    let time = TimeBase::live();
-                    let names = lock(&self.names);
-                    let mut agg = lock(&self.agg);
-                    let mut tcp = lock(&self.tcp);
-                    for (k, v) in &batch {
-                        table.apply(k, v, time);
-                        let dev = names.get(&k.ifindex).map_or("unknown", String::as_str);
-                        agg.absorb(k, v, dev);
-                        tcp.absorb(k, v, dev);
-                    }
-                    agg.tick(crate::clock::realtime_ns());
-                    lock(&self.recent).push(crate::clock::realtime_ns(), &batch);
+                Ok(n) => {
+                    lock(&self.agg).tick(crate::clock::realtime_ns());
                     d.drains += 1;
-                    d.entries += batch.len() as u64;
-                    d.last_entries = batch.len() as u64;
+                    d.entries += n as u64;
+                    d.last_entries = n as u64;
                 }
                 Err(e) => {
                     d.errors += 1;
                     error!(error = %e, "drain failed");
                 }
             }
+            lock(&self.recent).close(crate::clock::realtime_ns());
             if last {
                 table.end_all()
             } else {
@@ -449,6 +486,31 @@ impl Shared {
                 Err(e) => error!(error = %e, "reopening the flow records file failed"),
             }
         }
+    }
+}
+
+/// Deltas absorbed at a time while a drain runs (512 KiB).
+const ABSORB_CHUNK: usize = 4096;
+
+/// Serves every allocation of 128 KiB or more with its own mapping, given
+/// back when freed: a drain's large, short-lived buffers (ended records,
+/// growth steps) then never leave holes among long-lived allocations.
+/// glibc would otherwise raise this threshold as large blocks are freed.
+fn map_large_allocations() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt has no preconditions; it runs before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
+/// Hands the heap memory a drain freed (its batch, ended records) back to
+/// the kernel, so RSS follows the live flows rather than the largest drain.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: glibc's malloc_trim has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -592,6 +654,7 @@ impl Shared {
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(source: ConfigSource) -> Result<()> {
+    map_large_allocations();
     let cfg = source.load()?;
     check_privileges()?;
     let present = interfaces::list();

@@ -1,8 +1,12 @@
 //! The cumulative flow table, built from drained per-interval deltas.
 
-use std::collections::HashMap;
+use std::{
+    cell::{Cell, RefCell},
+    hash::BuildHasher as _,
+};
 
 use flowd_common::{FlowKey, FlowStats};
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::{
     clock::TimeBase,
@@ -14,6 +18,10 @@ const TCP_SYN: u16 = 0x02;
 const TCP_RST: u16 = 0x04;
 
 /// One unidirectional flow, cumulative since it was first seen.
+///
+/// Per-packet counts other than `packets` are `u32`: the table ends the
+/// record (reason `active`) and starts a new one before a count would
+/// overflow, so every count stays exact. This keeps the flow at 136 bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Flow {
     pub key: FlowKey,
@@ -23,23 +31,24 @@ pub struct Flow {
     pub first_ns: u64,
     pub last_ns: u64,
     pub tcp_flags: u16,
-    pub syn: u64,
-    pub fin: u64,
-    pub rst: u64,
-    pub synack: u64,
+    pub syn: u32,
+    pub fin: u32,
+    pub rst: u32,
+    pub synack: u32,
     /// TCP segments with data already seen (retransmissions, reordering).
-    pub retrans: u64,
-    pub zero_window: u64,
-    pub ce: u64,
-    pub ect0: u64,
-    pub ect1: u64,
+    pub retrans: u32,
+    pub zero_window: u32,
+    pub ce: u32,
+    pub ect0: u32,
+    pub ect1: u32,
     /// DSCP of the latest packet.
     pub dscp: u8,
     /// RTT seen on this flow (samples closed by its packets), ns.
     pub rtt_min_ns: u64,
     /// Smoothed RTT (RFC 6298 weights), ns.
     pub rtt_srtt_ns: u64,
-    pub rtt_samples: u64,
+    /// Saturates at `u32::MAX` (more samples than that leave the RTT as is).
+    pub rtt_samples: u32,
 }
 
 impl Flow {
@@ -53,6 +62,9 @@ impl Flow {
 
     /// Adds one RTT sample.
     pub fn rtt(&mut self, ns: u64) {
+        if self.rtt_samples == u32::MAX {
+            return;
+        }
         self.rtt_min_ns = if self.rtt_samples == 0 {
             ns
         } else {
@@ -78,7 +90,24 @@ impl Flow {
         };
     }
 
-    /// Adds one drained delta.
+    /// Whether adding `d` would overflow one of the `u32` counts.
+    fn would_overflow(&self, d: &FlowStats) -> bool {
+        [
+            (self.syn, d.syn),
+            (self.fin, d.fin),
+            (self.rst, d.rst),
+            (self.synack, d.synack),
+            (self.retrans, d.retrans),
+            (self.zero_window, d.zero_window),
+            (self.ce, d.ce),
+            (self.ect0, d.ect0),
+            (self.ect1, d.ect1),
+        ]
+        .iter()
+        .any(|(a, b)| a.checked_add(*b).is_none())
+    }
+
+    /// Adds one drained delta (the table checks `would_overflow` first).
     pub fn add(&mut self, d: &FlowStats, time: TimeBase) {
         let first = time.to_unix_ns(d.first_seen_ns);
         // Last-seen comes from a coarser clock than first-seen in the kernel.
@@ -87,21 +116,36 @@ impl Flow {
         self.bytes += d.bytes;
         self.first_ns = self.first_ns.min(first);
         self.last_ns = self.last_ns.max(last);
-        self.syn += u64::from(d.syn);
-        self.fin += u64::from(d.fin);
-        self.rst += u64::from(d.rst);
-        self.synack += u64::from(d.synack);
-        self.retrans += u64::from(d.retrans);
-        self.zero_window += u64::from(d.zero_window);
-        self.ce += u64::from(d.ce);
-        self.ect0 += u64::from(d.ect0);
-        self.ect1 += u64::from(d.ect1);
+        self.syn += d.syn;
+        self.fin += d.fin;
+        self.rst += d.rst;
+        self.synack += d.synack;
+        self.retrans += d.retrans;
+        self.zero_window += d.zero_window;
+        self.ce += d.ce;
+        self.ect0 += d.ect0;
+        self.ect1 += d.ect1;
         self.dscp = d.dscp;
         // The kernel ORs flags without atomics; the counted ones are exact.
         self.tcp_flags |= d.tcp_flags
             | if d.syn > 0 { TCP_SYN } else { 0 }
             | if d.fin > 0 { TCP_FIN } else { 0 }
             | if d.rst > 0 { TCP_RST } else { 0 };
+    }
+
+    /// Its side of a TCP connection, for the connection state.
+    fn side(&self) -> Side {
+        Side {
+            packets: self.packets,
+            syn: u64::from(self.syn),
+            fin: u64::from(self.fin),
+            rst: u64::from(self.rst),
+        }
+    }
+
+    /// A TCP flow that sent FIN or RST: it may end after the close grace.
+    fn closing(&self) -> bool {
+        self.key.proto == IPPROTO_TCP && (self.fin > 0 || self.rst > 0)
     }
 }
 
@@ -189,20 +233,112 @@ pub struct TableStats {
 }
 
 /// Every live flow, keyed by its 5-tuple (plus interface, direction, VLAN).
-#[derive(Debug, Default)]
+///
+/// Memory per flow is the daemon's largest cost, so the flows live in a
+/// slab (`Vec<Flow>`, the key stored once) and the index holds only a
+/// `u32` slot per flow (hashes come from the slab's keys). Removed slots
+/// go on a free list threaded through `links`.
+///
+/// Expiry and eviction never walk the table: every flow sits in one bucket
+/// of a timer wheel, at or before its earliest possible deadline computed
+/// from its own fields (idle, active, and the close grace once it sent FIN
+/// or RST). A deadline that moves later leaves the flow where it is (it is
+/// refiled when its bucket comes up); one that moves earlier refiles it.
 pub struct FlowTable {
-    flows: HashMap<FlowKey, Flow>,
+    flows: Vec<Flow>,
+    /// Per slot: neighbours in its wheel bucket, or the free list.
+    links: Vec<Link>,
+    /// Per slot: `LIVE`, `JUDGED`, `QUEUED`, `DECIDED` (`Cell`: the scan
+    /// detector marks flows through a shared reference).
+    marks: Vec<Cell<u8>>,
+    index: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    len: usize,
+    /// First free slot (`NIL`: none).
+    free: u32,
+    /// First slot of each wheel bucket (allocated with the first flow).
+    wheel: Vec<u32>,
+    /// The tick expiry has reached: no flow is filed before it.
+    cursor: Option<u64>,
+    /// Slots of flows not yet handed to the scan detector.
+    young: RefCell<Vec<u32>>,
     config: TableConfig,
     /// Records ended by eviction, waiting for the next `expire`.
     pending: Vec<Ended>,
     stats: TableStats,
 }
 
+/// A slot's neighbours in its wheel bucket. `prev` is `HEAD | bucket` for
+/// the first flow of a bucket and `NIL` when the slot is in no bucket.
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    prev: u32,
+    next: u32,
+}
+
+const NIL: u32 = u32::MAX;
+const HEAD: u32 = 1 << 31;
+/// Wheel granularity: 2^24 ns, about 16.8 ms.
+const TICK_SHIFT: u32 = 24;
+/// Wheel size: 65,536 ticks, about 1,126 s; later deadlines wait for a turn.
+const WHEEL: u64 = 1 << 16;
+
+const LIVE: u8 = 1;
+/// Handed to the scan detector already.
+const JUDGED: u8 = 2;
+/// In `young` (possibly for an earlier flow of the same slot).
+const QUEUED: u8 = 4;
+/// Ends in the `expire` under way.
+const DECIDED: u8 = 8;
+
+/// Bytes the table holds per slot, besides the index (`u32` + 1 control
+/// byte per hash bucket).
+pub const SLOT_BYTES: usize = size_of::<Flow>() + size_of::<Link>() + size_of::<u8>();
+/// Bytes of the wheel's bucket heads, whatever the number of flows.
+pub const WHEEL_BYTES: usize = WHEEL as usize * size_of::<u32>();
+
+fn tick(ns: u64) -> u64 {
+    ns >> TICK_SHIFT
+}
+
+fn bucket(tick: u64) -> usize {
+    (tick % WHEEL) as usize
+}
+
+impl std::fmt::Debug for FlowTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowTable")
+            .field("len", &self.len)
+            .field("slots", &self.flows.len())
+            .field("cursor", &self.cursor)
+            .field("config", &self.config)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for FlowTable {
+    fn default() -> Self {
+        Self::new(TableConfig::default())
+    }
+}
+
 impl FlowTable {
     pub fn new(config: TableConfig) -> Self {
         Self {
+            flows: Vec::new(),
+            links: Vec::new(),
+            marks: Vec::new(),
+            index: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            len: 0,
+            free: NIL,
+            wheel: Vec::new(),
+            cursor: None,
+            young: RefCell::new(Vec::new()),
             config,
-            ..Self::default()
+            pending: Vec::new(),
+            stats: TableStats::default(),
         }
     }
 
@@ -212,7 +348,23 @@ impl FlowTable {
 
     /// Replaces timeouts and bounds; a smaller bound evicts on the next insert.
     pub fn set_config(&mut self, config: TableConfig) {
-        self.config = config;
+        let old = std::mem::replace(&mut self.config, config);
+        if (
+            old.idle_timeout_ns,
+            old.active_timeout_ns,
+            old.tcp_close_grace_ns,
+        ) != (
+            config.idle_timeout_ns,
+            config.active_timeout_ns,
+            config.tcp_close_grace_ns,
+        ) {
+            // Deadlines moved: file every flow again.
+            let slots: Vec<u32> = self.live_slots().collect();
+            for s in slots {
+                self.unlink(s);
+                self.link(s);
+            }
+        }
     }
 
     pub fn stats(&self) -> TableStats {
@@ -221,35 +373,111 @@ impl FlowTable {
 
     /// Adds one drained delta to its flow, creating the flow if needed.
     pub fn apply(&mut self, key: &FlowKey, delta: &FlowStats, time: TimeBase) {
-        if let Some(f) = self.flows.get_mut(key) {
+        if let Some(s) = self.slot(key) {
+            let mut refile = false;
+            if self.flows[s as usize].would_overflow(delta) {
+                self.split(s);
+                refile = true;
+            }
+            let f = &mut self.flows[s as usize];
+            let (first, closing) = (f.first_ns, f.closing());
             f.add(delta, time);
+            // The deadline moves earlier only through these.
+            if refile || f.first_ns < first || f.closing() != closing {
+                self.unlink(s);
+                self.link(s);
+            }
             return;
         }
-        if self.config.max_flows > 0 && self.flows.len() >= self.config.max_flows {
+        if self.config.max_flows > 0 && self.len >= self.config.max_flows {
             self.evict();
         }
         let mut f = Flow::new(*key);
         f.add(delta, time);
-        self.flows.insert(*key, f);
+        let s = self.insert(f);
+        self.link(s);
         self.stats.started += 1;
+    }
+
+    /// Ends the record of slot `s` (reason `active`) before a `u32` count
+    /// overflows; the flow goes on in a new record.
+    fn split(&mut self, s: u32) {
+        let (state, orig) = self.state_of(s);
+        let f = &mut self.flows[s as usize];
+        let ended = f.clone();
+        f.restart(0);
+        f.first_ns = u64::MAX;
+        self.end(ended, state, EndReason::Active);
+        self.mark_last(orig);
     }
 
     /// Makes room: ends the longest-idle 1/64 of the table (at least one).
     fn evict(&mut self) {
         let n = (self.config.max_flows / 64).max(1);
-        let mut by_idle: Vec<(u64, FlowKey)> =
-            self.flows.values().map(|f| (f.last_ns, f.key)).collect();
-        if by_idle.len() > n {
-            by_idle.select_nth_unstable(n - 1);
-            by_idle.truncate(n);
+        for s in self.longest_idle(n) {
+            let (state, orig) = self.state_of(s);
+            let flow = self.remove(s);
+            self.end(flow, state, EndReason::Evicted);
+            self.mark_last(orig);
         }
-        for (_, key) in by_idle {
-            let (state, orig) = (self.conn_state(&key), self.is_originator(&key));
-            if let Some(flow) = self.flows.remove(&key) {
-                self.end(flow, state, EndReason::Evicted);
-                self.mark_last(orig);
+    }
+
+    /// The `n` flows with the oldest `last_ns` (ties: smallest key), oldest
+    /// first. Walks the wheel from the cursor: after the buckets up to tick
+    /// `t`, every flow not seen has `last_ns + idle >= (t + 1) << TICK_SHIFT`.
+    fn longest_idle(&mut self, n: usize) -> Vec<u32> {
+        let n = n.min(self.len);
+        let idle = self.config.idle_timeout_ns;
+        let mut seen: Vec<(u64, FlowKey, u32)> = Vec::new();
+        let mut lasts: std::collections::BinaryHeap<std::cmp::Reverse<u64>> =
+            std::collections::BinaryHeap::new();
+        let mut sure = 0;
+        let mut complete = false;
+        if let Some(cursor) = self.cursor {
+            for t in cursor..cursor + WHEEL {
+                let mut s = self.wheel[bucket(t)];
+                let mut later = Vec::new();
+                while s != NIL {
+                    let f = &self.flows[s as usize];
+                    if tick(self.deadline(f)) > t {
+                        later.push(s);
+                    } else {
+                        seen.push((f.last_ns, f.key, s));
+                        lasts.push(std::cmp::Reverse(f.last_ns));
+                    }
+                    s = self.links[s as usize].next;
+                }
+                for s in later {
+                    self.unlink(s);
+                    self.link(s);
+                }
+                let bound = (t + 1).saturating_mul(1 << TICK_SHIFT).saturating_sub(idle);
+                while lasts.peek().is_some_and(|l| l.0 < bound) {
+                    lasts.pop();
+                    sure += 1;
+                }
+                if sure >= n {
+                    complete = true;
+                    break;
+                }
             }
         }
+        if !complete {
+            // Deadlines beyond one turn of the wheel: look at every flow.
+            seen = self
+                .live_slots()
+                .map(|s| {
+                    let f = &self.flows[s as usize];
+                    (f.last_ns, f.key, s)
+                })
+                .collect();
+        }
+        if seen.len() > n && n > 0 {
+            seen.select_nth_unstable(n - 1);
+        }
+        seen.truncate(n);
+        seen.sort_unstable();
+        seen.into_iter().map(|(_, _, s)| s).collect()
     }
 
     fn end(&mut self, flow: Flow, state: Option<&'static str>, reason: EndReason) {
@@ -268,10 +496,15 @@ impl FlowTable {
         }
     }
 
+    fn state_of(&self, s: u32) -> (Option<&'static str>, bool) {
+        let key = &self.flows[s as usize].key;
+        (self.conn_state(key), self.is_originator(key))
+    }
+
     /// Whether `key` is its connection's originator side (computed while
     /// both directions are still in the table).
     pub fn is_originator(&self, key: &FlowKey) -> bool {
-        let Some(this) = self.flows.get(key) else {
+        let Some(this) = self.get(key) else {
             return false;
         };
         match self.reverse(key) {
@@ -284,16 +517,41 @@ impl FlowTable {
     /// clock in replay) and returns it, with any evicted records.
     pub fn expire(&mut self, now_ns: u64) -> Vec<Ended> {
         let c = self.config;
-        let mut done: Vec<(FlowKey, EndReason)> = Vec::new();
-        let mut restart: Vec<FlowKey> = Vec::new();
-        let mut decided: std::collections::HashSet<FlowKey> = std::collections::HashSet::new();
-        for f in self.flows.values() {
-            if decided.contains(&f.key) {
+        // The flows whose own deadline passed; the rest go back to the wheel.
+        let mut due: Vec<u32> = Vec::new();
+        let mut keep: Vec<u32> = Vec::new();
+        if let Some(cursor) = self.cursor {
+            let to = tick(now_ns).max(cursor);
+            let from = cursor.max((to + 1).saturating_sub(WHEEL));
+            for t in from..=to {
+                let mut s = std::mem::replace(&mut self.wheel[bucket(t)], NIL);
+                while s != NIL {
+                    let next = self.links[s as usize].next;
+                    self.links[s as usize] = Link {
+                        prev: NIL,
+                        next: NIL,
+                    };
+                    if self.deadline(&self.flows[s as usize]) <= now_ns {
+                        due.push(s);
+                    } else {
+                        keep.push(s);
+                    }
+                    s = next;
+                }
+            }
+            self.cursor = Some(to);
+        }
+        let mut done: Vec<(u32, EndReason)> = Vec::new();
+        let mut restart: Vec<u32> = Vec::new();
+        for &s in &due {
+            if self.mark(s) & DECIDED != 0 {
                 continue;
             }
+            let f = &self.flows[s as usize];
             // A connection ends as one: both directions, on the later one's clock.
-            let rev = self.reverse(&f.key);
-            let last = rev.map_or(f.last_ns, |r| r.last_ns.max(f.last_ns));
+            let rev = self.reverse_slot(&f.key);
+            let rf = rev.map(|r| &self.flows[r as usize]);
+            let last = rf.map_or(f.last_ns, |r| r.last_ns.max(f.last_ns));
             let idle = now_ns.saturating_sub(last);
             let reason = if idle >= c.idle_timeout_ns {
                 Some(EndReason::Idle)
@@ -307,35 +565,42 @@ impl FlowTable {
             };
             match reason {
                 Some(r) => {
-                    for k in std::iter::once(f.key).chain(rev.map(|r| r.key)) {
-                        decided.insert(k);
+                    for k in std::iter::once(s).chain(rev) {
+                        self.set_mark(k, DECIDED, true);
                         done.push((k, r));
                     }
                 }
                 None if now_ns.saturating_sub(f.first_ns) >= c.active_timeout_ns => {
-                    restart.push(f.key);
+                    restart.push(s);
                 }
-                None => {}
+                None => keep.push(s),
             }
         }
         // States first: both directions of a connection may end together.
-        let states: Vec<(Option<&'static str>, bool)> = done
-            .iter()
-            .map(|(k, _)| (self.conn_state(k), self.is_originator(k)))
-            .collect();
-        for ((key, reason), (state, orig)) in done.into_iter().zip(states) {
-            if let Some(flow) = self.flows.remove(&key) {
+        let states: Vec<(Option<&'static str>, bool)> =
+            done.iter().map(|&(s, _)| self.state_of(s)).collect();
+        for ((s, reason), (state, orig)) in done.into_iter().zip(states) {
+            if self.mark(s) & LIVE != 0 {
+                let flow = self.remove(s);
                 self.end(flow, state, reason);
                 self.mark_last(orig);
             }
         }
-        for key in restart {
-            let (state, orig) = (self.conn_state(&key), self.is_originator(&key));
-            if let Some(f) = self.flows.get_mut(&key) {
-                let ended = f.clone();
-                f.restart(now_ns);
-                self.end(ended, state, EndReason::Active);
-                self.mark_last(orig);
+        for s in restart {
+            if self.mark(s) & LIVE == 0 {
+                continue;
+            }
+            let (state, orig) = self.state_of(s);
+            let f = &mut self.flows[s as usize];
+            let ended = f.clone();
+            f.restart(now_ns);
+            self.end(ended, state, EndReason::Active);
+            self.mark_last(orig);
+            self.link(s);
+        }
+        for s in keep {
+            if self.mark(s) & LIVE != 0 && self.links[s as usize].prev == NIL {
+                self.link(s);
             }
         }
         std::mem::take(&mut self.pending)
@@ -343,62 +608,91 @@ impl FlowTable {
 
     /// Ends every flow (shutdown, end of a replay).
     pub fn end_all(&mut self) -> Vec<Ended> {
-        let keys: Vec<FlowKey> = self.flows.keys().copied().collect();
-        let states: Vec<(Option<&'static str>, bool)> = keys
-            .iter()
-            .map(|k| (self.conn_state(k), self.is_originator(k)))
-            .collect();
-        for (key, (state, orig)) in keys.into_iter().zip(states) {
-            if let Some(flow) = self.flows.remove(&key) {
-                self.end(flow, state, EndReason::Forced);
-                self.mark_last(orig);
-            }
+        let slots: Vec<u32> = self.live_slots().collect();
+        let states: Vec<(Option<&'static str>, bool)> =
+            slots.iter().map(|&s| self.state_of(s)).collect();
+        for (s, (state, orig)) in slots.into_iter().zip(states) {
+            let flow = self.remove(s);
+            self.end(flow, state, EndReason::Forced);
+            self.mark_last(orig);
         }
         std::mem::take(&mut self.pending)
     }
 
+    /// Keys of the flows first seen at least `age_ns` before `now_ns` that
+    /// were not returned before: each flow once (the scan detector judges
+    /// each flow once). Looks only at flows not returned yet.
+    pub fn take_settled(&self, now_ns: u64, age_ns: u64) -> Vec<FlowKey> {
+        let mut out = Vec::new();
+        let mut young = self.young.borrow_mut();
+        young.retain(|&s| {
+            let m = self.mark(s);
+            if m & LIVE == 0 || m & JUDGED != 0 {
+                self.set_mark(s, QUEUED, false);
+                return false;
+            }
+            let f = &self.flows[s as usize];
+            if now_ns.saturating_sub(f.first_ns) < age_ns {
+                return true;
+            }
+            self.set_mark(s, QUEUED, false);
+            self.set_mark(s, JUDGED, true);
+            out.push(f.key);
+            false
+        });
+        // After a burst of new flows, give the room back.
+        if young.capacity() > 4 * young.len() + 4096 {
+            let keep = 2 * young.len();
+            young.shrink_to(keep);
+        }
+        out
+    }
+
     fn tcp_closed(&self, f: &Flow) -> bool {
-        let side = |f: &Flow| Side {
-            packets: f.packets,
-            syn: f.syn,
-            fin: f.fin,
-            rst: f.rst,
-        };
         match self.reverse(&f.key) {
-            Some(r) => crate::connstate::is_closed(&side(f), &side(r)),
+            Some(r) => crate::connstate::is_closed(&f.side(), &r.side()),
             None => f.rst > 0,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.flows.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.flows.is_empty()
+        self.len == 0
     }
 
     pub fn get(&self, key: &FlowKey) -> Option<&Flow> {
-        self.flows.get(key)
+        self.slot(key).map(|s| &self.flows[s as usize])
     }
 
     /// Adds an RTT sample to the flow whose packet closed it; returns the
     /// flow's minimum RTT before this sample (for queueing delay), if any.
     pub fn rtt(&mut self, key: &FlowKey, ns: u64) -> Option<u64> {
-        let f = self.flows.get_mut(key)?;
+        let s = self.slot(key)?;
+        let f = &mut self.flows[s as usize];
         let min = (f.rtt_samples > 0).then_some(f.rtt_min_ns);
         f.rtt(ns);
         min
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Flow> {
-        self.flows.values()
+        self.flows
+            .iter()
+            .zip(&self.marks)
+            .filter(|(_, m)| m.get() & LIVE != 0)
+            .map(|(f, _)| f)
     }
 
     /// The other direction of this flow's connection: addresses and ports
     /// swapped, seen on the same interface (in the opposite direction live,
     /// in the same direction in a replay).
     pub fn reverse(&self, key: &FlowKey) -> Option<&Flow> {
+        self.reverse_slot(key).map(|s| &self.flows[s as usize])
+    }
+
+    fn reverse_slot(&self, key: &FlowKey) -> Option<u32> {
         let mut r = *key;
         r.src = key.dst;
         r.dst = key.src;
@@ -408,9 +702,9 @@ impl FlowTable {
             return None;
         }
         r.direction = 1 - key.direction;
-        self.flows.get(&r).or_else(|| {
+        self.slot(&r).or_else(|| {
             r.direction = key.direction;
-            self.flows.get(&r)
+            self.slot(&r)
         })
     }
 
@@ -419,20 +713,14 @@ impl FlowTable {
         if key.proto != IPPROTO_TCP {
             return None;
         }
-        let this = self.flows.get(key)?;
-        let side = |f: &Flow| Side {
-            packets: f.packets,
-            syn: f.syn,
-            fin: f.fin,
-            rst: f.rst,
-        };
+        let this = self.get(key)?;
         let Some(rev) = self.reverse(key) else {
             // Only one direction seen: from a service port, it is the responder's.
             return Some(
                 if this.syn == 0 && is_service_side(this.key.sport, this.key.dport) {
-                    conn_state(&Side::default(), &side(this))
+                    conn_state(&Side::default(), &this.side())
                 } else {
-                    conn_state(&side(this), &Side::default())
+                    conn_state(&this.side(), &Side::default())
                 },
             );
         };
@@ -441,7 +729,139 @@ impl FlowTable {
         } else {
             (rev, this)
         };
-        Some(conn_state(&side(orig), &side(resp)))
+        Some(conn_state(&orig.side(), &resp.side()))
+    }
+
+    // ---- slab, index and wheel
+
+    fn slot(&self, key: &FlowKey) -> Option<u32> {
+        let flows = &self.flows;
+        self.index
+            .find(self.hasher.hash_one(key), |&s| {
+                flows[s as usize].key == *key
+            })
+            .copied()
+    }
+
+    fn mark(&self, s: u32) -> u8 {
+        self.marks[s as usize].get()
+    }
+
+    fn set_mark(&self, s: u32, bit: u8, on: bool) {
+        let m = &self.marks[s as usize];
+        m.set(if on { m.get() | bit } else { m.get() & !bit });
+    }
+
+    fn live_slots(&self) -> impl Iterator<Item = u32> + use<'_> {
+        (0..self.flows.len() as u32).filter(|&s| self.mark(s) & LIVE != 0)
+    }
+
+    /// Stores a new flow in a free slot (or a new one) and indexes it.
+    fn insert(&mut self, flow: Flow) -> u32 {
+        let hash = self.hasher.hash_one(flow.key);
+        let s = if self.free == NIL {
+            let s = u32::try_from(self.flows.len())
+                .ok()
+                .filter(|s| *s < HEAD)
+                .expect("fewer than 2^31 flows");
+            self.flows.push(flow);
+            self.links.push(Link {
+                prev: NIL,
+                next: NIL,
+            });
+            self.marks.push(Cell::new(LIVE));
+            s
+        } else {
+            let s = self.free;
+            self.free = self.links[s as usize].next;
+            self.links[s as usize].next = NIL;
+            self.flows[s as usize] = flow;
+            // A stale `young` entry of this slot stands for the new flow.
+            let m = &self.marks[s as usize];
+            m.set((m.get() & QUEUED) | LIVE);
+            s
+        };
+        if self.mark(s) & QUEUED == 0 {
+            self.set_mark(s, QUEUED, true);
+            self.young.get_mut().push(s);
+        }
+        let (flows, hasher) = (&self.flows, &self.hasher);
+        self.index
+            .insert_unique(hash, s, |&x| hasher.hash_one(flows[x as usize].key));
+        self.len += 1;
+        s
+    }
+
+    /// Takes slot `s` out of the wheel and the index and frees it.
+    fn remove(&mut self, s: u32) -> Flow {
+        self.unlink(s);
+        let hash = self.hasher.hash_one(self.flows[s as usize].key);
+        if let Ok(e) = self.index.find_entry(hash, |&x| x == s) {
+            e.remove();
+        }
+        let flow = std::mem::take(&mut self.flows[s as usize]);
+        let m = &self.marks[s as usize];
+        m.set(m.get() & QUEUED);
+        self.links[s as usize] = Link {
+            prev: NIL,
+            next: self.free,
+        };
+        self.free = s;
+        self.len -= 1;
+        flow
+    }
+
+    /// The earliest time `f` can need expiry, from its own fields: its
+    /// reverse only delays the idle and close deadlines.
+    fn deadline(&self, f: &Flow) -> u64 {
+        let c = &self.config;
+        let mut d = f
+            .last_ns
+            .saturating_add(c.idle_timeout_ns)
+            .min(f.first_ns.saturating_add(c.active_timeout_ns));
+        if f.closing() {
+            d = d.min(f.last_ns.saturating_add(c.tcp_close_grace_ns));
+        }
+        d
+    }
+
+    /// Files slot `s` in the wheel bucket of its deadline (or the cursor's).
+    fn link(&mut self, s: u32) {
+        if self.wheel.is_empty() {
+            self.wheel = vec![NIL; WHEEL as usize];
+        }
+        let f = &self.flows[s as usize];
+        let t = tick(self.deadline(f));
+        let cursor = *self.cursor.get_or_insert(tick(f.last_ns).min(t));
+        let b = bucket(t.max(cursor));
+        let head = self.wheel[b];
+        self.links[s as usize] = Link {
+            prev: HEAD | b as u32,
+            next: head,
+        };
+        if head != NIL {
+            self.links[head as usize].prev = s;
+        }
+        self.wheel[b] = s;
+    }
+
+    fn unlink(&mut self, s: u32) {
+        let Link { prev, next } = self.links[s as usize];
+        if prev == NIL {
+            return;
+        }
+        if prev & HEAD != 0 {
+            self.wheel[(prev & !HEAD) as usize] = next;
+        } else {
+            self.links[prev as usize].next = next;
+        }
+        if next != NIL {
+            self.links[next as usize].prev = prev;
+        }
+        self.links[s as usize] = Link {
+            prev: NIL,
+            next: NIL,
+        };
     }
 }
 
@@ -635,5 +1055,403 @@ mod tests {
         d.rst = 1;
         t.apply(&k, &d, TimeBase::Capture);
         assert_eq!(t.get(&k).unwrap().tcp_flags, TCP_RST);
+    }
+}
+
+/// The table as it was before the slab and the wheel (a `HashMap` walked
+/// by every `expire`), kept as the reference the real table must match.
+#[cfg(test)]
+mod reference {
+    use std::collections::{HashMap, HashSet};
+
+    use super::*;
+
+    #[derive(Default)]
+    pub(super) struct RefTable {
+        pub(super) flows: HashMap<FlowKey, Flow>,
+        pub(super) config: TableConfig,
+        pub(super) pending: Vec<Ended>,
+        pub(super) stats: TableStats,
+    }
+
+    impl RefTable {
+        pub(super) fn apply(&mut self, key: &FlowKey, delta: &FlowStats) {
+            if let Some(f) = self.flows.get_mut(key) {
+                f.add(delta, TimeBase::Capture);
+                return;
+            }
+            if self.flows.len() >= self.config.max_flows {
+                let n = (self.config.max_flows / 64).max(1);
+                let mut by_idle: Vec<(u64, FlowKey)> =
+                    self.flows.values().map(|f| (f.last_ns, f.key)).collect();
+                by_idle.sort_unstable();
+                by_idle.truncate(n);
+                for (_, key) in by_idle {
+                    let (state, orig) = (self.conn_state(&key), self.is_originator(&key));
+                    let flow = self.flows.remove(&key).unwrap();
+                    self.end(flow, state, orig, EndReason::Evicted);
+                }
+            }
+            let mut f = Flow::new(*key);
+            f.add(delta, TimeBase::Capture);
+            self.flows.insert(*key, f);
+            self.stats.started += 1;
+        }
+
+        fn end(&mut self, flow: Flow, state: Option<&'static str>, o: bool, r: EndReason) {
+            self.stats.ended[r as usize] += 1;
+            self.pending.push(Ended {
+                flow,
+                state,
+                reason: r,
+                originator: o,
+            });
+        }
+
+        fn reverse(&self, key: &FlowKey) -> Option<&Flow> {
+            let mut r = *key;
+            r.src = key.dst;
+            r.dst = key.src;
+            r.sport = key.dport;
+            r.dport = key.sport;
+            if r == *key {
+                return None;
+            }
+            r.direction = 1 - key.direction;
+            self.flows.get(&r).or_else(|| {
+                r.direction = key.direction;
+                self.flows.get(&r)
+            })
+        }
+
+        fn is_originator(&self, key: &FlowKey) -> bool {
+            let this = &self.flows[key];
+            match self.reverse(key) {
+                Some(rev) => rank(this) <= rank(rev),
+                None => !(this.syn == 0 && is_service_side(key.sport, key.dport)),
+            }
+        }
+
+        fn conn_state(&self, key: &FlowKey) -> Option<&'static str> {
+            if key.proto != IPPROTO_TCP {
+                return None;
+            }
+            let this = &self.flows[key];
+            let Some(rev) = self.reverse(key) else {
+                return Some(if this.syn == 0 && is_service_side(key.sport, key.dport) {
+                    conn_state(&Side::default(), &this.side())
+                } else {
+                    conn_state(&this.side(), &Side::default())
+                });
+            };
+            let (o, r) = if rank(this) <= rank(rev) {
+                (this, rev)
+            } else {
+                (rev, this)
+            };
+            Some(conn_state(&o.side(), &r.side()))
+        }
+
+        pub(super) fn expire(&mut self, now_ns: u64) -> Vec<Ended> {
+            let c = self.config;
+            let mut done: Vec<(FlowKey, EndReason)> = Vec::new();
+            let mut restart: Vec<FlowKey> = Vec::new();
+            let mut decided: HashSet<FlowKey> = HashSet::new();
+            for f in self.flows.values() {
+                if decided.contains(&f.key) {
+                    continue;
+                }
+                let rev = self.reverse(&f.key);
+                let last = rev.map_or(f.last_ns, |r| r.last_ns.max(f.last_ns));
+                let idle = now_ns.saturating_sub(last);
+                let closed = match rev {
+                    Some(r) => crate::connstate::is_closed(&f.side(), &r.side()),
+                    None => f.rst > 0,
+                };
+                let reason = if idle >= c.idle_timeout_ns {
+                    Some(EndReason::Idle)
+                } else if f.key.proto == IPPROTO_TCP && idle >= c.tcp_close_grace_ns && closed {
+                    Some(EndReason::EndOfFlow)
+                } else {
+                    None
+                };
+                match reason {
+                    Some(r) => {
+                        for k in std::iter::once(f.key).chain(rev.map(|r| r.key)) {
+                            decided.insert(k);
+                            done.push((k, r));
+                        }
+                    }
+                    None if now_ns.saturating_sub(f.first_ns) >= c.active_timeout_ns => {
+                        restart.push(f.key);
+                    }
+                    None => {}
+                }
+            }
+            let states: Vec<(Option<&'static str>, bool)> = done
+                .iter()
+                .map(|(k, _)| (self.conn_state(k), self.is_originator(k)))
+                .collect();
+            for ((key, reason), (state, orig)) in done.into_iter().zip(states) {
+                let flow = self.flows.remove(&key).unwrap();
+                self.end(flow, state, orig, reason);
+            }
+            for key in restart {
+                let f = self.flows.get_mut(&key).unwrap();
+                let ended = f.clone();
+                f.restart(now_ns);
+                // States of restarted records depend on the order; not compared.
+                self.end(ended, None, false, EndReason::Active);
+            }
+            std::mem::take(&mut self.pending)
+        }
+    }
+}
+
+#[cfg(test)]
+mod slab_tests {
+    use super::{reference::RefTable, *};
+
+    fn udp(port: u16) -> FlowKey {
+        FlowKey {
+            proto: 17,
+            sport: port,
+            dport: 53,
+            ..Default::default()
+        }
+    }
+
+    fn at(t: u64) -> FlowStats {
+        FlowStats {
+            packets: 1,
+            bytes: 100,
+            first_seen_ns: t,
+            last_seen_ns: t,
+            ..Default::default()
+        }
+    }
+
+    /// Every live slot is indexed under its key, and nothing else is.
+    fn check(t: &FlowTable) {
+        let live: Vec<u32> = t.live_slots().collect();
+        assert_eq!(live.len(), t.len());
+        assert_eq!(t.index.len(), t.len());
+        for s in live {
+            assert_eq!(t.slot(&t.flows[s as usize].key), Some(s));
+        }
+        let mut free = 0;
+        let mut s = t.free;
+        while s != NIL {
+            assert_eq!(t.mark(s) & LIVE, 0);
+            free += 1;
+            s = t.links[s as usize].next;
+        }
+        assert_eq!(free + t.len(), t.flows.len());
+        // Every live flow is in exactly one bucket.
+        let mut linked = 0;
+        for &head in &t.wheel {
+            let mut s = head;
+            while s != NIL {
+                assert_ne!(t.mark(s) & LIVE, 0);
+                linked += 1;
+                s = t.links[s as usize].next;
+            }
+        }
+        assert_eq!(linked, t.len());
+    }
+
+    #[test]
+    fn removed_slots_are_reused_and_the_index_stays_consistent() {
+        let mut t = FlowTable::new(TableConfig {
+            idle_timeout_ns: 10 * SEC,
+            ..TableConfig::default()
+        });
+        for p in 0..1000 {
+            t.apply(&udp(p), &at(u64::from(p % 2) * 5 * SEC), TimeBase::Capture);
+        }
+        check(&t);
+        // The 500 even ports were last seen at 0: idle at 10 s.
+        let ended = t.expire(10 * SEC);
+        assert_eq!(ended.len(), 500);
+        assert!(ended.iter().all(|e| e.flow.key.sport % 2 == 0));
+        assert!(ended.iter().all(|e| e.reason == EndReason::Idle));
+        check(&t);
+        for p in 1000..1500 {
+            t.apply(&udp(p), &at(11 * SEC), TimeBase::Capture);
+        }
+        assert_eq!(t.flows.len(), 1000, "new flows took the freed slots");
+        assert_eq!(t.len(), 1000);
+        check(&t);
+        for p in (1..1000).step_by(2).chain(1000..1500) {
+            assert_eq!(t.get(&udp(p)).map(|f| f.packets), Some(1));
+        }
+        assert!(t.get(&udp(0)).is_none());
+        assert_eq!(t.stats().started, 1500);
+        assert_eq!(t.stats().ended, [500, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn flows_end_in_the_expire_of_their_deadline_and_not_before() {
+        let mut t = FlowTable::new(TableConfig {
+            idle_timeout_ns: 60 * SEC,
+            ..TableConfig::default()
+        });
+        for p in 0..100u16 {
+            t.apply(&udp(p), &at(u64::from(p) * SEC), TimeBase::Capture);
+        }
+        for now in 60..160u64 {
+            let ended = t.expire(now * SEC + SEC / 2);
+            let ports: Vec<u16> = ended.iter().map(|e| e.flow.key.sport).collect();
+            assert_eq!(ports, vec![(now - 60) as u16], "at {now} s");
+            check(&t);
+        }
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn eviction_takes_the_longest_idle_ties_by_key_with_exact_counters() {
+        let mut t = FlowTable::new(TableConfig {
+            idle_timeout_ns: 500 * SEC,
+            active_timeout_ns: 3000 * SEC,
+            max_flows: 640,
+            ..TableConfig::default()
+        });
+        // 640 flows, last seen at 1000 s minus (port / 4) seconds: four per second.
+        for p in 0..640u16 {
+            t.apply(
+                &udp(p),
+                &at((1000 - u64::from(p / 4)) * SEC),
+                TimeBase::Capture,
+            );
+        }
+        t.expire(1000 * SEC);
+        t.apply(&udp(9999), &at(1001 * SEC), TimeBase::Capture);
+        assert_eq!(t.len(), 631, "1/64 of 640 made room");
+        let ended = t.expire(1001 * SEC);
+        let ports: Vec<u16> = ended.iter().map(|e| e.flow.key.sport).collect();
+        // The oldest first: 636..=639 (last seen at 841 s), 632..=635 (842 s),
+        // then two of the four at 843 s, the smallest keys.
+        assert_eq!(ports, [636, 637, 638, 639, 632, 633, 634, 635, 628, 629]);
+        assert!(ended.iter().all(|e| e.reason == EndReason::Evicted));
+        assert_eq!(t.stats().started, 641);
+        assert_eq!(t.stats().ended, [0, 0, 0, 0, 10]);
+        check(&t);
+    }
+
+    #[test]
+    fn a_count_that_would_overflow_starts_a_new_record() {
+        let mut t = FlowTable::default();
+        let k = udp(1);
+        let mut d = at(SEC);
+        d.ce = u32::MAX - 1;
+        t.apply(&k, &d, TimeBase::Capture);
+        let mut d = at(2 * SEC);
+        d.ce = 3;
+        t.apply(&k, &d, TimeBase::Capture);
+        let f = t.get(&k).unwrap();
+        assert_eq!((f.ce, f.packets, f.first_ns), (3, 1, 2 * SEC));
+        let ended = t.expire(2 * SEC);
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].reason, EndReason::Active);
+        assert_eq!((ended[0].flow.ce, ended[0].flow.packets), (u32::MAX - 1, 1));
+        check(&t);
+    }
+
+    #[test]
+    fn the_scan_detector_gets_each_flow_once_when_old_enough() {
+        let mut t = FlowTable::new(TableConfig {
+            idle_timeout_ns: 1000 * SEC,
+            active_timeout_ns: 100 * SEC,
+            ..TableConfig::default()
+        });
+        for p in 0..10 {
+            t.apply(&udp(p), &at(u64::from(p) * SEC), TimeBase::Capture);
+        }
+        assert_eq!(t.take_settled(5 * SEC, 2 * SEC).len(), 4, "ports 0..=3");
+        assert_eq!(t.take_settled(5 * SEC, 2 * SEC).len(), 0);
+        // A record restarted by the active timeout is the same flow.
+        assert_eq!(t.expire(150 * SEC).len(), 10, "all restarted");
+        assert_eq!(t.take_settled(400 * SEC, 2 * SEC).len(), 6);
+        // A new flow in a reused slot is judged again.
+        assert_eq!(t.expire(2000 * SEC).len(), 10);
+        t.apply(&udp(0), &at(2000 * SEC), TimeBase::Capture);
+        assert_eq!(t.take_settled(2010 * SEC, 2 * SEC), vec![udp(0)]);
+    }
+
+    /// Random traffic (TCP and UDP, both directions, FIN/RST, a small
+    /// table) through both tables: the same records end, for the same
+    /// reasons, with the same counts, at the same `expire`.
+    #[test]
+    fn matches_the_reference_table() {
+        let config = TableConfig {
+            idle_timeout_ns: 20 * SEC,
+            active_timeout_ns: 45 * SEC,
+            tcp_close_grace_ns: 3 * SEC,
+            max_flows: 300,
+        };
+        let mut t = FlowTable::new(config);
+        let mut r = RefTable {
+            config,
+            ..RefTable::default()
+        };
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rand = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut now = 1_000 * SEC;
+        for round in 0..400 {
+            for _ in 0..rand(60) {
+                // Half the deltas on a few hot hosts (their flows live long).
+                let hosts = if rand(2) == 0 { 3 } else { 40 };
+                let (a, b) = (rand(hosts) as u8, rand(hosts) as u8);
+                let (sp, dp) = (1000 + rand(3) as u16, 80 + rand(2) as u16);
+                let proto = if rand(3) == 0 { 17 } else { 6 };
+                let fwd = rand(2) == 0;
+                let key = FlowKey {
+                    direction: u8::from(!fwd),
+                    proto,
+                    src: [if fwd { a } else { b }; 16],
+                    dst: [if fwd { b } else { a }; 16],
+                    sport: if fwd { sp } else { dp },
+                    dport: if fwd { dp } else { sp },
+                    ..Default::default()
+                };
+                let first = now.saturating_sub(rand(2 * SEC));
+                let mut d = at(first);
+                d.last_seen_ns = first + rand(SEC);
+                d.packets = 1 + rand(3);
+                d.syn = u32::from(rand(4) == 0);
+                d.fin = u32::from(rand(8) == 0);
+                d.rst = u32::from(rand(30) == 0);
+                t.apply(&key, &d, TimeBase::Capture);
+                r.apply(&key, &d);
+            }
+            now += rand(3 * SEC);
+            let mut got = t.expire(now);
+            let mut want = r.expire(now);
+            for e in got.iter_mut().chain(want.iter_mut()) {
+                if e.reason == EndReason::Active {
+                    (e.state, e.originator) = (None, false);
+                }
+            }
+            let order = |e: &Ended| (e.flow.key, e.reason, e.flow.first_ns);
+            got.sort_by_key(order);
+            want.sort_by_key(order);
+            assert_eq!(got, want, "round {round}");
+            assert_eq!(t.stats(), r.stats, "round {round}");
+            assert_eq!(t.len(), r.flows.len());
+            check(&t);
+        }
+        let ended = r.stats.ended;
+        let forced = EndReason::Forced as usize;
+        assert!(
+            (0..5).all(|i| i == forced || ended[i] > 0),
+            "every reason but forced: {ended:?}"
+        );
+        assert_eq!(t.end_all().len(), r.flows.len());
+        check(&t);
     }
 }

@@ -7,9 +7,8 @@
 //! A browser or a backup job makes connections that succeed, so they are
 //! never counted, however many hosts they reach.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
-use flowd_common::FlowKey;
 use serde::Serialize;
 use tracing::warn;
 
@@ -70,8 +69,10 @@ pub struct Suspect {
 
 #[derive(Debug, Default)]
 struct Source {
-    /// dst -> distinct dports in this window.
-    ports: HashMap<[u8; 16], HashSet<u16>>,
+    /// dst -> distinct dports in this window: at most `hosts + 1` dsts of
+    /// at most `ports + 1` ports, so vectors (a SYN flood from random
+    /// sources makes many sources with one port each).
+    ports: Vec<([u8; 16], Vec<u16>)>,
     attempts: u64,
     last_ns: u64,
 }
@@ -83,8 +84,6 @@ pub struct ScanDetector {
     window_start_ns: u64,
     sources: HashMap<[u8; 16], Source>,
     suspects: BTreeMap<[u8; 16], Suspect>,
-    /// Flows already judged (answered or failed), so each counts once.
-    judged: HashSet<FlowKey>,
     flagged_total: u64,
 }
 
@@ -109,23 +108,20 @@ impl ScanDetector {
     }
 
     /// Looks at the flows old enough to judge and counts the failed ones.
+    /// Each flow is judged once (the table hands out each flow once), and
+    /// only flows not judged yet are looked at.
     pub fn observe(&mut self, table: &FlowTable, now_ns: u64) {
         let c = self.config;
         if now_ns.saturating_sub(self.window_start_ns) >= c.window_ns {
             self.window_start_ns = now_ns;
             self.sources.clear();
-            // Flows from the previous window that are still around were judged.
-            self.judged.retain(|k| table.get(k).is_some());
         }
         self.suspects
             .retain(|_, s| now_ns.saturating_sub(s.last_seen_ns) < c.suspect_ttl_ns);
-        for f in table.iter() {
-            if now_ns.saturating_sub(f.first_ns) < c.answer_grace_ns || self.judged.contains(&f.key)
+        for key in table.take_settled(now_ns, c.answer_grace_ns) {
+            if let Some(f) = table.get(&key)
+                && failed_attempt(table, f)
             {
-                continue;
-            }
-            self.judged.insert(f.key);
-            if failed_attempt(table, f) {
                 self.count(f, now_ns);
             }
         }
@@ -137,6 +133,8 @@ impl ScanDetector {
             for (k, _) in v.into_iter().skip(c.max_sources) {
                 self.sources.remove(&k);
             }
+            // A burst of sources must not keep its table.
+            self.sources.shrink_to(c.max_sources);
         }
     }
 
@@ -146,21 +144,28 @@ impl ScanDetector {
         let s = self.sources.entry(k.src).or_default();
         s.attempts += 1;
         s.last_ns = now_ns;
-        let ports = s.ports.entry(k.dst).or_default();
+        let i = match s.ports.iter().position(|(d, _)| *d == k.dst) {
+            Some(i) => i,
+            None => {
+                s.ports.push((k.dst, Vec::new()));
+                s.ports.len() - 1
+            }
+        };
+        let ports = &mut s.ports[i].1;
         // No need to remember more than the threshold.
-        if ports.len() <= c.ports {
-            ports.insert(k.dport);
+        if ports.len() <= c.ports && !ports.contains(&k.dport) {
+            ports.push(k.dport);
         }
         if s.ports.len() > c.hosts + 1 {
-            // Bound the per-source map: one more than the threshold is enough.
-            let drop_key = *s
+            // Bound the per-source list: one more than the threshold is enough.
+            let drop = s
                 .ports
-                .keys()
-                .find(|d| **d != k.dst)
+                .iter()
+                .position(|(d, _)| *d != k.dst)
                 .expect("more than one");
-            s.ports.remove(&drop_key);
+            s.ports.remove(drop);
         }
-        let max_ports = s.ports.values().map(HashSet::len).max().unwrap_or(0);
+        let max_ports = s.ports.iter().map(|(_, p)| p.len()).max().unwrap_or(0);
         let hosts = s.ports.len();
         let attempts = s.attempts;
         if max_ports > c.ports || hosts > c.hosts {
@@ -225,7 +230,7 @@ fn failed_attempt(table: &FlowTable, f: &Flow) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use flowd_common::FlowStats;
+    use flowd_common::{FlowKey, FlowStats};
 
     use super::*;
     use crate::clock::TimeBase;

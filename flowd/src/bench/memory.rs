@@ -121,7 +121,8 @@ fn memlock(fd: BorrowedFd<'_>) -> u64 {
 
 pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
     // ---- daemon: flow table per active flow
-    let entry = size_of::<(FlowKey, Flow)>();
+    let slot = crate::flowtable::SLOT_BYTES;
+    let wheel = crate::flowtable::WHEEL_BYTES;
     let mut rows = Vec::new();
     for &n in plan.mem_flows {
         let mut t = Vec::new();
@@ -146,30 +147,29 @@ pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
         plan.mem_reps
     );
     println!(
-        "| active flows | `FlowTable` | + `Aggregator` (window ≤ 100,000 flows) | predicted `FlowTable` (hashbrown buckets × (entry + 1 control byte)) | fill time s | target | result |"
+        "| active flows | `FlowTable` | + `Aggregator` (window ≤ 100,000 flows) | predicted `FlowTable` (slot + index buckets × (4 B slot + 1 control byte) / flows + wheel / flows) | fill time s | target | result |"
     );
     println!("|---|---|---|---|---|---|---|");
     let mut worst = 0f64;
     for (n, t, ta, fill) in &rows {
         let t = summarize(t);
         let buckets = hashbrown_buckets(*n as usize);
-        let predicted = (buckets * (entry + 1)) as f64 / f64::from(*n);
+        let predicted = (*n as usize * slot + buckets * 5 + wheel) as f64 / f64::from(*n);
         worst = worst.max(t.median);
         println!(
-            "| {} | {} | {} | {:.0} ({} buckets × {} B) | {} | ≤ {TARGET_BYTES_PER_FLOW:.0} B | {} |",
+            "| {} | {} | {} | {:.0} ({slot} B + {} buckets × 5 B + {} KiB) | {} | ≤ {TARGET_BYTES_PER_FLOW:.0} B | {} |",
             sep(u64::from(*n)),
             t.p(0),
             summarize(ta).p(0),
             predicted,
             sep(buckets as u64),
-            entry + 1,
+            wheel / 1024,
             summarize(fill).p(2),
             super::pm(t.median <= TARGET_BYTES_PER_FLOW)
         );
     }
     println!(
-        "\nentry = (`FlowKey` {} B (the map key), `Flow` {} B (which holds the key again)) = {entry} B with alignment. RSS is read after `malloc_trim(0)`, so freed copies from the table's growth steps are not counted (before trimming, the 100k case read up to twice as much).",
-        size_of::<FlowKey>(),
+        "\nslot = `Flow` {} B (the key stored once) + wheel links 8 B + marks 1 B, in a slab (`Vec`s grown by realloc); the index is a `hashbrown::HashTable<u32>` of slots. RSS is read after `malloc_trim(0)`, so freed copies from the index's growth steps are not counted.",
         size_of::<Flow>()
     );
     targets.add(

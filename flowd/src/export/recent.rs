@@ -33,6 +33,18 @@ struct Drain {
 pub struct RecentTop {
     drains: VecDeque<Drain>,
     last_ns: Option<u64>,
+    /// The drain in progress (absorbed in chunks): its heaviest flows so
+    /// far (at most 2 * PER_DRAIN between trims) and its size.
+    pending: Vec<(FlowKey, u64, u64)>,
+    pending_total: usize,
+}
+
+/// Keeps the `n` entries with the most bytes (in no order).
+fn keep_heaviest(v: &mut Vec<(FlowKey, u64, u64)>, n: usize) {
+    if v.len() > n {
+        v.select_nth_unstable_by(n - 1, |a, b| b.2.cmp(&a.2));
+        v.truncate(n);
+    }
 }
 
 /// One window's answer.
@@ -50,21 +62,35 @@ pub struct Window {
 impl RecentTop {
     /// Records one drain (its time, and what it carried).
     pub fn push(&mut self, now_ns: u64, batch: &[(FlowKey, FlowStats)]) {
+        self.add(batch);
+        self.close(now_ns);
+    }
+
+    /// Part of the drain in progress.
+    pub fn add(&mut self, batch: &[(FlowKey, FlowStats)]) {
+        self.pending_total += batch.len();
+        self.pending.extend(
+            batch
+                .iter()
+                .filter(|(_, v)| v.packets > 0)
+                .map(|(k, v)| (*k, v.packets, v.bytes)),
+        );
+        if self.pending.len() > 2 * PER_DRAIN {
+            keep_heaviest(&mut self.pending, PER_DRAIN);
+        }
+    }
+
+    /// Ends the drain in progress at `now_ns`.
+    pub fn close(&mut self, now_ns: u64) {
         let span_ns = self.last_ns.map_or(0, |l| now_ns.saturating_sub(l));
         self.last_ns = Some(now_ns);
-        let mut top: Vec<(FlowKey, u64, u64)> = batch
-            .iter()
-            .filter(|(_, v)| v.packets > 0)
-            .map(|(k, v)| (*k, v.packets, v.bytes))
-            .collect();
-        if top.len() > PER_DRAIN {
-            top.select_nth_unstable_by(PER_DRAIN - 1, |a, b| b.2.cmp(&a.2));
-            top.truncate(PER_DRAIN);
-        }
+        let mut top = std::mem::take(&mut self.pending);
+        keep_heaviest(&mut top, PER_DRAIN);
+        top.shrink_to_fit();
         self.drains.push_back(Drain {
             at_ns: now_ns,
             span_ns,
-            flows_total: batch.len(),
+            flows_total: std::mem::take(&mut self.pending_total),
             top,
         });
         while self
@@ -147,6 +173,25 @@ mod tests {
         assert_eq!(w.span_ns, 2 * S);
         let w = r.window(102 * S, S / 2, 10);
         assert_eq!((w.drains, w.flows.len()), (1, 1));
+    }
+
+    #[test]
+    fn a_drain_absorbed_in_chunks_counts_as_one() {
+        let mut r = RecentTop::default();
+        let batch: Vec<_> = (0..5000u16)
+            .map(|i| (key(i), stats(1, u64::from(i) + 1)))
+            .collect();
+        for c in batch.chunks(700) {
+            r.add(c);
+        }
+        r.close(S);
+        let w = r.window(S, S, 3);
+        assert_eq!((w.drains, w.max_flows_per_drain), (1, 5000));
+        assert_eq!(
+            w.flows.iter().map(|f| f.2).collect::<Vec<_>>(),
+            vec![5000, 4999, 4998]
+        );
+        assert_eq!(r.window(S, S, usize::MAX).flows.len(), PER_DRAIN);
     }
 
     #[test]
