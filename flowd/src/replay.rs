@@ -30,7 +30,7 @@ use crate::{
         tcp::{TcpSignals, TcpSnapshot},
     },
     flowtable::{Ended, Flow, FlowTable, TableConfig},
-    loader::{Datapath, LoadError},
+    loader::{Datapath, LoadError, Programs},
     pcap::{CaptureError, CaptureErrorKind, CaptureReader, LinkLayer},
     record::{self, ended_json},
     scan::{ScanConfig, ScanDetector, Suspect},
@@ -103,6 +103,10 @@ pub struct ReplayOptions {
     pub progress: bool,
     /// Timeouts for the records, on the capture's clock (the daemon's defaults).
     pub table: TableConfig,
+    /// Many frames per test run through the replay driver (the default);
+    /// `false` runs `flowd_ingress` once per frame. Both run the same
+    /// per-frame code on the same frames in the same order.
+    pub batched: bool,
 }
 
 impl Default for ReplayOptions {
@@ -112,6 +116,7 @@ impl Default for ReplayOptions {
             drain_every: 100_000,
             progress: false,
             table: TableConfig::default(),
+            batched: true,
         }
     }
 }
@@ -133,6 +138,16 @@ pub enum ReplayError {
         packet: u64,
         #[source]
         source: SysError,
+    },
+    #[error(
+        "{}: byte {offset}: the replay driver stopped at packet {packet} of a batch (it returned {status:#x}): the batch was not laid out as it expects",
+        path.display()
+    )]
+    Batch {
+        path: PathBuf,
+        offset: u64,
+        packet: u64,
+        status: u32,
     },
     #[error("{}: draining the flow maps failed: {source}", path.display())]
     Drain {
@@ -340,19 +355,34 @@ struct Tables {
 
 struct Runner {
     dp: Datapath,
+    batched: bool,
     drains: u64,
     drained_entries: u64,
     last_drain_entries: u64,
 }
 
 impl Runner {
-    fn load(capacity: u32) -> Result<Self, LoadError> {
-        let mut dp = Datapath::load(capacity)?;
+    /// Loads only the program the replay runs: the replay driver, or for
+    /// one frame per test run `flowd_ingress`. Never the TC program.
+    fn load(capacity: u32, batched: bool) -> Result<Self, LoadError> {
+        let mut dp = Datapath::load_programs(
+            capacity,
+            Programs {
+                ingress: !batched,
+                egress: false,
+                replay: batched,
+            },
+        )?;
         dp.set_slot(TEST_RUN_IFINDEX, SLOT)?;
         // Fails here, not per frame, if the program is missing.
-        dp.ingress_fd()?;
+        if batched {
+            dp.replay_fd()?;
+        } else {
+            dp.ingress_fd()?;
+        }
         Ok(Self {
             dp,
+            batched,
             drains: 0,
             drained_entries: 0,
             last_drain_entries: 0,
@@ -366,6 +396,16 @@ impl Runner {
             .ingress_fd()
             .expect("the ingress program was found at load");
         sys::xdp_test_run(prog, meta, frame, 1).map(drop)
+    }
+
+    /// Runs a batch through the replay driver: its return value (the
+    /// iterations of its walk, or [`DRIVER_NONLINEAR`]).
+    fn run_batch(&self, batch: &mut Batch) -> Result<u32, SysError> {
+        let prog = self
+            .dp
+            .replay_fd()
+            .expect("the replay driver was found at load");
+        sys::xdp_test_run_buf(prog, batch.bytes(), 0, 1).map(|r| r.retval)
     }
 
     fn drain(&mut self, tables: &mut Tables, both: bool) -> Result<(), LoadError> {
@@ -420,7 +460,11 @@ pub fn replay_file(path: &Path, opts: &ReplayOptions) -> Result<Replay, ReplayEr
     // Loaded at the first frame: a file that fails early needs no program.
     let mut runner: Option<Runner> = None;
     let mut scratch = Vec::with_capacity(MAX_FRAME);
+    let mut batch = Batch::new();
+    // Frames run through the program; `queued` also counts those waiting
+    // in `batch` (the drain schedule counts frames as they are read).
     let mut frames = 0u64;
+    let mut queued = 0u64;
     let mut error = None;
     let mut last_progress = Instant::now();
     let path_buf = path.to_path_buf();
@@ -445,38 +489,53 @@ pub fn replay_file(path: &Path, opts: &ReplayOptions) -> Result<Replay, ReplayEr
             }));
             break;
         };
-        let r =
-            match &mut runner {
-                Some(r) => r,
-                None => runner.insert(Runner::load(opts.capacity).map_err(|source| {
-                    ReplayError::Load {
-                        path: path_buf.clone(),
-                        source: Box::new(source),
-                    }
-                })?),
-            };
+        let r = match &mut runner {
+            Some(r) => r,
+            None => runner.insert(Runner::load(opts.capacity, opts.batched).map_err(|source| {
+                ReplayError::Load {
+                    path: path_buf.clone(),
+                    source: Box::new(source),
+                }
+            })?),
+        };
         let mut frame = layer.to_ethernet(p.data, MAX_FRAME, &mut scratch);
         if frame.len() < RUNT_FRAME.len() {
             frame = &RUNT_FRAME;
         }
         let meta = replay_meta(p.orig_len, p.ts_ns);
-        if let Err(source) = r.run(&meta, frame) {
-            error = Some(ReplayError::TestRun {
-                path: path_buf.clone(),
-                offset: p.offset,
-                packet: p.number,
-                source,
-            });
-            break;
+        if r.batched {
+            if !batch.fits(frame.len())
+                && let Err(e) = flush(r, &mut batch, &mut frames, &path_buf)
+            {
+                error = Some(e);
+                break;
+            }
+            batch.push(&meta, frame, p.offset, p.number);
+        } else {
+            if let Err(source) = r.run(&meta, frame) {
+                error = Some(ReplayError::TestRun {
+                    path: path_buf.clone(),
+                    offset: p.offset,
+                    packet: p.number,
+                    source,
+                });
+                break;
+            }
+            frames += 1;
         }
-        frames += 1;
+        queued += 1;
         // Drain every `drain_every` frames, and every second of capture
         // time so timeouts run on the capture's clock as they would live.
         let ts = p.ts_ns;
         if last_drain_ts == 0 {
             last_drain_ts = ts;
         }
-        if frames.is_multiple_of(drain_every) || ts.saturating_sub(last_drain_ts) >= 1_000_000_000 {
+        if queued.is_multiple_of(drain_every) || ts.saturating_sub(last_drain_ts) >= 1_000_000_000 {
+            // The frames before the drain run before it, as one by one.
+            if let Err(e) = flush(r, &mut batch, &mut frames, &path_buf) {
+                error = Some(e);
+                break;
+            }
             if let Err(source) = r.drain(&mut tables, false) {
                 error = Some(ReplayError::Drain {
                     path: path_buf.clone(),
@@ -506,6 +565,10 @@ pub fn replay_file(path: &Path, opts: &ReplayOptions) -> Result<Replay, ReplayEr
     let mut rx = IfaceCounters::default();
     let (mut drains, mut drained_entries, mut last_drain_entries) = (0, 0, 0);
     if let Some(mut r) = runner {
+        // Frames read before a bad record (or the end) still count.
+        if let Err(e) = flush(&r, &mut batch, &mut frames, &path_buf) {
+            error.get_or_insert(e);
+        }
         if let Err(source) = r.drain(&mut tables, true) {
             error.get_or_insert(ReplayError::Drain {
                 path: path_buf.clone(),
@@ -562,6 +625,131 @@ pub fn replay_file(path: &Path, opts: &ReplayOptions) -> Result<Replay, ReplayEr
         elapsed: started.elapsed(),
         error,
     })
+}
+
+/// Bytes of one batch: a test run's linear data is at most a page minus
+/// the XDP headroom (256) and `skb_shared_info` (320 bytes on this kernel
+/// kind); the driver refuses a batch that is not linear, and [`flush`] then
+/// runs its frames one per batch and lowers the size for the rest.
+const BATCH_BYTES: usize = 4096 - 256 - 320;
+/// Per frame in a batch: the metadata in front, the length behind.
+const CHUNK_OVERHEAD: usize = 16 + 4;
+/// The batch's first 16 bytes: 12 zero bytes and the end mark (u32::MAX).
+const END_CHUNK: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff];
+/// The driver's return value when the batch was not all linear data.
+const DRIVER_NONLINEAR: u32 = 1 << 31;
+
+/// Frames waiting for one test run of the replay driver, laid out as it
+/// reads them (flowd-ebpf `replay.rs`): the end mark, then chunks of
+/// `meta | frame | len` in reverse capture order, filled from the end of
+/// the buffer toward its front.
+struct Batch {
+    buf: Box<[u8; BATCH_BYTES]>,
+    /// The chunks occupy `buf[start..]`.
+    start: usize,
+    /// Bytes a batch may use (lowered if the kernel's linear limit is smaller).
+    limit: usize,
+    /// (file offset, packet number) of each frame, in capture order.
+    frames: Vec<(u64, u64)>,
+}
+
+impl Batch {
+    fn new() -> Self {
+        Self {
+            buf: Box::new([0; BATCH_BYTES]),
+            start: BATCH_BYTES,
+            limit: BATCH_BYTES,
+            frames: Vec::with_capacity(BATCH_BYTES / (CHUNK_OVERHEAD + 14)),
+        }
+    }
+
+    fn fits(&self, frame_len: usize) -> bool {
+        BATCH_BYTES - self.start + frame_len + CHUNK_OVERHEAD + END_CHUNK.len() <= self.limit
+    }
+
+    /// Adds a frame (the caller checked [`Batch::fits`], or the batch is
+    /// empty: one frame of at most [`MAX_FRAME`] bytes always fits).
+    fn push(&mut self, meta: &[u8; 16], frame: &[u8], offset: u64, number: u64) {
+        let at = self.start - frame.len() - CHUNK_OVERHEAD;
+        let chunk = &mut self.buf[at..self.start];
+        let (m, rest) = chunk.split_at_mut(16);
+        let (f, len) = rest.split_at_mut(frame.len());
+        m.copy_from_slice(meta);
+        f.copy_from_slice(frame);
+        len.copy_from_slice(&(frame.len() as u32).to_le_bytes());
+        self.start = at;
+        self.frames.push((offset, number));
+    }
+
+    /// The test run's data: the end mark and the chunks.
+    fn bytes(&mut self) -> &[u8] {
+        let at = self.start - END_CHUNK.len();
+        self.buf[at..self.start].copy_from_slice(&END_CHUNK);
+        &self.buf[at..]
+    }
+
+    fn clear(&mut self) {
+        self.start = BATCH_BYTES;
+        self.frames.clear();
+    }
+}
+
+/// Runs the frames waiting in `batch` and counts them into `frames`.
+fn flush(r: &Runner, batch: &mut Batch, frames: &mut u64, path: &Path) -> Result<(), ReplayError> {
+    let n = batch.frames.len();
+    if n == 0 {
+        return Ok(());
+    }
+    let first = batch.frames[0];
+    let status = r.run_batch(batch).map_err(|source| ReplayError::TestRun {
+        path: path.to_path_buf(),
+        offset: first.0,
+        packet: first.1,
+        source,
+    })?;
+    if status == DRIVER_NONLINEAR && n > 1 {
+        // Nothing ran: the kernel's linear limit is smaller than assumed.
+        return rerun_one_by_one(r, batch, frames, path);
+    }
+    // Iterations of the driver's walk: every frame, then the end mark.
+    if status as usize == n + 1 {
+        *frames += n as u64;
+        batch.clear();
+        return Ok(());
+    }
+    let ran = (status as usize).saturating_sub(1).min(n - 1);
+    *frames += ran as u64;
+    let at = batch.frames[ran];
+    Err(ReplayError::Batch {
+        path: path.to_path_buf(),
+        offset: at.0,
+        packet: at.1,
+        status,
+    })
+}
+
+/// Runs a batch the kernel would not take as linear data one frame per
+/// batch, and keeps later batches to that size.
+fn rerun_one_by_one(
+    r: &Runner,
+    batch: &mut Batch,
+    frames: &mut u64,
+    path: &Path,
+) -> Result<(), ReplayError> {
+    let all = std::mem::replace(batch, Batch::new());
+    batch.limit = MAX_FRAME + CHUNK_OVERHEAD + END_CHUNK.len();
+    // Chunks from the buffer's end: the first frame's is last.
+    let mut end = BATCH_BYTES;
+    for &(offset, number) in &all.frames {
+        let len_at = end - 4;
+        let len = u32::from_le_bytes(all.buf[len_at..end].try_into().expect("4 bytes")) as usize;
+        let meta_at = len_at - len - 16;
+        let meta: [u8; 16] = all.buf[meta_at..meta_at + 16].try_into().expect("16 bytes");
+        batch.push(&meta, &all.buf[meta_at + 16..len_at], offset, number);
+        flush(r, batch, frames, path)?;
+        end = meta_at;
+    }
+    Ok(())
 }
 
 fn progress(path: &Path, offset: u64, file_len: u64, frames: u64, elapsed: Duration) {
