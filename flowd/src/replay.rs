@@ -32,7 +32,7 @@ use crate::{
     flowtable::{Ended, Flow, FlowTable, TableConfig},
     loader::{Datapath, LoadError, Programs},
     pcap::{CaptureError, CaptureErrorKind, CaptureReader, LinkLayer},
-    record::{self, ended_json},
+    record::{self, Field, Fields, ended_json},
     scan::{ScanConfig, ScanDetector, Suspect},
     sys::{self, SysError},
 };
@@ -887,62 +887,62 @@ pub fn connection_json(c: &Connection<'_>, device: &str) -> Value {
     })
 }
 
-/// CSV column order; keys a record has beyond these follow, sorted.
-const CSV_COLUMNS: &[&str] = &[
-    "start",
-    "end",
-    "device",
-    "direction",
-    "vlan",
-    "proto",
-    "src",
-    "sport",
-    "dst",
-    "dport",
-    "packets",
-    "bytes",
-    "packets_fwd",
-    "bytes_fwd",
-    "packets_rev",
-    "bytes_rev",
-    "tcp_flags",
-    "tcp_flags_fwd",
-    "tcp_flags_rev",
-    "state",
-    "end_reason",
-    "syn",
-    "fin",
-    "rst",
-    "first_seen_ns",
-    "last_seen_ns",
-];
+/// One connection as [`record::Fields`]: the keys and values of
+/// [`connection_json`].
+pub fn connection_fields<'a>(c: &Connection<'a>, device: &'a str) -> Fields<'a> {
+    use record::key;
+    let k = &c.fwd.key;
+    let (packets_rev, bytes_rev, flags_rev) = c
+        .rev
+        .map_or((0, 0, 0), |r| (r.packets, r.bytes, r.tcp_flags));
+    let mut r = Fields::new();
+    r.set(key::START, Field::Time(c.start_ns()));
+    r.set(key::END, Field::Time(c.end_ns()));
+    r.set(key::DEVICE, Field::Str(device));
+    r.set(key::VLAN, Field::Uint(k.vlan.into()));
+    r.set(key::PROTO, Field::Uint(k.proto.into()));
+    r.set(key::SRC, Field::Addr(&k.src));
+    r.set(key::DST, Field::Addr(&k.dst));
+    r.set(key::SPORT, Field::Uint(k.sport.into()));
+    r.set(key::DPORT, Field::Uint(k.dport.into()));
+    r.set(key::PACKETS_FWD, Field::Uint(c.fwd.packets));
+    r.set(key::BYTES_FWD, Field::Uint(c.fwd.bytes));
+    r.set(key::PACKETS_REV, Field::Uint(packets_rev));
+    r.set(key::BYTES_REV, Field::Uint(bytes_rev));
+    r.set(key::TCP_FLAGS_FWD, Field::Uint(c.fwd.tcp_flags.into()));
+    r.set(key::TCP_FLAGS_REV, Field::Uint(flags_rev.into()));
+    r.set(key::FIRST_SEEN_NS, Field::Uint(c.start_ns()));
+    r.set(key::LAST_SEEN_NS, Field::Uint(c.end_ns()));
+    r
+}
 
-/// Writes the replay's flows (or connections) in `format`.
+/// Writes the replay's flows (or connections) in `format`. JSON lines and
+/// CSV are written straight from the flows ([`record::Fields`]): the same
+/// bytes as serializing [`Replay::records`] / [`Replay::connection_records`].
 pub fn write_output(
     out: &mut impl Write,
     replay: &Replay,
     format: OutputFormat,
     bidirectional: bool,
 ) -> io::Result<()> {
+    let device = replay.device.as_str();
     match format {
-        OutputFormat::Jsonl => {
-            let records = if bidirectional {
-                replay.connection_records()
-            } else {
-                replay.records()
-            };
-            for r in &records {
-                serde_json::to_writer(&mut *out, r)?;
-                out.write_all(b"\n")?;
+        OutputFormat::Jsonl if bidirectional => {
+            for c in &connections(&replay.table) {
+                connection_fields(c, device).write_json_line(out)?;
             }
         }
+        OutputFormat::Jsonl => {
+            for e in &replay.ended {
+                Fields::ended(e, device).write_json_line(out)?;
+            }
+        }
+        OutputFormat::Csv if bidirectional => {
+            let conns = connections(&replay.table);
+            write_csv(out, conns.iter().map(|c| connection_fields(c, device)))?;
+        }
         OutputFormat::Csv => {
-            let records = if bidirectional {
-                replay.connection_records()
-            } else {
-                replay.records()
-            };
-            write_csv(out, &records)?;
+            write_csv(out, replay.ended.iter().map(|e| Fields::ended(e, device)))?;
         }
         OutputFormat::Table => {
             let rows = if bidirectional {
@@ -956,52 +956,20 @@ pub fn write_output(
     out.flush()
 }
 
-/// The keys of all records: those in [`CSV_COLUMNS`] in its order, then
-/// any others, sorted.
-fn csv_columns(records: &[Value]) -> Vec<String> {
-    let mut keys = std::collections::BTreeSet::new();
-    for r in records {
-        if let Value::Object(m) = r {
-            keys.extend(m.keys().map(String::as_str));
-        }
-    }
-    let mut cols: Vec<String> = CSV_COLUMNS
-        .iter()
-        .filter(|c| keys.contains(**c))
-        .map(|c| c.to_string())
-        .collect();
-    cols.extend(
-        keys.iter()
-            .filter(|k| !CSV_COLUMNS.contains(k))
-            .map(|k| k.to_string()),
-    );
-    cols
-}
-
-fn csv_field(v: Option<&Value>) -> String {
-    let s = match v {
-        None | Some(Value::Null) => return String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(v) => v.to_string(),
-    };
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s
-    }
-}
-
-/// A header line, then one line per record. No records: nothing at all
-/// (there is no record to take the columns from).
-fn write_csv(out: &mut impl Write, records: &[Value]) -> io::Result<()> {
-    let cols = csv_columns(records);
-    if cols.is_empty() {
+/// A header line with the keys any record has (in [`record::KEYS`] order:
+/// the documented columns, then the others sorted), then one line per
+/// record. No records: nothing at all.
+fn write_csv<'a>(
+    out: &mut impl Write,
+    records: impl Iterator<Item = Fields<'a>> + Clone,
+) -> io::Result<()> {
+    let columns = records.clone().fold(0, |m, r| m | r.mask());
+    if columns == 0 {
         return Ok(());
     }
-    writeln!(out, "{}", cols.join(","))?;
+    record::write_csv_header(out, columns)?;
     for r in records {
-        let line: Vec<String> = cols.iter().map(|c| csv_field(r.get(c))).collect();
-        writeln!(out, "{}", line.join(","))?;
+        r.write_csv_line(out, columns)?;
     }
     Ok(())
 }
@@ -1338,13 +1306,19 @@ mod tests {
 
     #[test]
     fn csv_quotes_and_orders() {
-        let r = vec![json!({"src": "a,b", "start": "t", "zz": 1, "packets": 3})];
+        let mut t = FlowTable::default();
+        add(&mut t, key(17, 1, 2, 53, 53), 3, 100);
+        let c = connections(&t);
         let mut out = Vec::new();
-        write_csv(&mut out, &r).unwrap();
+        write_csv(&mut out, c.iter().map(|c| connection_fields(c, "a,b"))).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "start,src,packets,zz\nt,\"a,b\",3,1\n"
+            "start,end,device,vlan,proto,src,sport,dst,dport,packets_fwd,bytes_fwd,packets_rev,bytes_rev,tcp_flags_fwd,tcp_flags_rev,first_seen_ns,last_seen_ns\n\
+             1970-01-01T00:00:00.000000100Z,1970-01-01T00:00:00.000000110Z,\"a,b\",0,17,198.18.0.1,53,198.18.0.2,53,3,300,0,0,0,0,100,110\n"
         );
+        let mut out = Vec::new();
+        write_csv(&mut out, std::iter::empty::<Fields<'_>>()).unwrap();
+        assert!(out.is_empty());
     }
 
     #[test]
