@@ -309,8 +309,16 @@ impl<'a> Fields<'a> {
                 Field::Absent => {}
                 Field::Uint(n) => write_uint(w, n)?,
                 Field::Str(s) => serde_json::to_writer(&mut *w, s)?,
-                Field::Time(ns) => write!(w, "\"{}\"", rfc3339_ns(ns))?,
-                Field::Addr(a) => write!(w, "\"{}\"", addr(a))?,
+                Field::Time(ns) => {
+                    w.write_all(b"\"")?;
+                    write_rfc3339_ns(w, ns)?;
+                    w.write_all(b"\"")?;
+                }
+                Field::Addr(a) => {
+                    w.write_all(b"\"")?;
+                    write_addr(w, a)?;
+                    w.write_all(b"\"")?;
+                }
             }
         }
         w.write_all(b"}\n")
@@ -336,8 +344,8 @@ impl<'a> Fields<'a> {
                     write!(w, "\"{}\"", s.replace('"', "\"\""))?
                 }
                 Field::Str(s) => w.write_all(s.as_bytes())?,
-                Field::Time(ns) => w.write_all(rfc3339_ns(ns).as_bytes())?,
-                Field::Addr(a) => write!(w, "{}", addr(a))?,
+                Field::Time(ns) => write_rfc3339_ns(w, ns)?,
+                Field::Addr(a) => write_addr(w, a)?,
             }
         }
         w.write_all(b"\n")
@@ -363,6 +371,57 @@ pub fn write_csv_header(w: &mut impl Write, columns: u64) -> io::Result<()> {
         }
     }
     w.write_all(b"\n")
+}
+
+/// [`rfc3339_ns`] without a `String` per call: the date part is formatted
+/// once per day (records of a capture share a few days).
+fn write_rfc3339_ns(w: &mut impl Write, unix_ns: u64) -> io::Result<()> {
+    thread_local! {
+        static DAY: std::cell::RefCell<(u64, String)> =
+            const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let secs = unix_ns / 1_000_000_000;
+    let day = secs / 86_400;
+    DAY.with_borrow_mut(|(d, date)| {
+        if *d != day {
+            let full = rfc3339_ns(day * 86_400 * 1_000_000_000);
+            *date = full[..full.find('T').unwrap_or(full.len())].to_owned();
+            *d = day;
+        }
+        w.write_all(date.as_bytes())
+    })?;
+    let rem = secs % 86_400;
+    let mut t = *b"T00:00:00.000000000Z";
+    two_digits(&mut t[1..3], rem / 3600);
+    two_digits(&mut t[4..6], (rem / 60) % 60);
+    two_digits(&mut t[7..9], rem % 60);
+    let mut nanos = unix_ns % 1_000_000_000;
+    for b in t[10..19].iter_mut().rev() {
+        *b = b'0' + (nanos % 10) as u8;
+        nanos /= 10;
+    }
+    w.write_all(&t)
+}
+
+fn two_digits(out: &mut [u8], v: u64) {
+    out[0] = b'0' + (v / 10) as u8;
+    out[1] = b'0' + (v % 10) as u8;
+}
+
+/// [`addr`]'s text; IPv4 without going through `fmt`.
+fn write_addr(w: &mut impl Write, a: &[u8; 16]) -> io::Result<()> {
+    match addr(a) {
+        IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    w.write_all(b".")?;
+                }
+                write_uint(w, u64::from(*o))?;
+            }
+            Ok(())
+        }
+        v6 => write!(w, "{v6}"),
+    }
 }
 
 /// Decimal digits without going through `fmt`.
@@ -478,6 +537,38 @@ mod tests {
         let mut h = Vec::new();
         write_csv_header(&mut h, 1 << key::START | 1 << key::DSCP | 1 << key::SRC).unwrap();
         assert_eq!(h, b"start,src,dscp\n");
+    }
+
+    #[test]
+    fn times_and_addresses_print_as_rfc3339_ns_and_addr() {
+        for ns in [
+            0,
+            1,
+            999_999_999,
+            86_399_999_999_999,
+            951_782_400_000_000_000, // 2000-02-29
+            1_300_475_167_096_535_000,
+            4_102_444_800_123_456_789, // 2100-01-01
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            write_rfc3339_ns(&mut out, ns).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), rfc3339_ns(ns));
+        }
+        let mut v6 = [0u8; 16];
+        v6[0] = 0x20;
+        v6[1] = 0x01;
+        v6[15] = 9;
+        for a in [
+            flowd_common::ipv4_mapped([0, 0, 0, 0]),
+            flowd_common::ipv4_mapped([255, 10, 100, 1]),
+            v6,
+            [0; 16],
+        ] {
+            let mut out = Vec::new();
+            write_addr(&mut out, &a).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), addr(&a).to_string());
+        }
     }
 
     #[test]

@@ -14,11 +14,12 @@ use std::{
     fs,
     io::{self, BufWriter, Write},
     path::{Path, PathBuf},
+    sync::mpsc,
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
-use flowd_common::{DIR_INGRESS, FlowKey, IfaceCounters, REPLAY_META_MAGIC, counter};
+use flowd_common::{DIR_INGRESS, FlowKey, FlowStats, IfaceCounters, REPLAY_META_MAGIC, counter};
 use serde_json::{Value, json};
 use thiserror::Error;
 
@@ -342,8 +343,10 @@ fn replay_meta(wire_len: u32, ts_ns: u64) -> [u8; 16] {
     m
 }
 
-/// The loaded program and the drain bookkeeping.
-/// The replay's flow tables and the records ended so far.
+/// The replay's flow tables and the records ended so far. They live on a
+/// thread of their own while the replay runs (the kernel work and the
+/// table work overlap); it gets the drains in order, so the result is the
+/// same as doing both on one thread.
 struct Tables {
     cumulative: FlowTable,
     records: FlowTable,
@@ -353,6 +356,35 @@ struct Tables {
     device: String,
 }
 
+/// One drain for the tables: its entries, and the capture time at which to
+/// scan and expire afterwards (none for the last drain, or after an error).
+struct Drained {
+    entries: Vec<(FlowKey, FlowStats)>,
+    expire_at: Option<u64>,
+}
+
+impl Tables {
+    fn run(mut self, drains: mpsc::Receiver<Drained>) -> Self {
+        for d in drains {
+            for (k, v) in &d.entries {
+                self.cumulative.apply(k, v, TimeBase::Capture);
+                self.records.apply(k, v, TimeBase::Capture);
+                self.tcp.absorb(k, v, &self.device);
+            }
+            if let Some(ts) = d.expire_at {
+                self.scan.observe(&self.records, ts);
+                let ended = self.records.expire(ts);
+                for e in &ended {
+                    self.tcp.connection(e, &self.device);
+                }
+                self.ended.extend(ended);
+            }
+        }
+        self
+    }
+}
+
+/// The loaded program and the drain bookkeeping.
 struct Runner {
     dp: Datapath,
     batched: bool,
@@ -408,12 +440,9 @@ impl Runner {
         sys::xdp_test_run_buf(prog, batch.bytes(), 0, 1).map(|r| r.retval)
     }
 
-    fn drain(&mut self, tables: &mut Tables, both: bool) -> Result<(), LoadError> {
-        let sink = |k: &FlowKey, v: &_| {
-            tables.cumulative.apply(k, v, TimeBase::Capture);
-            tables.records.apply(k, v, TimeBase::Capture);
-            tables.tcp.absorb(k, v, &tables.device);
-        };
+    /// Drains the flow maps into `out` (also the entries read before an error).
+    fn drain(&mut self, both: bool, out: &mut Vec<(FlowKey, FlowStats)>) -> Result<(), LoadError> {
+        let sink = |k: &FlowKey, v: &FlowStats| out.push((*k, *v));
         let n = if both {
             self.dp.drain_all(sink)?
         } else {
@@ -435,11 +464,9 @@ impl Runner {
 pub fn replay_file(path: &Path, opts: &ReplayOptions) -> Result<Replay, ReplayError> {
     let started = Instant::now();
     let mut reader = CaptureReader::open(path)?;
-    let file_len = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let drain_every = opts.drain_every.clamp(1, u64::from(opts.capacity.max(1)));
     // Two views: cumulative per key (no timeouts, no bound), and records
     // with the live daemon's timeouts on the capture's clock.
-    let mut tables = Tables {
+    let tables = Tables {
         cumulative: FlowTable::new(TableConfig {
             max_flows: 0,
             ..TableConfig::default()
@@ -456,6 +483,37 @@ pub fn replay_file(path: &Path, opts: &ReplayOptions) -> Result<Replay, ReplayEr
         scan: ScanDetector::new(ScanConfig::default()),
         device: device_name(path),
     };
+    std::thread::scope(|s| {
+        let (to_tables, drains) = mpsc::sync_channel(4);
+        let worker = s.spawn(move || tables.run(drains));
+        // `move`: the sender goes when replay_frames is done with it,
+        // which ends the table thread's loop.
+        let send = move |d: Drained| {
+            // Fails only if the table thread panicked: join() reports that.
+            let _ = to_tables.send(d);
+        };
+        let r = replay_frames(path, opts, &mut reader, send);
+        let tables = worker
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        let (mut replay, last_drain_ts) = r?;
+        finish(&mut replay, tables, last_drain_ts, &reader);
+        replay.elapsed = started.elapsed();
+        Ok(replay)
+    })
+}
+
+/// Runs every frame of the capture through the program and hands each
+/// drain to `send`. The replay it returns has no flows yet (see [`finish`]).
+fn replay_frames(
+    path: &Path,
+    opts: &ReplayOptions,
+    reader: &mut CaptureReader,
+    send: impl Fn(Drained),
+) -> Result<(Replay, u64), ReplayError> {
+    let started = Instant::now();
+    let file_len = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let drain_every = opts.drain_every.clamp(1, u64::from(opts.capacity.max(1)));
     let mut last_drain_ts = 0u64;
     // Loaded at the first frame: a file that fails early needs no program.
     let mut runner: Option<Runner> = None;
@@ -536,7 +594,13 @@ pub fn replay_file(path: &Path, opts: &ReplayOptions) -> Result<Replay, ReplayEr
                 error = Some(e);
                 break;
             }
-            if let Err(source) = r.drain(&mut tables, false) {
+            let mut entries = Vec::new();
+            let drained = r.drain(false, &mut entries);
+            send(Drained {
+                entries,
+                expire_at: drained.is_ok().then_some(ts),
+            });
+            if let Err(source) = drained {
                 error = Some(ReplayError::Drain {
                     path: path_buf.clone(),
                     source: Box::new(source),
@@ -544,14 +608,8 @@ pub fn replay_file(path: &Path, opts: &ReplayOptions) -> Result<Replay, ReplayEr
                 break;
             }
             last_drain_ts = ts;
-            tables.scan.observe(&tables.records, ts);
-            let ended = tables.records.expire(ts);
-            for e in &ended {
-                tables.tcp.connection(e, &tables.device);
-            }
-            tables.ended.extend(ended);
         }
-        if opts.progress && frames.is_multiple_of(4096) && last_progress.elapsed() >= PROGRESS_EVERY
+        if opts.progress && queued.is_multiple_of(4096) && last_progress.elapsed() >= PROGRESS_EVERY
         {
             last_progress = Instant::now();
             progress(path, reader.offset(), file_len, frames, started.elapsed());
@@ -569,7 +627,13 @@ pub fn replay_file(path: &Path, opts: &ReplayOptions) -> Result<Replay, ReplayEr
         if let Err(e) = flush(&r, &mut batch, &mut frames, &path_buf) {
             error.get_or_insert(e);
         }
-        if let Err(source) = r.drain(&mut tables, true) {
+        let mut entries = Vec::new();
+        let drained = r.drain(true, &mut entries);
+        send(Drained {
+            entries,
+            expire_at: None,
+        });
+        if let Err(source) = drained {
             error.get_or_insert(ReplayError::Drain {
                 path: path_buf.clone(),
                 source: Box::new(source),
@@ -594,6 +658,31 @@ pub fn replay_file(path: &Path, opts: &ReplayOptions) -> Result<Replay, ReplayEr
         (drains, drained_entries, last_drain_entries) =
             (r.drains, r.drained_entries, r.last_drain_entries);
     }
+    let replay = Replay {
+        tcp: TcpSnapshot::default(),
+        suspects: Vec::new(),
+        scan_flagged: 0,
+        device: device_name(path),
+        path: path_buf,
+        format: reader.format_name(),
+        table: FlowTable::default(),
+        ended: Vec::new(),
+        frames,
+        file_bytes: reader.offset(),
+        rx,
+        capacity: opts.capacity,
+        drains,
+        drained_entries,
+        last_drain_entries,
+        elapsed: started.elapsed(),
+        error,
+    };
+    Ok((replay, last_drain_ts))
+}
+
+/// Ends the replay's records and fills in its flows, once every drain has
+/// reached the tables.
+fn finish(replay: &mut Replay, mut tables: Tables, last_drain_ts: u64, reader: &CaptureReader) {
     // Judge the last flows as if the capture had gone on a little longer.
     let grace = ScanConfig::default().answer_grace_ns;
     tables
@@ -606,25 +695,12 @@ pub fn replay_file(path: &Path, opts: &ReplayOptions) -> Result<Replay, ReplayEr
     }
     ended.extend(last);
     ended.sort_by(|a, b| (a.flow.first_ns, &a.flow.key).cmp(&(b.flow.first_ns, &b.flow.key)));
-    Ok(Replay {
-        tcp: tables.tcp.snapshot(),
-        suspects: tables.scan.suspects(),
-        scan_flagged: tables.scan.flagged_total(),
-        device: device_name(path),
-        path: path_buf,
-        format: reader.format_name(),
-        table: tables.cumulative,
-        ended,
-        frames,
-        file_bytes: reader.offset(),
-        rx,
-        capacity: opts.capacity,
-        drains,
-        drained_entries,
-        last_drain_entries,
-        elapsed: started.elapsed(),
-        error,
-    })
+    replay.tcp = tables.tcp.snapshot();
+    replay.suspects = tables.scan.suspects();
+    replay.scan_flagged = tables.scan.flagged_total();
+    replay.table = tables.cumulative;
+    replay.ended = ended;
+    replay.file_bytes = reader.offset();
 }
 
 /// Bytes of one batch: a test run's linear data is at most a page minus
