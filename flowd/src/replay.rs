@@ -198,6 +198,8 @@ pub struct Replay {
     pub drains: u64,
     pub drained_entries: u64,
     pub last_drain_entries: u64,
+    /// `BPF_PROG_TEST_RUN` calls: one per batch (or per frame, unbatched).
+    pub test_runs: u64,
     pub elapsed: Duration,
     /// Why the replay stopped before the end of the file (a bad record, a
     /// failed test run) or disagrees with the program's totals. Everything
@@ -388,6 +390,7 @@ impl Tables {
 struct Runner {
     dp: Datapath,
     batched: bool,
+    test_runs: std::cell::Cell<u64>,
     drains: u64,
     drained_entries: u64,
     last_drain_entries: u64,
@@ -415,6 +418,7 @@ impl Runner {
         Ok(Self {
             dp,
             batched,
+            test_runs: Default::default(),
             drains: 0,
             drained_entries: 0,
             last_drain_entries: 0,
@@ -427,6 +431,7 @@ impl Runner {
             .dp
             .ingress_fd()
             .expect("the ingress program was found at load");
+        self.test_runs.set(self.test_runs.get() + 1);
         sys::xdp_test_run(prog, meta, frame, 1).map(drop)
     }
 
@@ -437,6 +442,7 @@ impl Runner {
             .dp
             .replay_fd()
             .expect("the replay driver was found at load");
+        self.test_runs.set(self.test_runs.get() + 1);
         sys::xdp_test_run_buf(prog, batch.bytes(), 0, 1).map(|r| r.retval)
     }
 
@@ -621,7 +627,7 @@ fn replay_frames(
     }
 
     let mut rx = IfaceCounters::default();
-    let (mut drains, mut drained_entries, mut last_drain_entries) = (0, 0, 0);
+    let (mut drains, mut drained_entries, mut last_drain_entries, mut test_runs) = (0, 0, 0, 0);
     if let Some(mut r) = runner {
         // Frames read before a bad record (or the end) still count.
         if let Err(e) = flush(&r, &mut batch, &mut frames, &path_buf) {
@@ -655,8 +661,12 @@ fn replay_frames(
                 frames,
             });
         }
-        (drains, drained_entries, last_drain_entries) =
-            (r.drains, r.drained_entries, r.last_drain_entries);
+        (drains, drained_entries, last_drain_entries, test_runs) = (
+            r.drains,
+            r.drained_entries,
+            r.last_drain_entries,
+            r.test_runs.get(),
+        );
     }
     let replay = Replay {
         tcp: TcpSnapshot::default(),
@@ -674,6 +684,7 @@ fn replay_frames(
         drains,
         drained_entries,
         last_drain_entries,
+        test_runs,
         elapsed: started.elapsed(),
         error,
     };
@@ -707,7 +718,7 @@ fn finish(replay: &mut Replay, mut tables: Tables, last_drain_ts: u64, reader: &
 /// the XDP headroom (256) and `skb_shared_info` (320 bytes on this kernel
 /// kind); the driver refuses a batch that is not linear, and [`flush`] then
 /// runs its frames one per batch and lowers the size for the rest.
-const BATCH_BYTES: usize = 4096 - 256 - 320;
+pub const BATCH_BYTES: usize = 4096 - 256 - 320;
 /// Per frame in a batch: the metadata in front, the length behind.
 const CHUNK_OVERHEAD: usize = 16 + 4;
 /// The batch's first 16 bytes: 12 zero bytes and the end mark (u32::MAX).
