@@ -524,7 +524,7 @@ mod tests {
                     assert_eq!(cells.len(), keys.len());
                     for (k, c) in keys.iter().zip(&cells) {
                         let want = match &v[*k] {
-                            serde_json::Value::String(s) => s.clone(),
+                            Value::String(s) => s.clone(),
                             other => other.to_string(),
                         };
                         assert_eq!(*c, want, "{k}");
