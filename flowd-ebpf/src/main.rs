@@ -12,6 +12,7 @@
 mod account;
 mod maps;
 mod parse;
+mod replay;
 
 use aya_ebpf::{
     bindings::{TC_ACT_UNSPEC, xdp_action},
@@ -31,11 +32,20 @@ const PULL_LEN: u32 = 256;
 
 #[xdp(frags)]
 pub(crate) fn flowd_ingress(ctx: XdpContext) -> u32 {
+    ingress(&ctx);
+    verdict()
+}
+
+/// What the ingress program does with one frame, before its verdict. The
+/// replay driver (`replay::flowd_replay`) runs this same code on each frame
+/// of a batch.
+#[inline(always)]
+pub(crate) fn ingress(ctx: &XdpContext) {
     let frame = Frame {
         start: ctx.data(),
         end: ctx.data_end(),
     };
-    let (len, ts_ns) = match replay_meta(&ctx) {
+    let (len, ts_ns) = match replay_meta(ctx) {
         Some(m) => (m.wire_len as u64, m.ts_ns),
         // SAFETY: the context pointer is the one the kernel passed in.
         None => (unsafe { bpf_xdp_get_buff_len(ctx.ctx) }, 0),
@@ -50,7 +60,6 @@ pub(crate) fn flowd_ingress(ctx: XdpContext) -> u32 {
             ts_ns,
         },
     );
-    verdict()
 }
 
 /// The one place that decides what happens to an ingress packet. Host mode

@@ -30,6 +30,31 @@ use crate::sys::{self, ProgramWait, SysError};
 /// The eBPF object, built by build.rs from flowd-ebpf.
 pub static EBPF_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowd"));
 
+/// The replay driver (flowd-ebpf `replay.rs`): runs the ingress program's
+/// per-frame code on each frame of a batch in one `BPF_PROG_TEST_RUN`.
+pub const REPLAY_PROGRAM: &str = "flowd_replay";
+
+/// Which programs a load puts through the verifier (the maps are always
+/// created). Verifying costs most of a load: a replay loads only what it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Programs {
+    /// `flowd_ingress` (XDP).
+    pub ingress: bool,
+    /// `flowd_egress` (TC).
+    pub egress: bool,
+    /// [`REPLAY_PROGRAM`] (XDP, test runs only).
+    pub replay: bool,
+}
+
+impl Programs {
+    /// What the daemon attaches.
+    pub const LIVE: Self = Self {
+        ingress: true,
+        egress: true,
+        replay: false,
+    };
+}
+
 #[derive(Debug, Error)]
 pub enum LoadError {
     #[error(
@@ -167,7 +192,13 @@ impl Datapath {
     /// Loads the object with `capacity` flows per generation map and loads
     /// both programs into the kernel (nothing is attached, nothing pinned).
     pub fn load(capacity: u32) -> Result<Self, LoadError> {
-        Self::load_inner(capacity, None)
+        Self::load_inner(capacity, None, Programs::LIVE)
+    }
+
+    /// Loads the object with `capacity` flows per generation map and only
+    /// the `programs` given (for test runs: a replay attaches nothing).
+    pub fn load_programs(capacity: u32, programs: Programs) -> Result<Self, LoadError> {
+        Self::load_inner(capacity, None, programs)
     }
 
     /// Like [`Datapath::load`], with every map pinned under
@@ -196,18 +227,22 @@ impl Datapath {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
-        match Self::load_inner(capacity, Some(dir.clone())) {
+        match Self::load_inner(capacity, Some(dir.clone()), Programs::LIVE) {
             Ok(dp) => Ok(dp),
             Err(LoadError::Pin { reason, .. }) if reason.starts_with("layout") => {
                 warn!(dir = %dir.display(), %reason, "pinned maps do not match this build: resetting them");
                 remove_map_pins(&dir);
-                Self::load_inner(capacity, Some(dir))
+                Self::load_inner(capacity, Some(dir), Programs::LIVE)
             }
             Err(e) => Err(e),
         }
     }
 
-    fn load_inner(capacity: u32, pin_dir: Option<PathBuf>) -> Result<Self, LoadError> {
+    fn load_inner(
+        capacity: u32,
+        pin_dir: Option<PathBuf>,
+        load: Programs,
+    ) -> Result<Self, LoadError> {
         raise_memlock();
         let mut loader = EbpfLoader::new();
         loader
@@ -222,16 +257,25 @@ impl Datapath {
         if let Some(dir) = &pin_dir {
             check_layout(&ebpf, capacity, dir)?;
         }
-        let xdp: &mut Xdp = program(&mut ebpf, programs::INGRESS)?;
-        xdp.load().map_err(|source| LoadError::Program {
-            program: programs::INGRESS,
-            source,
-        })?;
-        let tc: &mut SchedClassifier = program(&mut ebpf, programs::EGRESS)?;
-        tc.load().map_err(|source| LoadError::Program {
-            program: programs::EGRESS,
-            source,
-        })?;
+        for (wanted, name) in [
+            (load.ingress, programs::INGRESS),
+            (load.replay, REPLAY_PROGRAM),
+        ] {
+            if wanted {
+                let xdp: &mut Xdp = program(&mut ebpf, name)?;
+                xdp.load().map_err(|source| LoadError::Program {
+                    program: name,
+                    source,
+                })?;
+            }
+        }
+        if load.egress {
+            let tc: &mut SchedClassifier = program(&mut ebpf, programs::EGRESS)?;
+            tc.load().map_err(|source| LoadError::Program {
+                program: programs::EGRESS,
+                source,
+            })?;
+        }
         let rtt_events = ebpf
             .take_map(maps::RTT_EVENTS)
             .map(RingBuf::try_from)
@@ -718,19 +762,28 @@ impl Datapath {
 
     /// The ingress program's fd, for `BPF_PROG_TEST_RUN`.
     pub fn ingress_fd(&self) -> Result<BorrowedFd<'_>, LoadError> {
+        self.xdp_fd(programs::INGRESS)
+    }
+
+    /// The replay driver's fd (loaded with [`Programs::replay`]).
+    pub fn replay_fd(&self) -> Result<BorrowedFd<'_>, LoadError> {
+        self.xdp_fd(REPLAY_PROGRAM)
+    }
+
+    fn xdp_fd(&self, name: &'static str) -> Result<BorrowedFd<'_>, LoadError> {
         let prog: &Xdp = self
             .ebpf
-            .program(programs::INGRESS)
-            .ok_or(LoadError::MissingMap(programs::INGRESS))?
+            .program(name)
+            .ok_or(LoadError::MissingMap(name))?
             .try_into()
             .map_err(|source| LoadError::Program {
-                program: programs::INGRESS,
+                program: name,
                 source,
             })?;
         prog.fd()
             .map(|fd| fd.as_fd())
             .map_err(|source| LoadError::Program {
-                program: programs::INGRESS,
+                program: name,
                 source,
             })
     }

@@ -14,11 +14,12 @@ use std::{
     fs,
     io::{self, BufWriter, Write},
     path::{Path, PathBuf},
+    sync::mpsc,
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
-use flowd_common::{DIR_INGRESS, FlowKey, IfaceCounters, REPLAY_META_MAGIC, counter};
+use flowd_common::{DIR_INGRESS, FlowKey, FlowStats, IfaceCounters, REPLAY_META_MAGIC, counter};
 use serde_json::{Value, json};
 use thiserror::Error;
 
@@ -30,9 +31,9 @@ use crate::{
         tcp::{TcpSignals, TcpSnapshot},
     },
     flowtable::{Ended, Flow, FlowTable, TableConfig},
-    loader::{Datapath, LoadError},
+    loader::{Datapath, LoadError, Programs},
     pcap::{CaptureError, CaptureErrorKind, CaptureReader, LinkLayer},
-    record::{self, ended_json},
+    record::{self, Field, Fields, ended_json},
     scan::{ScanConfig, ScanDetector, Suspect},
     sys::{self, SysError},
 };
@@ -103,6 +104,10 @@ pub struct ReplayOptions {
     pub progress: bool,
     /// Timeouts for the records, on the capture's clock (the daemon's defaults).
     pub table: TableConfig,
+    /// Many frames per test run through the replay driver (the default);
+    /// `false` runs `flowd_ingress` once per frame. Both run the same
+    /// per-frame code on the same frames in the same order.
+    pub batched: bool,
 }
 
 impl Default for ReplayOptions {
@@ -112,6 +117,7 @@ impl Default for ReplayOptions {
             drain_every: 100_000,
             progress: false,
             table: TableConfig::default(),
+            batched: true,
         }
     }
 }
@@ -133,6 +139,16 @@ pub enum ReplayError {
         packet: u64,
         #[source]
         source: SysError,
+    },
+    #[error(
+        "{}: byte {offset}: the replay driver stopped at packet {packet} of a batch (it returned {status:#x}): the batch was not laid out as it expects",
+        path.display()
+    )]
+    Batch {
+        path: PathBuf,
+        offset: u64,
+        packet: u64,
+        status: u32,
     },
     #[error("{}: draining the flow maps failed: {source}", path.display())]
     Drain {
@@ -182,6 +198,8 @@ pub struct Replay {
     pub drains: u64,
     pub drained_entries: u64,
     pub last_drain_entries: u64,
+    /// `BPF_PROG_TEST_RUN` calls: one per batch (or per frame, unbatched).
+    pub test_runs: u64,
     pub elapsed: Duration,
     /// Why the replay stopped before the end of the file (a bad record, a
     /// failed test run) or disagrees with the program's totals. Everything
@@ -327,10 +345,11 @@ fn replay_meta(wire_len: u32, ts_ns: u64) -> [u8; 16] {
     m
 }
 
-/// The loaded program and the drain bookkeeping.
-/// The replay's flow tables and the records ended so far.
+/// The replay's flow tables and the records ended so far. They live on a
+/// thread of their own while the replay runs (the kernel work and the
+/// table work overlap); it gets the drains in order, so the result is the
+/// same as doing both on one thread.
 struct Tables {
-    cumulative: FlowTable,
     records: FlowTable,
     ended: Vec<Ended>,
     tcp: TcpSignals,
@@ -338,21 +357,66 @@ struct Tables {
     device: String,
 }
 
+/// One drain for the tables: its entries, and the capture time at which to
+/// scan and expire afterwards (none for the last drain, or after an error).
+struct Drained {
+    entries: Vec<(FlowKey, FlowStats)>,
+    expire_at: Option<u64>,
+}
+
+impl Tables {
+    fn run(mut self, drains: mpsc::Receiver<Drained>) -> Self {
+        for d in drains {
+            for (k, v) in &d.entries {
+                self.records.apply(k, v, TimeBase::Capture);
+                self.tcp.absorb(k, v, &self.device);
+            }
+            if let Some(ts) = d.expire_at {
+                self.scan.observe(&self.records, ts);
+                let ended = self.records.expire(ts);
+                for e in &ended {
+                    self.tcp.connection(e, &self.device);
+                }
+                self.ended.extend(ended);
+            }
+        }
+        self
+    }
+}
+
+/// The loaded program and the drain bookkeeping.
 struct Runner {
     dp: Datapath,
+    batched: bool,
+    test_runs: std::cell::Cell<u64>,
     drains: u64,
     drained_entries: u64,
     last_drain_entries: u64,
 }
 
 impl Runner {
-    fn load(capacity: u32) -> Result<Self, LoadError> {
-        let mut dp = Datapath::load(capacity)?;
+    /// Loads only the program the replay runs: the replay driver, or for
+    /// one frame per test run `flowd_ingress`. Never the TC program.
+    fn load(capacity: u32, batched: bool) -> Result<Self, LoadError> {
+        let mut dp = Datapath::load_programs(
+            capacity,
+            Programs {
+                ingress: !batched,
+                egress: false,
+                replay: batched,
+            },
+        )?;
         dp.set_slot(TEST_RUN_IFINDEX, SLOT)?;
         // Fails here, not per frame, if the program is missing.
-        dp.ingress_fd()?;
+        if batched {
+            dp.replay_fd()?;
+        } else {
+            dp.ingress_fd()?;
+        }
         Ok(Self {
             dp,
+            batched,
+            test_runs: Default::default(),
             drains: 0,
             drained_entries: 0,
             last_drain_entries: 0,
@@ -365,15 +429,24 @@ impl Runner {
             .dp
             .ingress_fd()
             .expect("the ingress program was found at load");
+        self.test_runs.set(self.test_runs.get() + 1);
         sys::xdp_test_run(prog, meta, frame, 1).map(drop)
     }
 
-    fn drain(&mut self, tables: &mut Tables, both: bool) -> Result<(), LoadError> {
-        let sink = |k: &FlowKey, v: &_| {
-            tables.cumulative.apply(k, v, TimeBase::Capture);
-            tables.records.apply(k, v, TimeBase::Capture);
-            tables.tcp.absorb(k, v, &tables.device);
-        };
+    /// Runs a batch through the replay driver: its return value (the
+    /// iterations of its walk, or [`DRIVER_NONLINEAR`]).
+    fn run_batch(&self, batch: &mut Batch) -> Result<u32, SysError> {
+        let prog = self
+            .dp
+            .replay_fd()
+            .expect("the replay driver was found at load");
+        self.test_runs.set(self.test_runs.get() + 1);
+        sys::xdp_test_run_buf(prog, batch.bytes(), 0, 1).map(|r| r.retval)
+    }
+
+    /// Drains the flow maps into `out` (also the entries read before an error).
+    fn drain(&mut self, both: bool, out: &mut Vec<(FlowKey, FlowStats)>) -> Result<(), LoadError> {
+        let sink = |k: &FlowKey, v: &FlowStats| out.push((*k, *v));
         let n = if both {
             self.dp.drain_all(sink)?
         } else {
@@ -395,15 +468,9 @@ impl Runner {
 pub fn replay_file(path: &Path, opts: &ReplayOptions) -> Result<Replay, ReplayError> {
     let started = Instant::now();
     let mut reader = CaptureReader::open(path)?;
-    let file_len = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let drain_every = opts.drain_every.clamp(1, u64::from(opts.capacity.max(1)));
-    // Two views: cumulative per key (no timeouts, no bound), and records
-    // with the live daemon's timeouts on the capture's clock.
-    let mut tables = Tables {
-        cumulative: FlowTable::new(TableConfig {
-            max_flows: 0,
-            ..TableConfig::default()
-        }),
+    // The records, with the live daemon's timeouts on the capture's clock
+    // (the cumulative view is kept by replay_frames).
+    let tables = Tables {
         records: FlowTable::new(TableConfig {
             max_flows: 0,
             ..opts.table
@@ -416,11 +483,58 @@ pub fn replay_file(path: &Path, opts: &ReplayOptions) -> Result<Replay, ReplayEr
         scan: ScanDetector::new(ScanConfig::default()),
         device: device_name(path),
     };
+    std::thread::scope(|s| {
+        let (to_tables, drains) = mpsc::sync_channel(4);
+        let worker = s.spawn(move || tables.run(drains));
+        // `move`: the sender goes when replay_frames is done with it,
+        // which ends the table thread's loop.
+        let send = move |d: Drained| {
+            // Fails only if the table thread panicked: join() reports that.
+            let _ = to_tables.send(d);
+        };
+        let r = replay_frames(path, opts, &mut reader, send);
+        let tables = worker
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        let (mut replay, last_drain_ts) = r?;
+        finish(&mut replay, tables, last_drain_ts, &reader);
+        replay.elapsed = started.elapsed();
+        Ok(replay)
+    })
+}
+
+/// Runs every frame of the capture through the program and hands each
+/// drain to `send`. The replay it returns has the cumulative flows (no
+/// timeouts, no bound), built here so the table thread has less to do;
+/// records and signals come from [`finish`].
+fn replay_frames(
+    path: &Path,
+    opts: &ReplayOptions,
+    reader: &mut CaptureReader,
+    send: impl Fn(Drained),
+) -> Result<(Replay, u64), ReplayError> {
+    let started = Instant::now();
+    let file_len = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let drain_every = opts.drain_every.clamp(1, u64::from(opts.capacity.max(1)));
     let mut last_drain_ts = 0u64;
+    let mut cumulative = FlowTable::new(TableConfig {
+        max_flows: 0,
+        ..TableConfig::default()
+    });
+    let mut hand_over = |d: Drained| {
+        for (k, v) in &d.entries {
+            cumulative.apply(k, v, TimeBase::Capture);
+        }
+        send(d);
+    };
     // Loaded at the first frame: a file that fails early needs no program.
     let mut runner: Option<Runner> = None;
     let mut scratch = Vec::with_capacity(MAX_FRAME);
+    let mut batch = Batch::new();
+    // Frames run through the program; `queued` also counts those waiting
+    // in `batch` (the drain schedule counts frames as they are read).
     let mut frames = 0u64;
+    let mut queued = 0u64;
     let mut error = None;
     let mut last_progress = Instant::now();
     let path_buf = path.to_path_buf();
@@ -445,39 +559,60 @@ pub fn replay_file(path: &Path, opts: &ReplayOptions) -> Result<Replay, ReplayEr
             }));
             break;
         };
-        let r =
-            match &mut runner {
-                Some(r) => r,
-                None => runner.insert(Runner::load(opts.capacity).map_err(|source| {
-                    ReplayError::Load {
-                        path: path_buf.clone(),
-                        source: Box::new(source),
-                    }
-                })?),
-            };
+        let r = match &mut runner {
+            Some(r) => r,
+            None => runner.insert(Runner::load(opts.capacity, opts.batched).map_err(|source| {
+                ReplayError::Load {
+                    path: path_buf.clone(),
+                    source: Box::new(source),
+                }
+            })?),
+        };
         let mut frame = layer.to_ethernet(p.data, MAX_FRAME, &mut scratch);
         if frame.len() < RUNT_FRAME.len() {
             frame = &RUNT_FRAME;
         }
         let meta = replay_meta(p.orig_len, p.ts_ns);
-        if let Err(source) = r.run(&meta, frame) {
-            error = Some(ReplayError::TestRun {
-                path: path_buf.clone(),
-                offset: p.offset,
-                packet: p.number,
-                source,
-            });
-            break;
+        if r.batched {
+            if !batch.fits(frame.len())
+                && let Err(e) = flush(r, &mut batch, &mut frames, &path_buf)
+            {
+                error = Some(e);
+                break;
+            }
+            batch.push(&meta, frame, p.offset, p.number);
+        } else {
+            if let Err(source) = r.run(&meta, frame) {
+                error = Some(ReplayError::TestRun {
+                    path: path_buf.clone(),
+                    offset: p.offset,
+                    packet: p.number,
+                    source,
+                });
+                break;
+            }
+            frames += 1;
         }
-        frames += 1;
+        queued += 1;
         // Drain every `drain_every` frames, and every second of capture
         // time so timeouts run on the capture's clock as they would live.
         let ts = p.ts_ns;
         if last_drain_ts == 0 {
             last_drain_ts = ts;
         }
-        if frames.is_multiple_of(drain_every) || ts.saturating_sub(last_drain_ts) >= 1_000_000_000 {
-            if let Err(source) = r.drain(&mut tables, false) {
+        if queued.is_multiple_of(drain_every) || ts.saturating_sub(last_drain_ts) >= 1_000_000_000 {
+            // The frames before the drain run before it, as one by one.
+            if let Err(e) = flush(r, &mut batch, &mut frames, &path_buf) {
+                error = Some(e);
+                break;
+            }
+            let mut entries = Vec::new();
+            let drained = r.drain(false, &mut entries);
+            hand_over(Drained {
+                entries,
+                expire_at: drained.is_ok().then_some(ts),
+            });
+            if let Err(source) = drained {
                 error = Some(ReplayError::Drain {
                     path: path_buf.clone(),
                     source: Box::new(source),
@@ -485,14 +620,8 @@ pub fn replay_file(path: &Path, opts: &ReplayOptions) -> Result<Replay, ReplayEr
                 break;
             }
             last_drain_ts = ts;
-            tables.scan.observe(&tables.records, ts);
-            let ended = tables.records.expire(ts);
-            for e in &ended {
-                tables.tcp.connection(e, &tables.device);
-            }
-            tables.ended.extend(ended);
         }
-        if opts.progress && frames.is_multiple_of(4096) && last_progress.elapsed() >= PROGRESS_EVERY
+        if opts.progress && queued.is_multiple_of(4096) && last_progress.elapsed() >= PROGRESS_EVERY
         {
             last_progress = Instant::now();
             progress(path, reader.offset(), file_len, frames, started.elapsed());
@@ -504,9 +633,19 @@ pub fn replay_file(path: &Path, opts: &ReplayOptions) -> Result<Replay, ReplayEr
     }
 
     let mut rx = IfaceCounters::default();
-    let (mut drains, mut drained_entries, mut last_drain_entries) = (0, 0, 0);
+    let (mut drains, mut drained_entries, mut last_drain_entries, mut test_runs) = (0, 0, 0, 0);
     if let Some(mut r) = runner {
-        if let Err(source) = r.drain(&mut tables, true) {
+        // Frames read before a bad record (or the end) still count.
+        if let Err(e) = flush(&r, &mut batch, &mut frames, &path_buf) {
+            error.get_or_insert(e);
+        }
+        let mut entries = Vec::new();
+        let drained = r.drain(true, &mut entries);
+        hand_over(Drained {
+            entries,
+            expire_at: None,
+        });
+        if let Err(source) = drained {
             error.get_or_insert(ReplayError::Drain {
                 path: path_buf.clone(),
                 source: Box::new(source),
@@ -528,9 +667,39 @@ pub fn replay_file(path: &Path, opts: &ReplayOptions) -> Result<Replay, ReplayEr
                 frames,
             });
         }
-        (drains, drained_entries, last_drain_entries) =
-            (r.drains, r.drained_entries, r.last_drain_entries);
+        (drains, drained_entries, last_drain_entries, test_runs) = (
+            r.drains,
+            r.drained_entries,
+            r.last_drain_entries,
+            r.test_runs.get(),
+        );
     }
+    let replay = Replay {
+        tcp: TcpSnapshot::default(),
+        suspects: Vec::new(),
+        scan_flagged: 0,
+        device: device_name(path),
+        path: path_buf,
+        format: reader.format_name(),
+        table: cumulative,
+        ended: Vec::new(),
+        frames,
+        file_bytes: reader.offset(),
+        rx,
+        capacity: opts.capacity,
+        drains,
+        drained_entries,
+        last_drain_entries,
+        test_runs,
+        elapsed: started.elapsed(),
+        error,
+    };
+    Ok((replay, last_drain_ts))
+}
+
+/// Ends the replay's records and fills in its flows, once every drain has
+/// reached the tables.
+fn finish(replay: &mut Replay, mut tables: Tables, last_drain_ts: u64, reader: &CaptureReader) {
     // Judge the last flows as if the capture had gone on a little longer.
     let grace = ScanConfig::default().answer_grace_ns;
     tables
@@ -543,25 +712,136 @@ pub fn replay_file(path: &Path, opts: &ReplayOptions) -> Result<Replay, ReplayEr
     }
     ended.extend(last);
     ended.sort_by(|a, b| (a.flow.first_ns, &a.flow.key).cmp(&(b.flow.first_ns, &b.flow.key)));
-    Ok(Replay {
-        tcp: tables.tcp.snapshot(),
-        suspects: tables.scan.suspects(),
-        scan_flagged: tables.scan.flagged_total(),
-        device: device_name(path),
-        path: path_buf,
-        format: reader.format_name(),
-        table: tables.cumulative,
-        ended,
-        frames,
-        file_bytes: reader.offset(),
-        rx,
-        capacity: opts.capacity,
-        drains,
-        drained_entries,
-        last_drain_entries,
-        elapsed: started.elapsed(),
-        error,
+    replay.tcp = tables.tcp.snapshot();
+    replay.suspects = tables.scan.suspects();
+    replay.scan_flagged = tables.scan.flagged_total();
+    replay.ended = ended;
+    replay.file_bytes = reader.offset();
+}
+
+/// Bytes of one batch: a test run's linear data is at most a page minus
+/// the XDP headroom (256) and `skb_shared_info` (320 bytes on this kernel
+/// kind); the driver refuses a batch that is not linear, and [`flush`] then
+/// runs its frames one per batch and lowers the size for the rest.
+pub const BATCH_BYTES: usize = 4096 - 256 - 320;
+/// Per frame in a batch: the metadata in front, the length behind.
+const CHUNK_OVERHEAD: usize = 16 + 4;
+/// The batch's first 16 bytes: 12 zero bytes and the end mark (u32::MAX).
+const END_CHUNK: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff];
+/// The driver's return value when the batch was not all linear data.
+const DRIVER_NONLINEAR: u32 = 1 << 31;
+
+/// Frames waiting for one test run of the replay driver, laid out as it
+/// reads them (flowd-ebpf `replay.rs`): the end mark, then chunks of
+/// `meta | frame | len` in reverse capture order, filled from the end of
+/// the buffer toward its front.
+struct Batch {
+    buf: Box<[u8; BATCH_BYTES]>,
+    /// The chunks occupy `buf[start..]`.
+    start: usize,
+    /// Bytes a batch may use (lowered if the kernel's linear limit is smaller).
+    limit: usize,
+    /// (file offset, packet number) of each frame, in capture order.
+    frames: Vec<(u64, u64)>,
+}
+
+impl Batch {
+    fn new() -> Self {
+        Self {
+            buf: Box::new([0; BATCH_BYTES]),
+            start: BATCH_BYTES,
+            limit: BATCH_BYTES,
+            frames: Vec::with_capacity(BATCH_BYTES / (CHUNK_OVERHEAD + 14)),
+        }
+    }
+
+    fn fits(&self, frame_len: usize) -> bool {
+        BATCH_BYTES - self.start + frame_len + CHUNK_OVERHEAD + END_CHUNK.len() <= self.limit
+    }
+
+    /// Adds a frame (the caller checked [`Batch::fits`], or the batch is
+    /// empty: one frame of at most [`MAX_FRAME`] bytes always fits).
+    fn push(&mut self, meta: &[u8; 16], frame: &[u8], offset: u64, number: u64) {
+        let at = self.start - frame.len() - CHUNK_OVERHEAD;
+        let chunk = &mut self.buf[at..self.start];
+        let (m, rest) = chunk.split_at_mut(16);
+        let (f, len) = rest.split_at_mut(frame.len());
+        m.copy_from_slice(meta);
+        f.copy_from_slice(frame);
+        len.copy_from_slice(&(frame.len() as u32).to_le_bytes());
+        self.start = at;
+        self.frames.push((offset, number));
+    }
+
+    /// The test run's data: the end mark and the chunks.
+    fn bytes(&mut self) -> &[u8] {
+        let at = self.start - END_CHUNK.len();
+        self.buf[at..self.start].copy_from_slice(&END_CHUNK);
+        &self.buf[at..]
+    }
+
+    fn clear(&mut self) {
+        self.start = BATCH_BYTES;
+        self.frames.clear();
+    }
+}
+
+/// Runs the frames waiting in `batch` and counts them into `frames`.
+fn flush(r: &Runner, batch: &mut Batch, frames: &mut u64, path: &Path) -> Result<(), ReplayError> {
+    let n = batch.frames.len();
+    if n == 0 {
+        return Ok(());
+    }
+    let first = batch.frames[0];
+    let status = r.run_batch(batch).map_err(|source| ReplayError::TestRun {
+        path: path.to_path_buf(),
+        offset: first.0,
+        packet: first.1,
+        source,
+    })?;
+    if status == DRIVER_NONLINEAR && n > 1 {
+        // Nothing ran: the kernel's linear limit is smaller than assumed.
+        return rerun_one_by_one(r, batch, frames, path);
+    }
+    // Iterations of the driver's walk: every frame, then the end mark.
+    if status as usize == n + 1 {
+        *frames += n as u64;
+        batch.clear();
+        return Ok(());
+    }
+    let ran = (status as usize).saturating_sub(1).min(n - 1);
+    *frames += ran as u64;
+    let at = batch.frames[ran];
+    Err(ReplayError::Batch {
+        path: path.to_path_buf(),
+        offset: at.0,
+        packet: at.1,
+        status,
     })
+}
+
+/// Runs a batch the kernel would not take as linear data one frame per
+/// batch, and keeps later batches to that size.
+fn rerun_one_by_one(
+    r: &Runner,
+    batch: &mut Batch,
+    frames: &mut u64,
+    path: &Path,
+) -> Result<(), ReplayError> {
+    let all = std::mem::replace(batch, Batch::new());
+    batch.limit = MAX_FRAME + CHUNK_OVERHEAD + END_CHUNK.len();
+    // Chunks from the buffer's end: the first frame's is last.
+    let mut end = BATCH_BYTES;
+    for &(offset, number) in &all.frames {
+        let len_at = end - 4;
+        let len = u32::from_le_bytes(all.buf[len_at..end].try_into().expect("4 bytes")) as usize;
+        let meta_at = len_at - len - 16;
+        let meta: [u8; 16] = all.buf[meta_at..meta_at + 16].try_into().expect("16 bytes");
+        batch.push(&meta, &all.buf[meta_at + 16..len_at], offset, number);
+        flush(r, batch, frames, path)?;
+        end = meta_at;
+    }
+    Ok(())
 }
 
 fn progress(path: &Path, offset: u64, file_len: u64, frames: u64, elapsed: Duration) {
@@ -699,62 +979,62 @@ pub fn connection_json(c: &Connection<'_>, device: &str) -> Value {
     })
 }
 
-/// CSV column order; keys a record has beyond these follow, sorted.
-const CSV_COLUMNS: &[&str] = &[
-    "start",
-    "end",
-    "device",
-    "direction",
-    "vlan",
-    "proto",
-    "src",
-    "sport",
-    "dst",
-    "dport",
-    "packets",
-    "bytes",
-    "packets_fwd",
-    "bytes_fwd",
-    "packets_rev",
-    "bytes_rev",
-    "tcp_flags",
-    "tcp_flags_fwd",
-    "tcp_flags_rev",
-    "state",
-    "end_reason",
-    "syn",
-    "fin",
-    "rst",
-    "first_seen_ns",
-    "last_seen_ns",
-];
+/// One connection as [`record::Fields`]: the keys and values of
+/// [`connection_json`].
+pub fn connection_fields<'a>(c: &Connection<'a>, device: &'a str) -> Fields<'a> {
+    use record::key;
+    let k = &c.fwd.key;
+    let (packets_rev, bytes_rev, flags_rev) = c
+        .rev
+        .map_or((0, 0, 0), |r| (r.packets, r.bytes, r.tcp_flags));
+    let mut r = Fields::new();
+    r.set(key::START, Field::Time(c.start_ns()));
+    r.set(key::END, Field::Time(c.end_ns()));
+    r.set(key::DEVICE, Field::Str(device));
+    r.set(key::VLAN, Field::Uint(k.vlan.into()));
+    r.set(key::PROTO, Field::Uint(k.proto.into()));
+    r.set(key::SRC, Field::Addr(&k.src));
+    r.set(key::DST, Field::Addr(&k.dst));
+    r.set(key::SPORT, Field::Uint(k.sport.into()));
+    r.set(key::DPORT, Field::Uint(k.dport.into()));
+    r.set(key::PACKETS_FWD, Field::Uint(c.fwd.packets));
+    r.set(key::BYTES_FWD, Field::Uint(c.fwd.bytes));
+    r.set(key::PACKETS_REV, Field::Uint(packets_rev));
+    r.set(key::BYTES_REV, Field::Uint(bytes_rev));
+    r.set(key::TCP_FLAGS_FWD, Field::Uint(c.fwd.tcp_flags.into()));
+    r.set(key::TCP_FLAGS_REV, Field::Uint(flags_rev.into()));
+    r.set(key::FIRST_SEEN_NS, Field::Uint(c.start_ns()));
+    r.set(key::LAST_SEEN_NS, Field::Uint(c.end_ns()));
+    r
+}
 
-/// Writes the replay's flows (or connections) in `format`.
+/// Writes the replay's flows (or connections) in `format`. JSON lines and
+/// CSV are written straight from the flows ([`record::Fields`]): the same
+/// bytes as serializing [`Replay::records`] / [`Replay::connection_records`].
 pub fn write_output(
     out: &mut impl Write,
     replay: &Replay,
     format: OutputFormat,
     bidirectional: bool,
 ) -> io::Result<()> {
+    let device = replay.device.as_str();
     match format {
-        OutputFormat::Jsonl => {
-            let records = if bidirectional {
-                replay.connection_records()
-            } else {
-                replay.records()
-            };
-            for r in &records {
-                serde_json::to_writer(&mut *out, r)?;
-                out.write_all(b"\n")?;
+        OutputFormat::Jsonl if bidirectional => {
+            for c in &connections(&replay.table) {
+                connection_fields(c, device).write_json_line(out)?;
             }
         }
+        OutputFormat::Jsonl => {
+            for e in &replay.ended {
+                Fields::ended(e, device).write_json_line(out)?;
+            }
+        }
+        OutputFormat::Csv if bidirectional => {
+            let conns = connections(&replay.table);
+            write_csv(out, conns.iter().map(|c| connection_fields(c, device)))?;
+        }
         OutputFormat::Csv => {
-            let records = if bidirectional {
-                replay.connection_records()
-            } else {
-                replay.records()
-            };
-            write_csv(out, &records)?;
+            write_csv(out, replay.ended.iter().map(|e| Fields::ended(e, device)))?;
         }
         OutputFormat::Table => {
             let rows = if bidirectional {
@@ -768,52 +1048,20 @@ pub fn write_output(
     out.flush()
 }
 
-/// The keys of all records: those in [`CSV_COLUMNS`] in its order, then
-/// any others, sorted.
-fn csv_columns(records: &[Value]) -> Vec<String> {
-    let mut keys = std::collections::BTreeSet::new();
-    for r in records {
-        if let Value::Object(m) = r {
-            keys.extend(m.keys().map(String::as_str));
-        }
-    }
-    let mut cols: Vec<String> = CSV_COLUMNS
-        .iter()
-        .filter(|c| keys.contains(**c))
-        .map(|c| c.to_string())
-        .collect();
-    cols.extend(
-        keys.iter()
-            .filter(|k| !CSV_COLUMNS.contains(k))
-            .map(|k| k.to_string()),
-    );
-    cols
-}
-
-fn csv_field(v: Option<&Value>) -> String {
-    let s = match v {
-        None | Some(Value::Null) => return String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(v) => v.to_string(),
-    };
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s
-    }
-}
-
-/// A header line, then one line per record. No records: nothing at all
-/// (there is no record to take the columns from).
-fn write_csv(out: &mut impl Write, records: &[Value]) -> io::Result<()> {
-    let cols = csv_columns(records);
-    if cols.is_empty() {
+/// A header line with the keys any record has (in [`record::KEYS`] order:
+/// the documented columns, then the others sorted), then one line per
+/// record. No records: nothing at all.
+fn write_csv<'a>(
+    out: &mut impl Write,
+    records: impl Iterator<Item = Fields<'a>> + Clone,
+) -> io::Result<()> {
+    let columns = records.clone().fold(0, |m, r| m | r.mask());
+    if columns == 0 {
         return Ok(());
     }
-    writeln!(out, "{}", cols.join(","))?;
+    record::write_csv_header(out, columns)?;
     for r in records {
-        let line: Vec<String> = cols.iter().map(|c| csv_field(r.get(c))).collect();
-        writeln!(out, "{}", line.join(","))?;
+        r.write_csv_line(out, columns)?;
     }
     Ok(())
 }
@@ -1150,13 +1398,19 @@ mod tests {
 
     #[test]
     fn csv_quotes_and_orders() {
-        let r = vec![json!({"src": "a,b", "start": "t", "zz": 1, "packets": 3})];
+        let mut t = FlowTable::default();
+        add(&mut t, key(17, 1, 2, 53, 53), 3, 100);
+        let c = connections(&t);
         let mut out = Vec::new();
-        write_csv(&mut out, &r).unwrap();
+        write_csv(&mut out, c.iter().map(|c| connection_fields(c, "a,b"))).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "start,src,packets,zz\nt,\"a,b\",3,1\n"
+            "start,end,device,vlan,proto,src,sport,dst,dport,packets_fwd,bytes_fwd,packets_rev,bytes_rev,tcp_flags_fwd,tcp_flags_rev,first_seen_ns,last_seen_ns\n\
+             1970-01-01T00:00:00.000000100Z,1970-01-01T00:00:00.000000110Z,\"a,b\",0,17,198.18.0.1,53,198.18.0.2,53,3,300,0,0,0,0,100,110\n"
         );
+        let mut out = Vec::new();
+        write_csv(&mut out, std::iter::empty::<Fields<'_>>()).unwrap();
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -237,8 +237,19 @@ pub fn xdp_test_run(
     let mut data = Vec::with_capacity(meta.len() + frame.len());
     data.extend_from_slice(meta);
     data.extend_from_slice(frame);
+    xdp_test_run_buf(prog, &data, meta.len(), repeat)
+}
+
+/// Runs an XDP program on `data`, whose first `meta_len` bytes are the
+/// metadata area (a multiple of 4, at most 32).
+pub fn xdp_test_run_buf(
+    prog: BorrowedFd<'_>,
+    data: &[u8],
+    meta_len: usize,
+    repeat: u32,
+) -> Result<TestRunResult, SysError> {
     let mut ctx = XdpMd {
-        data: meta.len() as u32,
+        data: meta_len as u32,
         data_end: data.len() as u32,
         ..Default::default()
     };
