@@ -63,7 +63,7 @@ pub fn flow_json(flow: &Flow, device: &str) -> Value {
             v["rtt_samples"] = flow.rtt_samples.into();
         }
     }
-    if flow.ce + flow.ect0 + flow.ect1 > 0 {
+    if (flow.ce | flow.ect0 | flow.ect1) != 0 {
         v["ecn_ce"] = flow.ce.into();
         v["ecn_ect0"] = flow.ect0.into();
         v["ecn_ect1"] = flow.ect1.into();
@@ -245,26 +245,26 @@ impl<'a> Fields<'a> {
         r.set(key::PACKETS, Field::Uint(flow.packets));
         r.set(key::BYTES, Field::Uint(flow.bytes));
         r.set(key::TCP_FLAGS, Field::Uint(flow.tcp_flags.into()));
-        r.set(key::SYN, Field::Uint(flow.syn));
-        r.set(key::FIN, Field::Uint(flow.fin));
-        r.set(key::RST, Field::Uint(flow.rst));
+        r.set(key::SYN, Field::Uint(flow.syn.into()));
+        r.set(key::FIN, Field::Uint(flow.fin.into()));
+        r.set(key::RST, Field::Uint(flow.rst.into()));
         r.set(key::FIRST_SEEN_NS, Field::Uint(flow.first_ns));
         r.set(key::LAST_SEEN_NS, Field::Uint(flow.last_ns));
         if k.proto == 6 {
-            r.set(key::SYNACK, Field::Uint(flow.synack));
-            r.set(key::RETRANS, Field::Uint(flow.retrans));
-            r.set(key::ZERO_WINDOW, Field::Uint(flow.zero_window));
+            r.set(key::SYNACK, Field::Uint(flow.synack.into()));
+            r.set(key::RETRANS, Field::Uint(flow.retrans.into()));
+            r.set(key::ZERO_WINDOW, Field::Uint(flow.zero_window.into()));
             if flow.rtt_samples > 0 {
                 r.set(key::RTT_MIN_NS, Field::Uint(flow.rtt_min_ns));
                 r.set(key::RTT_SRTT_NS, Field::Uint(flow.rtt_srtt_ns));
-                r.set(key::RTT_SAMPLES, Field::Uint(flow.rtt_samples));
+                r.set(key::RTT_SAMPLES, Field::Uint(flow.rtt_samples.into()));
             }
         }
-        // The same test as flow_json's, overflow behaviour included.
-        if flow.ce + flow.ect0 + flow.ect1 > 0 {
-            r.set(key::ECN_CE, Field::Uint(flow.ce));
-            r.set(key::ECN_ECT0, Field::Uint(flow.ect0));
-            r.set(key::ECN_ECT1, Field::Uint(flow.ect1));
+        // The same test as flow_json's.
+        if (flow.ce | flow.ect0 | flow.ect1) != 0 {
+            r.set(key::ECN_CE, Field::Uint(flow.ce.into()));
+            r.set(key::ECN_ECT0, Field::Uint(flow.ect0.into()));
+            r.set(key::ECN_ECT1, Field::Uint(flow.ect1.into()));
         }
         r.set(key::DSCP, Field::Uint(flow.dscp.into()));
         r
@@ -476,7 +476,7 @@ mod tests {
             dscp: 46,
             rtt_min_ns: if rtt { 1000 } else { 0 },
             rtt_srtt_ns: if rtt { 1500 } else { 0 },
-            rtt_samples: u64::from(rtt),
+            rtt_samples: u32::from(rtt),
         }
     }
 
