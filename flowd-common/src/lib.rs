@@ -11,7 +11,7 @@ use core::mem::size_of;
 
 /// Layout version of every map below. Bump it whenever a map's key or value
 /// layout changes: pinned maps from another version are reset, not reused.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Names of the maps in the eBPF object (also their pin names in bpffs).
 pub mod maps {
@@ -24,9 +24,10 @@ pub mod maps {
     pub const IFACE_SLOTS_BIG: &str = "IFACE_SLOTS_BIG";
     pub const RTT_PENDING: &str = "RTT_PENDING";
     pub const RTT_EVENTS: &str = "RTT_EVENTS";
-    pub const TCP_SEQ: &str = "TCP_SEQ";
+    pub const TCP_SEQ_0: &str = "TCP_SEQ_0";
+    pub const TCP_SEQ_1: &str = "TCP_SEQ_1";
     /// Every map, in a stable order.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         FLOWS_0,
         FLOWS_1,
         FRAGS,
@@ -36,7 +37,8 @@ pub mod maps {
         IFACE_SLOTS_BIG,
         RTT_PENDING,
         RTT_EVENTS,
-        TCP_SEQ,
+        TCP_SEQ_0,
+        TCP_SEQ_1,
     ];
 }
 
@@ -64,10 +66,15 @@ pub const RTT_PENDING_CAPACITY: u32 = 16_384;
 /// Bytes of the ring buffer that carries RTT samples to user space.
 pub const RTT_EVENTS_BYTES: u32 = 1 << 20;
 
-/// Sequence state carried across generations (an LRU): the drain writes
-/// each TCP flow's highest sequence end back, so a flow's first segment in
-/// the next generation can still be recognised as a retransmission.
+/// Sequence state carried across generations: the drain writes each TCP
+/// flow's highest sequence end back, so a flow's first segment in the next
+/// generation can still be recognised as a retransmission. Two
+/// direct-mapped arrays of this many slots (a power of two), indexed by
+/// [`seq_slot`]: the programs read the one `Control::seq_gen` names, the
+/// daemon writes the other (no torn reads), then flips. A slot holds one
+/// flow; a colliding flow replaces it (as an LRU would evict it).
 pub const TCP_SEQ_CAPACITY: u32 = 65_536;
+const _: () = assert!(TCP_SEQ_CAPACITY.is_power_of_two());
 
 /// `Control::flags`: measure RTT (handshakes and TCP timestamps).
 pub const FLAG_RTT: u32 = 1;
@@ -170,6 +177,48 @@ impl FlowStats {
     }
 }
 
+/// One slot of the `TCP_SEQ_*` arrays: whose state it holds, and the state.
+/// An empty slot is all zero (protocol 0: it matches no TCP flow).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeqSlot {
+    pub key: FlowKey,
+    /// The flow's highest sequence number + length seen.
+    pub seq_next: u32,
+}
+const _: () = assert!(size_of::<SeqSlot>() == 48);
+
+/// The `TCP_SEQ_*` slot of a flow: a cheap 32-bit mix of the key's eleven
+/// words (the same code runs in the kernel and in the daemon).
+#[inline(always)]
+pub fn seq_slot(key: &FlowKey) -> u32 {
+    let mut h: u32 = 0x9e37_79b9;
+    let mut i = 0;
+    while i < KEY_WORDS {
+        h = (h ^ key_word(key, i))
+            .rotate_left(5)
+            .wrapping_mul(0x2717_0e9b);
+        i += 1;
+    }
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x7feb_352d);
+    h ^= h >> 15;
+    h & (TCP_SEQ_CAPACITY - 1)
+}
+
+/// 4-byte words in a [`FlowKey`].
+pub const KEY_WORDS: usize = size_of::<FlowKey>() / 4;
+
+/// Word `i` (< [`KEY_WORDS`]) of the key, native-endian, read in place (a
+/// copy of the whole key could become a byte-loop `memcpy` in BPF).
+#[inline(always)]
+pub fn key_word(key: &FlowKey, i: usize) -> u32 {
+    debug_assert!(i < KEY_WORDS);
+    // SAFETY: FlowKey is 4-byte aligned (its first field is a u32) and 44
+    // bytes of plain integers without padding (asserted above); i < 11.
+    unsafe { (key as *const FlowKey).cast::<u32>().add(i).read() }
+}
+
 /// Kinds of RTT probe.
 pub const RTT_HANDSHAKE: u32 = 0;
 pub const RTT_TIMESTAMP: u32 = 1;
@@ -235,8 +284,17 @@ pub struct Control {
     /// Which flow map the programs write to: 0 -> FLOWS_0, 1 -> FLOWS_1.
     pub active_gen: u32,
     pub flags: u32,
+    /// Live timestamps from `bpf_jiffies64()` (inlined, no helper call):
+    /// monotonic ns = jiffies * `jiffy_ns` - `jiffy_base_ns` (wrapping),
+    /// the start of the tick the packet arrived in. Measured by the daemon
+    /// at load; 0 means unknown, and the programs read the coarse clock.
+    pub jiffy_ns: u64,
+    pub jiffy_base_ns: u64,
+    /// Which `TCP_SEQ_*` array the programs read: 0 or 1.
+    pub seq_gen: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<Control>() == 8);
+const _: () = assert!(size_of::<Control>() == 32);
 
 /// Metadata a replay hands the XDP program in front of the frame (the XDP
 /// metadata area): the frame's original length and its capture timestamp.
@@ -374,4 +432,6 @@ mod pod {
     unsafe impl aya::Pod for RttKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for RttSample {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SeqSlot {}
 }

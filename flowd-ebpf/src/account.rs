@@ -8,18 +8,18 @@ use core::{
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     maps::HashMap,
 };
 use flowd_common::{
-    DIR_EGRESS, FLAG_RTT, FlowKey, FlowStats, IfaceCounters, RTT_HANDSHAKE, RTT_TIMESTAMP, RttKey,
-    RttSample, SLOT_ARRAY_LEN, counter, totals_index,
+    DIR_EGRESS, FLAG_RTT, FlowKey, FlowStats, IfaceCounters, KEY_WORDS, RTT_HANDSHAKE,
+    RTT_TIMESTAMP, RttKey, RttSample, SLOT_ARRAY_LEN, counter, key_word, seq_slot, totals_index,
 };
 
 use crate::{
     maps::{
-        CONTROL, FLOWS_0, FLOWS_1, IFACE_SLOTS, IFACE_SLOTS_BIG, RTT_EVENTS, RTT_PENDING, TCP_SEQ,
-        TOTALS,
+        CONTROL, FLOWS_0, FLOWS_1, IFACE_SLOTS, IFACE_SLOTS_BIG, RTT_EVENTS, RTT_PENDING,
+        TCP_SEQ_0, TCP_SEQ_1, TOTALS,
     },
     parse::{Frame, L4Info, parse},
 };
@@ -105,16 +105,74 @@ pub(crate) fn account(f: &Frame, pkt: &Packet) {
     }
     key.ifindex = pkt.ifindex;
     key.direction = pkt.direction;
-    let flags = CONTROL.get(0).map_or((0, 0), |c| (c.active_gen, c.flags));
-    // One call site per map, so the verifier can inline each map's lookup.
-    let v = if flags.0 == 0 {
-        update_flow(&FLOWS_0, key, info, packets, bytes, pkt.ts_ns, totals)
-    } else {
-        update_flow(&FLOWS_1, key, info, packets, bytes, pkt.ts_ns, totals)
+    let Some(ctl) = CONTROL.get(0) else {
+        return;
     };
-    if flags.1 & FLAG_RTT != 0 && info.tcp_full {
+    let clock = Clock {
+        ts_ns: pkt.ts_ns,
+        jiffy_ns: ctl.jiffy_ns,
+        jiffy_base_ns: ctl.jiffy_base_ns,
+        seq_gen: ctl.seq_gen,
+    };
+    // One call site per map, so the verifier can inline each map's lookup.
+    let v = if ctl.active_gen == 0 {
+        update_flow(&FLOWS_0, key, info, packets, bytes, &clock, totals)
+    } else {
+        update_flow(&FLOWS_1, key, info, packets, bytes, &clock, totals)
+    };
+    if ctl.flags & FLAG_RTT != 0 && info.tcp_full {
         rtt(key, info, v, pkt, totals);
     }
+}
+
+/// Where a packet's time comes from, and which sequence array to read.
+struct Clock {
+    /// Capture time in replay; 0 live.
+    ts_ns: u64,
+    /// `Control::jiffy_ns` and `jiffy_base_ns`.
+    jiffy_ns: u64,
+    jiffy_base_ns: u64,
+    seq_gen: u32,
+}
+
+impl Clock {
+    /// Last-seen time: the capture's in replay; live, the start of the
+    /// current tick from the inlined `bpf_jiffies64()` (the coarse clock
+    /// when the daemon has not measured the tick).
+    #[inline(always)]
+    fn coarse(&self) -> u64 {
+        if self.ts_ns != 0 {
+            return self.ts_ns;
+        }
+        if self.jiffy_ns != 0 {
+            // SAFETY: a helper without arguments (inlined by the verifier).
+            let j = unsafe { bpf_jiffies64() };
+            return j
+                .wrapping_mul(self.jiffy_ns)
+                .wrapping_sub(self.jiffy_base_ns);
+        }
+        // SAFETY: a helper without arguments.
+        unsafe { bpf_ktime_get_coarse_ns() }
+    }
+}
+
+/// The flow's sequence state from the previous generation, if any.
+#[inline(always)]
+fn carried_seq(key: &FlowKey, seq_gen: u32) -> Option<u32> {
+    let idx = seq_slot(key);
+    // One call site per array, so the verifier inlines each lookup.
+    let slot = if seq_gen == 0 {
+        TCP_SEQ_0.get(idx)
+    } else {
+        TCP_SEQ_1.get(idx)
+    }?;
+    let mut diff = 0;
+    let mut i = 0;
+    while i < KEY_WORDS {
+        diff |= key_word(&slot.key, i) ^ key_word(key, i);
+        i += 1;
+    }
+    (diff == 0).then_some(slot.seq_next)
 }
 
 #[inline(always)]
@@ -135,28 +193,27 @@ fn update_flow(
     info: &L4Info,
     packets: u64,
     bytes: u64,
-    ts_ns: u64,
+    clock: &Clock,
     totals: &mut IfaceCounters,
 ) -> Option<*mut FlowStats> {
     if let Some(v) = flows.get_ptr_mut(key) {
-        add_to(v, info, packets, bytes, now(ts_ns, false));
+        add_to(v, info, packets, bytes, clock.coarse());
         return Some(v);
     }
 
-    let t = now(ts_ns, true);
+    let t = now(clock.ts_ns);
     let mut slot = MaybeUninit::<FlowStats>::uninit();
     zero_in_place(slot.as_mut_ptr());
     // SAFETY: zeroed; all-zero is a valid FlowStats.
     let new = unsafe { slot.assume_init_mut() };
     new.first_seen_ns = t;
     new.last_seen_ns = t;
-    if info.tcp_full && info.tcp_payload > 0 {
-        // The flow's sequence state from the previous generation, if any.
-        // SAFETY: plain u32 values.
-        if let Some(seq) = unsafe { TCP_SEQ.get(key) } {
-            new.seq_next = *seq;
-            new.seq_valid = 1;
-        }
+    if info.tcp_full
+        && info.tcp_payload > 0
+        && let Some(seq) = carried_seq(key, clock.seq_gen)
+    {
+        new.seq_next = seq;
+        new.seq_valid = 1;
     }
     add_to(new, info, packets, bytes, t);
     match flows.insert(key, &*new, BPF_NOEXIST as u64) {
@@ -304,7 +361,7 @@ fn rtt(
         dst: key.dst,
     };
     if pkt.direction == DIR_EGRESS {
-        let t = now(pkt.ts_ns, true);
+        let t = now(pkt.ts_ns);
         if flags & TCP_SYN != 0 {
             k.token = info.tcp_seq.wrapping_add(1);
             let _ = RTT_PENDING.insert(&k, &t, 0);
@@ -340,7 +397,7 @@ fn close_probe(k: &RttKey, key: &FlowKey, kind: u32, pkt: &Packet, totals: &mut 
         return;
     };
     let _ = RTT_PENDING.remove(k);
-    let t = now(pkt.ts_ns, true);
+    let t = now(pkt.ts_ns);
     let sample = RttSample {
         key: *key,
         kind,
@@ -351,19 +408,13 @@ fn close_probe(k: &RttKey, key: &FlowKey, kind: u32, pkt: &Packet, totals: &mut 
     }
 }
 
-/// The packet's time: the capture's in replay; live, a precise clock for a
-/// new flow's first packet and RTT probes, the cheaper coarse clock else.
+/// The packet's precise time: the capture's in replay; live, the kernel's
+/// monotonic clock (a new flow's first packet, RTT probes).
 #[inline(always)]
-fn now(ts_ns: u64, precise: bool) -> u64 {
+fn now(ts_ns: u64) -> u64 {
     if ts_ns != 0 {
         return ts_ns;
     }
-    // SAFETY: helpers without arguments.
-    unsafe {
-        if precise {
-            bpf_ktime_get_ns()
-        } else {
-            bpf_ktime_get_coarse_ns()
-        }
-    }
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
 }

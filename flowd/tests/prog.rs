@@ -876,6 +876,36 @@ fn live_timestamps_are_ordered() {
     }
 }
 
+/// Live last-seen comes from jiffies (converted with the tick the loader
+/// measured): it is the start of the tick the packet arrived in, so it
+/// lies within one tick (plus the tick interrupt's latency) before the
+/// monotonic clock at the packet, and never after it.
+#[test]
+fn live_last_seen_follows_the_monotonic_clock() {
+    let mut h = Harness::new(64);
+    let j = h.dp.jiffy_clock().expect("the kernel tick was measured");
+    assert!([100, 250, 300, 1000].contains(&j.hz), "{j:?}");
+    let f = v4(P_UDP, &udp(7, 8, 0));
+    h.xdp(&f);
+    for _ in 0..5 {
+        std::thread::sleep(std::time::Duration::from_millis(7));
+        let before = flowd::clock::monotonic_ns();
+        h.xdp(&f);
+        h.tc(&f);
+        let after = flowd::clock::monotonic_ns();
+        let flows = h.drain();
+        for (k, v) in &flows {
+            assert!(v.last_seen_ns <= after, "{k:?} {v:?} after {after}");
+            assert!(
+                v.last_seen_ns + j.tick_ns + 1_000_000 >= before,
+                "{k:?} {v:?} before {before} {j:?}"
+            );
+        }
+        // Keep the ingress flow alive in the next generation.
+        h.xdp(&f);
+    }
+}
+
 // ------------------------------------------------------------ malformed input
 
 /// The flow-outcome packets of a counter block.
