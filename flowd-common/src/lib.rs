@@ -24,10 +24,11 @@ pub mod maps {
     pub const IFACE_SLOTS_BIG: &str = "IFACE_SLOTS_BIG";
     pub const RTT_PENDING: &str = "RTT_PENDING";
     pub const RTT_EVENTS: &str = "RTT_EVENTS";
+    pub const RTT_RECENT: &str = "RTT_RECENT";
     pub const TCP_SEQ_0: &str = "TCP_SEQ_0";
     pub const TCP_SEQ_1: &str = "TCP_SEQ_1";
     /// Every map, in a stable order.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         FLOWS_0,
         FLOWS_1,
         FRAGS,
@@ -37,6 +38,7 @@ pub mod maps {
         IFACE_SLOTS_BIG,
         RTT_PENDING,
         RTT_EVENTS,
+        RTT_RECENT,
         TCP_SEQ_0,
         TCP_SEQ_1,
     ];
@@ -63,6 +65,10 @@ pub const SLOT_ARRAY_LEN: u32 = 65_536;
 pub const MAX_IPV6_EXT_HEADERS: u32 = 8;
 /// Pending RTT probes (a SYN, or a TSval, waiting for its echo), an LRU.
 pub const RTT_PENDING_CAPACITY: u32 = 16_384;
+/// Slots of `RTT_RECENT` (a power of two): when each connection last took
+/// an RTT probe, so that ingress skips `RTT_PENDING` when it cannot hit.
+pub const RTT_RECENT_SLOTS: u32 = 16_384;
+const _: () = assert!(RTT_RECENT_SLOTS.is_power_of_two());
 /// Bytes of the ring buffer that carries RTT samples to user space.
 pub const RTT_EVENTS_BYTES: u32 = 1 << 20;
 

@@ -13,13 +13,14 @@ use aya_ebpf::{
 };
 use flowd_common::{
     DIR_EGRESS, FLAG_RTT, FlowKey, FlowStats, IfaceCounters, KEY_WORDS, RTT_HANDSHAKE,
-    RTT_TIMESTAMP, RttKey, RttSample, SLOT_ARRAY_LEN, counter, key_word, seq_slot, totals_index,
+    RTT_RECENT_SLOTS, RTT_TIMESTAMP, RttKey, RttSample, SLOT_ARRAY_LEN, counter, key_word,
+    seq_slot, totals_index,
 };
 
 use crate::{
     maps::{
         CONTROL, FLOWS_0, FLOWS_1, IFACE_SLOTS, IFACE_SLOTS_BIG, RTT_EVENTS, RTT_PENDING,
-        TCP_SEQ_0, TCP_SEQ_1, TOTALS,
+        RTT_RECENT, TCP_SEQ_0, TCP_SEQ_1, TOTALS,
     },
     parse::{Frame, L4Info, parse},
 };
@@ -121,7 +122,7 @@ pub(crate) fn account(f: &Frame, pkt: &Packet) {
         update_flow(&FLOWS_1, key, info, packets, bytes, &clock, totals)
     };
     if ctl.flags & FLAG_RTT != 0 && info.tcp_full {
-        rtt(key, info, v, pkt, totals);
+        rtt(key, info, v, pkt, &clock, totals);
     }
 }
 
@@ -154,6 +155,63 @@ impl Clock {
         // SAFETY: a helper without arguments.
         unsafe { bpf_ktime_get_coarse_ns() }
     }
+}
+
+/// Probes older than this are not looked for (a connection with no egress
+/// probe for a minute has nothing to close).
+const PROBE_MAX_AGE_NS: u64 = 60_000_000_000;
+
+impl Clock {
+    /// Whether an RTT probe of the connection in `RTT_RECENT` slot `slot`
+    /// may be pending: one was taken within `PROBE_MAX_AGE_NS`. Always true
+    /// without a measured tick (then every candidate is looked up).
+    #[inline(always)]
+    fn probe_may_exist(&self, slot: u32) -> bool {
+        if self.jiffy_ns == 0 {
+            return true;
+        }
+        let Some(p) = RTT_RECENT.get_ptr(slot) else {
+            return true;
+        };
+        // SAFETY: a live array slot; a u32 load is atomic.
+        let then = unsafe { p.read_volatile() };
+        // SAFETY: a helper without arguments (inlined by the verifier).
+        let age = (unsafe { bpf_jiffies64() } as u32).wrapping_sub(then);
+        (age as u64).wrapping_mul(self.jiffy_ns) < PROBE_MAX_AGE_NS
+    }
+
+    /// Notes that a probe of the connection in `slot` is being taken now.
+    #[inline(always)]
+    fn mark_probe(&self, slot: u32) {
+        if let Some(p) = RTT_RECENT.get_ptr_mut(slot) {
+            // SAFETY: a live array slot; a plain u32 store (any CPU's
+            // value is as good: both are "now").
+            unsafe { p.write_volatile(bpf_jiffies64() as u32) };
+        }
+    }
+}
+
+/// The `RTT_RECENT` slot of a TCP connection, the same for both directions
+/// (egress marks it, ingress reads it): a mix of ifindex, the sums of the
+/// two addresses' words and of the two ports.
+#[inline(always)]
+fn recent_probe_slot(key: &FlowKey) -> u32 {
+    let ports = key_word(key, 10);
+    let mut h = key_word(key, 0).wrapping_mul(0x9e37_79b9);
+    let mut i = 0;
+    while i < 5 {
+        let x = if i < 4 {
+            key_word(key, 2 + i).wrapping_add(key_word(key, 6 + i))
+        } else {
+            (ports & 0xffff).wrapping_add(ports >> 16)
+        };
+        h = (h ^ x).rotate_left(5).wrapping_mul(0x2717_0e9b);
+        i += 1;
+    }
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x7feb_352d);
+    h ^= h >> 15;
+    h & (RTT_RECENT_SLOTS - 1)
 }
 
 /// The flow's sequence state from the previous generation, if any.
@@ -329,6 +387,7 @@ fn rtt(
     info: &L4Info,
     v: Option<*mut FlowStats>,
     pkt: &Packet,
+    clock: &Clock,
     totals: &mut IfaceCounters,
 ) {
     let flags = info.tcp_flags;
@@ -351,6 +410,11 @@ fn rtt(
         // SAFETY: as above; a plain store (a flow lives on one CPU).
         unsafe { (&raw mut (*v).ts_last).write_volatile(ts) };
     }
+    let recent = recent_probe_slot(key);
+    if pkt.direction != DIR_EGRESS && !clock.probe_may_exist(recent) {
+        // No probe of this connection was taken recently: nothing to close.
+        return;
+    }
     let mut k = RttKey {
         ifindex: key.ifindex,
         kind: RTT_HANDSHAKE,
@@ -362,6 +426,7 @@ fn rtt(
     };
     if pkt.direction == DIR_EGRESS {
         let t = now(pkt.ts_ns);
+        clock.mark_probe(recent);
         if flags & TCP_SYN != 0 {
             k.token = info.tcp_seq.wrapping_add(1);
             let _ = RTT_PENDING.insert(&k, &t, 0);

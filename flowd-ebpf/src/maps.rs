@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use flowd_common::{
     Control, DEFAULT_FLOW_CAPACITY, FRAG_CAPACITY, FlowKey, FlowStats, FragKey, FragPorts,
-    IfaceCounters, MAX_SLOTS, RTT_EVENTS_BYTES, RTT_PENDING_CAPACITY, RttKey, SLOT_ARRAY_LEN,
-    SeqSlot, TCP_SEQ_CAPACITY,
+    IfaceCounters, MAX_SLOTS, RTT_EVENTS_BYTES, RTT_PENDING_CAPACITY, RTT_RECENT_SLOTS, RttKey,
+    SLOT_ARRAY_LEN, SeqSlot, TCP_SEQ_CAPACITY,
 };
 
 /// Flow generation 0 and 1: the programs write to the one `CONTROL` names,
@@ -46,6 +46,12 @@ pub(crate) static IFACE_SLOTS_BIG: HashMap<u32, u32> = HashMap::with_max_entries
 #[map]
 pub(crate) static RTT_PENDING: LruHashMap<RttKey, u64> =
     LruHashMap::with_max_entries(RTT_PENDING_CAPACITY, 0);
+
+/// Per connection (hashed, both directions share a slot): the jiffies
+/// (low 32 bits) of its last egress probe. Ingress looks in `RTT_PENDING`
+/// only when a probe was taken recently; collisions only cost a lookup.
+#[map]
+pub(crate) static RTT_RECENT: Array<u32> = Array::with_max_entries(RTT_RECENT_SLOTS, 0);
 
 /// RTT samples on their way to user space.
 #[map]
