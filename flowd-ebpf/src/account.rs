@@ -191,19 +191,26 @@ impl Clock {
     }
 }
 
-/// The `RTT_RECENT` slot of a TCP connection, the same for both directions
-/// (egress marks it, ingress reads it): a mix of ifindex, the sums of the
-/// two addresses' words and of the two ports.
+/// The `RTT_RECENT` slot of a TCP connection, in the egress packet's
+/// orientation (egress marks its own key; ingress reads its key reversed,
+/// which is the egress key of the same connection).
 #[inline(always)]
-fn recent_probe_slot(key: &FlowKey) -> u32 {
+fn recent_probe_slot(key: &FlowKey, reversed: bool) -> u32 {
     let ports = key_word(key, 10);
+    let (a, b, ports) = if reversed {
+        (6, 2, ports.rotate_left(16))
+    } else {
+        (2, 6, ports)
+    };
     let mut h = key_word(key, 0).wrapping_mul(0x9e37_79b9);
     let mut i = 0;
-    while i < 5 {
+    while i < 9 {
         let x = if i < 4 {
-            key_word(key, 2 + i).wrapping_add(key_word(key, 6 + i))
+            key_word(key, a + i)
+        } else if i < 8 {
+            key_word(key, b + i - 4)
         } else {
-            (ports & 0xffff).wrapping_add(ports >> 16)
+            ports
         };
         h = (h ^ x).rotate_left(5).wrapping_mul(0x2717_0e9b);
         i += 1;
@@ -410,7 +417,7 @@ fn rtt(
         // SAFETY: as above; a plain store (a flow lives on one CPU).
         unsafe { (&raw mut (*v).ts_last).write_volatile(ts) };
     }
-    let recent = recent_probe_slot(key);
+    let recent = recent_probe_slot(key, pkt.direction != DIR_EGRESS);
     if pkt.direction != DIR_EGRESS && !clock.probe_may_exist(recent) {
         // No probe of this connection was taken recently: nothing to close.
         return;

@@ -906,6 +906,32 @@ fn live_last_seen_follows_the_monotonic_clock() {
     }
 }
 
+/// A handshake RTT probe (egress SYN-ACK) is closed by the ingress ACK
+/// also when that ACK is the first packet of its flow in a new generation
+/// (the connection's `RTT_RECENT` mark lets ingress look), and an ACK of a
+/// connection that took no probe closes nothing.
+#[test]
+fn handshake_probe_closes_across_a_flip() {
+    let mut h = Harness::new(64);
+    let synack = v4(P_TCP, &tcp(80, 40000, TCP_SYN | TCP_ACK));
+    h.tc(&synack);
+    h.drain();
+    // The reply direction: addresses and ports swapped, ACK = ISN + 1.
+    let reply = |sport: u16| {
+        let mut f = v4(P_TCP, &tcp(sport, 80, TCP_ACK));
+        let (src, dst) = (f[26..30].to_vec(), f[30..34].to_vec());
+        f[26..30].copy_from_slice(&dst);
+        f[30..34].copy_from_slice(&src);
+        f[42..46].copy_from_slice(&1001u32.to_be_bytes());
+        f
+    };
+    h.xdp(&reply(40001));
+    h.xdp(&reply(40000));
+    let mut kinds = Vec::new();
+    h.dp.drain_rtt(|s| kinds.push((s.kind, s.key.sport, s.key.dport)));
+    assert_eq!(kinds, [(flowd_common::RTT_HANDSHAKE, 40000, 80)]);
+}
+
 // ------------------------------------------------------------ malformed input
 
 /// The flow-outcome packets of a counter block.
