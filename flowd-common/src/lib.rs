@@ -67,7 +67,9 @@ pub const MAX_IPV6_EXT_HEADERS: u32 = 8;
 pub const RTT_PENDING_CAPACITY: u32 = 16_384;
 /// Slots of `RTT_RECENT` (a power of two): when each connection last took
 /// an RTT probe, so that ingress skips `RTT_PENDING` when it cannot hit.
-pub const RTT_RECENT_SLOTS: u32 = 16_384;
+/// 512 KiB; with N connections probing per minute about N / 131,072 of
+/// the others still look (a collision never skips a real probe).
+pub const RTT_RECENT_SLOTS: u32 = 131_072;
 const _: () = assert!(RTT_RECENT_SLOTS.is_power_of_two());
 /// Bytes of the ring buffer that carries RTT samples to user space.
 pub const RTT_EVENTS_BYTES: u32 = 1 << 20;
@@ -124,7 +126,10 @@ pub struct FlowStats {
     pub packets: u64,
     /// Frame length as on the wire, without FCS.
     pub bytes: u64,
-    /// Monotonic clock (or capture time in replay), nanoseconds.
+    /// Monotonic clock (or capture time in replay), nanoseconds. Live,
+    /// first-seen is precise (`bpf_ktime_get_ns`) and last-seen is the
+    /// start of the packet's 1/HZ tick (see `Control::jiffy_ns`), so it
+    /// may lie up to a tick before first-seen.
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
     /// Segments with SYN (SYN-ACKs included), FIN, RST.
