@@ -262,7 +262,7 @@ fn update_flow(
     totals: &mut IfaceCounters,
 ) -> Option<*mut FlowStats> {
     if let Some(v) = flows.get_ptr_mut(key) {
-        add_to(v, info, packets, bytes, clock.coarse());
+        add_to::<true>(v, info, packets, bytes, clock.coarse());
         return Some(v);
     }
 
@@ -280,7 +280,8 @@ fn update_flow(
         new.seq_next = seq;
         new.seq_valid = 1;
     }
-    add_to(new, info, packets, bytes, t);
+    // Our own stack copy: plain adds, no locked instructions.
+    add_to::<false>(new, info, packets, bytes, t);
     match flows.insert(key, &*new, BPF_NOEXIST as u64) {
         Ok(()) => None,
         Err(e) if e == -EEXIST => {
@@ -288,7 +289,7 @@ fn update_flow(
             totals.c[counter::INSERT_RACE] += 1;
             match flows.get_ptr_mut(key) {
                 Some(v) => {
-                    add_to(v, info, packets, bytes, t);
+                    add_to::<true>(v, info, packets, bytes, t);
                     Some(v)
                 }
                 None => {
@@ -315,32 +316,60 @@ fn overflow(totals: &mut IfaceCounters, loss: usize, packets: u64, bytes: u64) {
     totals.c[counter::OVERFLOW_BYTES] += bytes;
 }
 
+/// Adds `v` to `*p`: atomically in a shared map value, plainly in a
+/// value of our own (a new flow's stack copy before its insert).
 #[inline(always)]
-fn add32(p: *mut u32, v: u32) {
-    // SAFETY: `p` points to an aligned u32 in a live map value (see add_to).
-    unsafe { atomic_xadd::<_, _, { Relaxed }>(p, v) };
+fn add32<const SHARED: bool>(p: *mut u32, v: u32) {
+    // SAFETY: `p` points to an aligned u32 in a live map value or our
+    // stack copy (see add_to).
+    unsafe {
+        if SHARED {
+            atomic_xadd::<_, _, { Relaxed }>(p, v);
+        } else {
+            *p = (*p).wrapping_add(v);
+        }
+    }
 }
 
-/// Adds to a flow entry. Other CPUs may update it at the same time, hence
-/// atomic adds (the BPF target's core has no atomic types, so the
-/// intrinsics; they compile to BPF_ATOMIC instructions). Last-seen, flags,
-/// DSCP and the sequence state are plain stores: a flow lives on one CPU
-/// under RSS, and SYN/FIN/RST are also counted atomically.
+/// `add32` for u64 counters.
 #[inline(always)]
-fn add_to(v: *mut FlowStats, info: &L4Info, packets: u64, bytes: u64, t: u64) {
+fn add64<const SHARED: bool>(p: *mut u64, v: u64) {
+    // SAFETY: as in add32.
+    unsafe {
+        if SHARED {
+            atomic_xadd::<_, _, { Relaxed }>(p, v);
+        } else {
+            *p = (*p).wrapping_add(v);
+        }
+    }
+}
+
+/// Adds to a flow entry. Other CPUs may update a `SHARED` (map) entry at
+/// the same time, hence atomic adds (the BPF target's core has no atomic
+/// types, so the intrinsics; they compile to BPF_ATOMIC instructions).
+/// Last-seen, flags, DSCP and the sequence state are plain stores: a flow
+/// lives on one CPU under RSS, and SYN/FIN/RST are also counted atomically.
+#[inline(always)]
+fn add_to<const SHARED: bool>(
+    v: *mut FlowStats,
+    info: &L4Info,
+    packets: u64,
+    bytes: u64,
+    t: u64,
+) {
     // SAFETY: `v` points into a preallocated hash map value (or our stack
     // copy) that stays valid for this program run (RCU); fields are aligned.
     unsafe {
-        atomic_xadd::<_, _, { Relaxed }>(&raw mut (*v).packets, packets);
-        atomic_xadd::<_, _, { Relaxed }>(&raw mut (*v).bytes, bytes);
+        add64::<SHARED>(&raw mut (*v).packets, packets);
+        add64::<SHARED>(&raw mut (*v).bytes, bytes);
         if t > (*v).last_seen_ns {
             (&raw mut (*v).last_seen_ns).write_volatile(t);
         }
         match info.tos & 0x03 {
             0 => {}
-            1 => add32(&raw mut (*v).ect1, packets as u32),
-            2 => add32(&raw mut (*v).ect0, packets as u32),
-            _ => add32(&raw mut (*v).ce, packets as u32),
+            1 => add32::<SHARED>(&raw mut (*v).ect1, packets as u32),
+            2 => add32::<SHARED>(&raw mut (*v).ect0, packets as u32),
+            _ => add32::<SHARED>(&raw mut (*v).ce, packets as u32),
         }
         (&raw mut (*v).dscp).write_volatile(info.tos >> 2);
         if !info.tcp_full {
@@ -349,19 +378,19 @@ fn add_to(v: *mut FlowStats, info: &L4Info, packets: u64, bytes: u64, t: u64) {
         let flags = info.tcp_flags;
         if flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0 {
             if flags & TCP_SYN != 0 {
-                add32(&raw mut (*v).syn, 1);
+                add32::<SHARED>(&raw mut (*v).syn, 1);
                 if flags & TCP_ACK != 0 {
-                    add32(&raw mut (*v).synack, 1);
+                    add32::<SHARED>(&raw mut (*v).synack, 1);
                 }
             }
             if flags & TCP_FIN != 0 {
-                add32(&raw mut (*v).fin, 1);
+                add32::<SHARED>(&raw mut (*v).fin, 1);
             }
             if flags & TCP_RST != 0 {
-                add32(&raw mut (*v).rst, 1);
+                add32::<SHARED>(&raw mut (*v).rst, 1);
             }
         } else if info.tcp_window == 0 {
-            add32(&raw mut (*v).zero_window, packets as u32);
+            add32::<SHARED>(&raw mut (*v).zero_window, packets as u32);
         }
         if (*v).tcp_flags & flags != flags {
             // BPF v1 has no atomic OR; user space ORs counted SYN/FIN/RST back in.
@@ -371,7 +400,7 @@ fn add_to(v: *mut FlowStats, info: &L4Info, packets: u64, bytes: u64, t: u64) {
         if info.tcp_payload > 0 {
             let end = info.tcp_seq.wrapping_add(info.tcp_payload);
             if (*v).seq_valid != 0 && (*v).seq_next.wrapping_sub(end) as i32 >= 0 {
-                add32(&raw mut (*v).retrans, packets as u32);
+                add32::<SHARED>(&raw mut (*v).retrans, packets as u32);
             } else {
                 (&raw mut (*v).seq_next).write_volatile(end);
                 (&raw mut (*v).seq_valid).write_volatile(1);
