@@ -65,11 +65,12 @@ pub const SLOT_ARRAY_LEN: u32 = 65_536;
 pub const MAX_IPV6_EXT_HEADERS: u32 = 8;
 /// Pending RTT probes (a SYN, or a TSval, waiting for its echo), an LRU.
 pub const RTT_PENDING_CAPACITY: u32 = 16_384;
-/// Slots of `RTT_RECENT` (a power of two): when each connection last took
-/// an RTT probe, so that ingress skips `RTT_PENDING` when it cannot hit.
-/// 512 KiB; with N connections probing per minute about N / 131,072 of
-/// the others still look (a collision never skips a real probe).
-pub const RTT_RECENT_SLOTS: u32 = 131_072;
+/// Slots of `RTT_RECENT` (a power of two, one byte each, 512 KiB): when
+/// each connection last took an RTT probe, so that ingress skips
+/// `RTT_PENDING` when it cannot hit. With N connections probing per minute
+/// about N / 524,288 of the others still look (a collision never skips a
+/// real probe).
+pub const RTT_RECENT_SLOTS: u32 = 524_288;
 const _: () = assert!(RTT_RECENT_SLOTS.is_power_of_two());
 /// Bytes of the ring buffer that carries RTT samples to user space.
 pub const RTT_EVENTS_BYTES: u32 = 1 << 20;

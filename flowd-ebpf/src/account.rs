@@ -157,36 +157,58 @@ impl Clock {
     }
 }
 
-/// Probes older than this are not looked for (a connection with no egress
-/// probe for a minute has nothing to close).
-const PROBE_MAX_AGE_NS: u64 = 60_000_000_000;
+/// Unit of the `RTT_RECENT` marks: 2^30 ns (about 1.07 s) of the jiffies
+/// clock, kept in one byte (it wraps every ~275 s).
+const RECENT_SHIFT: u32 = 30;
+/// Marks younger than this many units count (about 64 s): a connection
+/// with no egress probe for a minute has nothing to close. A wrapped old
+/// mark that looks young only costs a lookup.
+const RECENT_UNITS: u8 = 60;
 
 impl Clock {
+    /// The current `RTT_RECENT` time unit.
+    #[inline(always)]
+    fn recent_now(&self) -> u8 {
+        // SAFETY: a helper without arguments (inlined by the verifier).
+        let j = unsafe { bpf_jiffies64() };
+        (j.wrapping_mul(self.jiffy_ns) >> RECENT_SHIFT) as u8
+    }
+
+    /// The byte of `RTT_RECENT` slot `slot` (64 slots per array entry:
+    /// array entries are at least 8 bytes).
+    #[inline(always)]
+    fn recent_byte(slot: u32) -> Option<*mut u8> {
+        let line = RTT_RECENT.get_ptr_mut(slot / 64)?;
+        // SAFETY: within the 64-byte entry (slot % 64 < 64).
+        Some(unsafe { line.cast::<u8>().add((slot % 64) as usize) })
+    }
+
     /// Whether an RTT probe of the connection in `RTT_RECENT` slot `slot`
-    /// may be pending: one was taken within `PROBE_MAX_AGE_NS`. Always true
+    /// may be pending: one was taken within `RECENT_UNITS`. Always true
     /// without a measured tick (then every candidate is looked up).
     #[inline(always)]
     fn probe_may_exist(&self, slot: u32) -> bool {
         if self.jiffy_ns == 0 {
             return true;
         }
-        let Some(p) = RTT_RECENT.get_ptr(slot) else {
+        let Some(p) = Self::recent_byte(slot) else {
             return true;
         };
-        // SAFETY: a live array slot; a u32 load is atomic.
+        // SAFETY: a live array byte; byte loads are atomic.
         let then = unsafe { p.read_volatile() };
-        // SAFETY: a helper without arguments (inlined by the verifier).
-        let age = (unsafe { bpf_jiffies64() } as u32).wrapping_sub(then);
-        (age as u64).wrapping_mul(self.jiffy_ns) < PROBE_MAX_AGE_NS
+        self.recent_now().wrapping_sub(then) < RECENT_UNITS
     }
 
     /// Notes that a probe of the connection in `slot` is being taken now.
     #[inline(always)]
     fn mark_probe(&self, slot: u32) {
-        if let Some(p) = RTT_RECENT.get_ptr_mut(slot) {
-            // SAFETY: a live array slot; a plain u32 store (any CPU's
-            // value is as good: both are "now").
-            unsafe { p.write_volatile(bpf_jiffies64() as u32) };
+        if self.jiffy_ns == 0 {
+            return;
+        }
+        if let Some(p) = Self::recent_byte(slot) {
+            // SAFETY: a live array byte; a byte store cannot be torn and
+            // any CPU's value is as good (both are "now").
+            unsafe { p.write_volatile(self.recent_now()) };
         }
     }
 }
@@ -350,13 +372,7 @@ fn add64<const SHARED: bool>(p: *mut u64, v: u64) {
 /// Last-seen, flags, DSCP and the sequence state are plain stores: a flow
 /// lives on one CPU under RSS, and SYN/FIN/RST are also counted atomically.
 #[inline(always)]
-fn add_to<const SHARED: bool>(
-    v: *mut FlowStats,
-    info: &L4Info,
-    packets: u64,
-    bytes: u64,
-    t: u64,
-) {
+fn add_to<const SHARED: bool>(v: *mut FlowStats, info: &L4Info, packets: u64, bytes: u64, t: u64) {
     // SAFETY: `v` points into a preallocated hash map value (or our stack
     // copy) that stays valid for this program run (RCU); fields are aligned.
     unsafe {

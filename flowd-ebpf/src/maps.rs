@@ -47,11 +47,12 @@ pub(crate) static IFACE_SLOTS_BIG: HashMap<u32, u32> = HashMap::with_max_entries
 pub(crate) static RTT_PENDING: LruHashMap<RttKey, u64> =
     LruHashMap::with_max_entries(RTT_PENDING_CAPACITY, 0);
 
-/// Per connection (hashed in the egress orientation): the jiffies (low 32
-/// bits) of its last egress probe. Ingress looks in `RTT_PENDING`
-/// only when a probe was taken recently; collisions only cost a lookup.
+/// Per connection (hashed in the egress orientation, one byte each, 64 to
+/// an entry): the time (in ~1 s units) of its last egress probe. Ingress
+/// looks in `RTT_PENDING` only when a probe was taken recently; collisions
+/// only cost a lookup.
 #[map]
-pub(crate) static RTT_RECENT: Array<u32> = Array::with_max_entries(RTT_RECENT_SLOTS, 0);
+pub(crate) static RTT_RECENT: Array<[u8; 64]> = Array::with_max_entries(RTT_RECENT_SLOTS / 64, 0);
 
 /// RTT samples on their way to user space.
 #[map]
