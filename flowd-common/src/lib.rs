@@ -195,10 +195,14 @@ impl FlowStats {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SeqSlot {
     pub key: FlowKey,
-    /// The flow's highest sequence number + length seen.
+    /// The flow's highest sequence number + length seen (if `seq_valid`).
     pub seq_next: u32,
+    /// The last TSval (egress) / TSecr (ingress) RTT took for the flow:
+    /// its first packet in the next generation does not probe it again.
+    pub ts_last: u32,
+    pub seq_valid: u32,
 }
-const _: () = assert!(size_of::<SeqSlot>() == 48);
+const _: () = assert!(size_of::<SeqSlot>() == 56);
 
 /// The `TCP_SEQ_*` slot of a flow: a cheap 32-bit mix of the key's eleven
 /// words (the same code runs in the kernel and in the daemon).

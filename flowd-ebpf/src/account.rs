@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use flowd_common::{
     DIR_EGRESS, FLAG_RTT, FlowKey, FlowStats, IfaceCounters, KEY_WORDS, RTT_HANDSHAKE,
-    RTT_RECENT_SLOTS, RTT_TIMESTAMP, RttKey, RttSample, SLOT_ARRAY_LEN, counter, key_word,
+    RTT_RECENT_SLOTS, RTT_TIMESTAMP, RttKey, RttSample, SLOT_ARRAY_LEN, SeqSlot, counter, key_word,
     seq_slot, totals_index,
 };
 
@@ -114,19 +114,22 @@ pub(crate) fn account(f: &Frame, pkt: &Packet) {
         jiffy_ns: ctl.jiffy_ns,
         jiffy_base_ns: ctl.jiffy_base_ns,
         seq_gen: ctl.seq_gen,
+        rtt: ctl.flags & FLAG_RTT != 0,
+        egress: pkt.direction == DIR_EGRESS,
     };
     // One call site per map, so the verifier can inline each map's lookup.
-    let v = if ctl.active_gen == 0 {
+    let (v, prev_ts) = if ctl.active_gen == 0 {
         update_flow(&FLOWS_0, key, info, packets, bytes, &clock, totals)
     } else {
         update_flow(&FLOWS_1, key, info, packets, bytes, &clock, totals)
     };
-    if ctl.flags & FLAG_RTT != 0 && info.tcp_full {
-        rtt(key, info, v, pkt, &clock, totals);
+    if clock.rtt && info.tcp_full {
+        rtt(key, info, v, prev_ts, pkt, &clock, totals);
     }
 }
 
-/// Where a packet's time comes from, and which sequence array to read.
+/// Where a packet's time comes from, which sequence array to read, and
+/// the other per-packet settings from `CONTROL`.
 struct Clock {
     /// Capture time in replay; 0 live.
     ts_ns: u64,
@@ -134,6 +137,9 @@ struct Clock {
     jiffy_ns: u64,
     jiffy_base_ns: u64,
     seq_gen: u32,
+    /// RTT measurement on (`FLAG_RTT`).
+    rtt: bool,
+    egress: bool,
 }
 
 impl Clock {
@@ -243,9 +249,9 @@ fn recent_probe_slot(key: &FlowKey, reversed: bool) -> u32 {
     h & (RTT_RECENT_SLOTS - 1)
 }
 
-/// The flow's sequence state from the previous generation, if any.
+/// The flow's carried state from the previous generation, if any.
 #[inline(always)]
-fn carried_seq(key: &FlowKey, seq_gen: u32) -> Option<u32> {
+fn carried(key: &FlowKey, seq_gen: u32) -> Option<&'static SeqSlot> {
     let idx = seq_slot(key);
     // One call site per array, so the verifier inlines each lookup.
     let slot = if seq_gen == 0 {
@@ -259,7 +265,7 @@ fn carried_seq(key: &FlowKey, seq_gen: u32) -> Option<u32> {
         diff |= key_word(&slot.key, i) ^ key_word(key, i);
         i += 1;
     }
-    (diff == 0).then_some(slot.seq_next)
+    (diff == 0).then_some(slot)
 }
 
 #[inline(always)]
@@ -282,10 +288,10 @@ fn update_flow(
     bytes: u64,
     clock: &Clock,
     totals: &mut IfaceCounters,
-) -> Option<*mut FlowStats> {
+) -> (Option<*mut FlowStats>, u32) {
     if let Some(v) = flows.get_ptr_mut(key) {
         add_to::<true>(v, info, packets, bytes, clock.coarse());
-        return Some(v);
+        return (Some(v), 0);
     }
 
     let t = now(clock.ts_ns);
@@ -295,16 +301,31 @@ fn update_flow(
     let new = unsafe { slot.assume_init_mut() };
     new.first_seen_ns = t;
     new.last_seen_ns = t;
+    // The TSval (egress) or TSecr (ingress) RTT last took, carried like
+    // the sequence state so a continuing connection does not probe it again.
+    let mut prev_ts = 0;
+    let probe_ts = clock.rtt && info.has_ts;
     if info.tcp_full
-        && info.tcp_payload > 0
-        && let Some(seq) = carried_seq(key, clock.seq_gen)
+        && (info.tcp_payload > 0 || probe_ts)
+        && let Some(c) = carried(key, clock.seq_gen)
     {
-        new.seq_next = seq;
-        new.seq_valid = 1;
+        if info.tcp_payload > 0 && c.seq_valid != 0 {
+            new.seq_next = c.seq_next;
+            new.seq_valid = 1;
+        }
+        prev_ts = c.ts_last;
+    }
+    if probe_ts {
+        // `rtt` takes this packet's probe (or looks for its echo) now.
+        new.ts_last = if clock.egress {
+            info.ts_val
+        } else {
+            info.ts_ecr
+        };
     }
     // Our own stack copy: plain adds, no locked instructions.
     add_to::<false>(new, info, packets, bytes, t);
-    match flows.insert(key, &*new, BPF_NOEXIST as u64) {
+    let v = match flows.insert(key, &*new, BPF_NOEXIST as u64) {
         Ok(()) => None,
         Err(e) if e == -EEXIST => {
             // Another CPU inserted this flow between our lookup and insert.
@@ -328,7 +349,8 @@ fn update_flow(
             overflow(totals, counter::LOSS_INSERT_FAILED, packets, bytes);
             None
         }
-    }
+    };
+    (v, prev_ts)
 }
 
 #[inline(always)]
@@ -432,19 +454,22 @@ fn add_to<const SHARED: bool>(v: *mut FlowStats, info: &L4Info, packets: u64, by
 /// flow has not had before (`ts_last`; TSval ticks at about 1 kHz, so at
 /// high rates most segments skip), a SYN-ACK, or the first ACKs of a flow
 /// that began with a SYN. `v` is the flow's entry, when it has one (a
-/// first packet's entry is not looked up again: it probes unconditionally).
+/// first packet's entry is not looked up again: `prev_ts` is the TSval or
+/// TSecr its connection last took in the previous generation, and the new
+/// entry already holds this packet's).
 #[inline(always)]
 fn rtt(
     key: &FlowKey,
     info: &L4Info,
     v: Option<*mut FlowStats>,
+    prev_ts: u32,
     pkt: &Packet,
     clock: &Clock,
     totals: &mut IfaceCounters,
 ) {
     let flags = info.tcp_flags;
     // SAFETY: `v` points into a live map value for this program run.
-    let (ts_last, young) = v.map_or((0, true), |v| unsafe {
+    let (ts_last, young) = v.map_or((prev_ts, true), |v| unsafe {
         ((*v).ts_last, (*v).syn > 0 && (*v).packets <= 3)
     });
     let ts = if pkt.direction == DIR_EGRESS {

@@ -693,12 +693,14 @@ impl Datapath {
         let mut seq_now: Vec<(u32, SeqSlot)> = Vec::new();
         let mut sink = sink;
         let n = sys::drain_hash(fd, name, DRAIN_BATCH, |k: &FlowKey, v: &FlowStats| {
-            if v.seq_valid != 0 {
+            if v.seq_valid != 0 || v.ts_last != 0 {
                 seq_now.push((
                     seq_slot(k),
                     SeqSlot {
                         key: *k,
                         seq_next: v.seq_next,
+                        ts_last: v.ts_last,
+                        seq_valid: u32::from(v.seq_valid),
                     },
                 ));
             }
