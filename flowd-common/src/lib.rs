@@ -76,13 +76,18 @@ const _: () = assert!(RTT_RECENT_SLOTS.is_power_of_two());
 pub const RTT_EVENTS_BYTES: u32 = 1 << 20;
 
 /// Sequence state carried across generations: the drain writes each TCP
-/// flow's highest sequence end back, so a flow's first segment in the next
-/// generation can still be recognised as a retransmission. Two
-/// direct-mapped arrays of this many slots (a power of two), indexed by
-/// [`seq_slot`]: the programs read the one `Control::seq_gen` names, the
-/// daemon writes the other (no torn reads), then flips. A slot holds one
-/// flow; a colliding flow replaces it (as an LRU would evict it).
-pub const TCP_SEQ_CAPACITY: u32 = 65_536;
+/// flow's highest sequence end (and its last RTT timestamp) back, so a
+/// flow's first segment in the next generation can still be recognised as
+/// a retransmission. Two arrays of 4-way buckets (one 64-byte entry each)
+/// with this many slots in all (a power of two), indexed and tagged by
+/// [`seq_hash`]: the programs read the one `Control::seq_gen` names, the
+/// daemon writes the other (no torn reads), then flips. A full bucket
+/// loses its least recently written flow (as an LRU would evict it).
+pub const TCP_SEQ_CAPACITY: u32 = 131_072;
+/// Slots per `TCP_SEQ_*` bucket.
+pub const SEQ_WAYS: usize = 4;
+/// Buckets per `TCP_SEQ_*` array.
+pub const SEQ_BUCKETS: u32 = TCP_SEQ_CAPACITY / SEQ_WAYS as u32;
 const _: () = assert!(TCP_SEQ_CAPACITY.is_power_of_two());
 
 /// `Control::flags`: measure RTT (handshakes and TCP timestamps).
@@ -189,37 +194,63 @@ impl FlowStats {
     }
 }
 
-/// One slot of the `TCP_SEQ_*` arrays: whose state it holds, and the state.
-/// An empty slot is all zero (protocol 0: it matches no TCP flow).
+/// One slot of a `TCP_SEQ_*` bucket. `tag` is the flow's [`seq_hash`]
+/// with bit 0 set (0: an empty slot) and bit 1 = the sequence state is
+/// valid. The tag stands for the key: another flow of the same bucket has
+/// the same tag with a probability below 10^-13 per lookup (47 bits beyond
+/// the bucket index), and then only a retransmission count is affected.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SeqSlot {
-    pub key: FlowKey,
-    /// The flow's highest sequence number + length seen (if `seq_valid`).
+    pub tag: u64,
+    /// The flow's highest sequence number + length seen (if bit 1 of tag).
     pub seq_next: u32,
     /// The last TSval (egress) / TSecr (ingress) RTT took for the flow:
     /// its first packet in the next generation does not probe it again.
     pub ts_last: u32,
-    pub seq_valid: u32,
 }
-const _: () = assert!(size_of::<SeqSlot>() == 56);
+const _: () = assert!(size_of::<SeqSlot>() == 16);
 
-/// The `TCP_SEQ_*` slot of a flow: a cheap 32-bit mix of the key's eleven
-/// words (the same code runs in the kernel and in the daemon).
+/// One entry of the `TCP_SEQ_*` arrays: a cache line of slots.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeqBucket {
+    pub slots: [SeqSlot; SEQ_WAYS],
+}
+const _: () = assert!(size_of::<SeqBucket>() == 64);
+
+/// `SeqSlot::tag` bits.
+pub const SEQ_TAG_USED: u64 = 1;
+pub const SEQ_TAG_VALID: u64 = 2;
+
+/// A 64-bit mix of the key's eleven words (the same code runs in the
+/// kernel and in the daemon): its top bits pick the bucket, the rest (bits
+/// 2..) tag the flow.
 #[inline(always)]
-pub fn seq_slot(key: &FlowKey) -> u32 {
-    let mut h: u32 = 0x9e37_79b9;
+pub fn seq_hash(key: &FlowKey) -> u64 {
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut i = 0;
     while i < KEY_WORDS {
-        h = (h ^ key_word(key, i))
-            .rotate_left(5)
-            .wrapping_mul(0x2717_0e9b);
+        h = (h ^ key_word(key, i) as u64)
+            .wrapping_mul(0xbf58_476d_1ce4_e5b9)
+            .rotate_left(29);
         i += 1;
     }
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x7feb_352d);
-    h ^= h >> 15;
-    h & (TCP_SEQ_CAPACITY - 1)
+    h ^= h >> 31;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 29)
+}
+
+/// The bucket of a [`seq_hash`].
+#[inline(always)]
+pub fn seq_bucket(hash: u64) -> u32 {
+    (hash >> 40) as u32 & (SEQ_BUCKETS - 1)
+}
+
+/// The tag a slot holds for a [`seq_hash`] (without `SEQ_TAG_VALID`).
+#[inline(always)]
+pub fn seq_tag(hash: u64) -> u64 {
+    (hash & !3) | SEQ_TAG_USED
 }
 
 /// 4-byte words in a [`FlowKey`].
@@ -450,4 +481,6 @@ mod pod {
     unsafe impl aya::Pod for RttSample {}
     // SAFETY: as above.
     unsafe impl aya::Pod for SeqSlot {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SeqBucket {}
 }

@@ -12,9 +12,9 @@ use aya_ebpf::{
     maps::HashMap,
 };
 use flowd_common::{
-    DIR_EGRESS, FLAG_RTT, FlowKey, FlowStats, IfaceCounters, KEY_WORDS, RTT_HANDSHAKE,
-    RTT_RECENT_SLOTS, RTT_TIMESTAMP, RttKey, RttSample, SLOT_ARRAY_LEN, SeqSlot, counter, key_word,
-    seq_slot, totals_index,
+    DIR_EGRESS, FLAG_RTT, FlowKey, FlowStats, IfaceCounters, RTT_HANDSHAKE, RTT_RECENT_SLOTS,
+    RTT_TIMESTAMP, RttKey, RttSample, SEQ_TAG_VALID, SEQ_WAYS, SLOT_ARRAY_LEN, SeqSlot, counter,
+    key_word, seq_bucket, seq_hash, seq_tag, totals_index,
 };
 
 use crate::{
@@ -252,20 +252,24 @@ fn recent_probe_slot(key: &FlowKey, reversed: bool) -> u32 {
 /// The flow's carried state from the previous generation, if any.
 #[inline(always)]
 fn carried(key: &FlowKey, seq_gen: u32) -> Option<&'static SeqSlot> {
-    let idx = seq_slot(key);
+    let hash = seq_hash(key);
+    let idx = seq_bucket(hash);
     // One call site per array, so the verifier inlines each lookup.
-    let slot = if seq_gen == 0 {
+    let bucket = if seq_gen == 0 {
         TCP_SEQ_0.get(idx)
     } else {
         TCP_SEQ_1.get(idx)
     }?;
-    let mut diff = 0;
+    let tag = seq_tag(hash);
     let mut i = 0;
-    while i < KEY_WORDS {
-        diff |= key_word(&slot.key, i) ^ key_word(key, i);
+    while i < SEQ_WAYS {
+        let slot = &bucket.slots[i];
+        if slot.tag & !SEQ_TAG_VALID == tag {
+            return Some(slot);
+        }
         i += 1;
     }
-    (diff == 0).then_some(slot)
+    None
 }
 
 #[inline(always)]
@@ -309,7 +313,7 @@ fn update_flow(
         && (info.tcp_payload > 0 || probe_ts)
         && let Some(c) = carried(key, clock.seq_gen)
     {
-        if info.tcp_payload > 0 && c.seq_valid != 0 {
+        if info.tcp_payload > 0 && c.tag & SEQ_TAG_VALID != 0 {
             new.seq_next = c.seq_next;
             new.seq_valid = 1;
         }

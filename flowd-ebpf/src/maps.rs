@@ -8,7 +8,7 @@ use aya_ebpf::{
 use flowd_common::{
     Control, DEFAULT_FLOW_CAPACITY, FRAG_CAPACITY, FlowKey, FlowStats, FragKey, FragPorts,
     IfaceCounters, MAX_SLOTS, RTT_EVENTS_BYTES, RTT_PENDING_CAPACITY, RTT_RECENT_SLOTS, RttKey,
-    SLOT_ARRAY_LEN, SeqSlot, TCP_SEQ_CAPACITY,
+    SEQ_BUCKETS, SLOT_ARRAY_LEN, SeqBucket,
 };
 
 /// Flow generation 0 and 1: the programs write to the one `CONTROL` names,
@@ -58,12 +58,12 @@ pub(crate) static RTT_RECENT: Array<[u8; 64]> = Array::with_max_entries(RTT_RECE
 #[map]
 pub(crate) static RTT_EVENTS: RingBuf = RingBuf::with_byte_size(RTT_EVENTS_BYTES, 0);
 
-/// A TCP flow's highest sequence end at the last drain (written by the
-/// daemon), read when the flow's entry is created in a new generation.
-/// Direct-mapped arrays (`seq_slot`): the lookup is inlined by the
-/// verifier, no helper call and no LRU bookkeeping. The daemon writes the
-/// one `Control::seq_gen` does not name.
+/// A TCP flow's highest sequence end (and last RTT timestamp) at the last
+/// drain (written by the daemon), read when the flow's entry is created in
+/// a new generation. Arrays of 4-way buckets (`seq_hash`): the lookup is
+/// inlined by the verifier, one cache line, no helper call and no LRU
+/// bookkeeping. The daemon writes the one `Control::seq_gen` does not name.
 #[map]
-pub(crate) static TCP_SEQ_0: Array<SeqSlot> = Array::with_max_entries(TCP_SEQ_CAPACITY, 0);
+pub(crate) static TCP_SEQ_0: Array<SeqBucket> = Array::with_max_entries(SEQ_BUCKETS, 0);
 #[map]
-pub(crate) static TCP_SEQ_1: Array<SeqSlot> = Array::with_max_entries(TCP_SEQ_CAPACITY, 0);
+pub(crate) static TCP_SEQ_1: Array<SeqBucket> = Array::with_max_entries(SEQ_BUCKETS, 0);

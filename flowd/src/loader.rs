@@ -20,7 +20,8 @@ use aya::{
 };
 use flowd_common::{
     ABI_VERSION, Control, FLAG_RTT, FlowKey, FlowStats, IfaceCounters, MAX_SLOTS, RttSample,
-    SLOT_ARRAY_LEN, SeqSlot, maps, programs, seq_slot, totals_index,
+    SEQ_BUCKETS, SEQ_TAG_VALID, SEQ_WAYS, SLOT_ARRAY_LEN, SeqBucket, SeqSlot, maps, programs,
+    seq_bucket, seq_hash, seq_tag, totals_index,
 };
 use thiserror::Error;
 use tracing::{info, warn};
@@ -155,9 +156,14 @@ pub struct Datapath {
     jiffy: Option<JiffyClock>,
     /// The `TCP_SEQ_*` array the programs read.
     seq_gen: u32,
-    /// Slots written into `TCP_SEQ_<seq_gen>` at the last drain, which the
-    /// other array does not have yet.
-    seq_last: Vec<(u32, SeqSlot)>,
+    /// What the `TCP_SEQ_*` buckets hold (written by this Datapath), and
+    /// the drain that wrote each slot (to evict the oldest of a full bucket).
+    seq_mirror: Vec<SeqBucket>,
+    seq_written: Vec<[u32; SEQ_WAYS]>,
+    seq_drains: u32,
+    /// Buckets written into `TCP_SEQ_<seq_gen>` at the last drain, which
+    /// the other array does not have yet.
+    seq_dirty: Vec<u32>,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -270,7 +276,10 @@ impl Datapath {
             rtt_events,
             jiffy,
             seq_gen: 0,
-            seq_last: Vec::new(),
+            seq_mirror: Vec::new(),
+            seq_written: Vec::new(),
+            seq_drains: 0,
+            seq_dirty: Vec::new(),
         };
         if dp.pin_dir.is_some() {
             // Programs of an earlier flowd may still write to either generation.
@@ -690,17 +699,18 @@ impl Datapath {
             self.wait.wait()?;
         }
         let (name, fd) = self.flow_map_fd(old)?;
-        let mut seq_now: Vec<(u32, SeqSlot)> = Vec::new();
+        let mut seq_now: Vec<(u64, SeqSlot)> = Vec::new();
         let mut sink = sink;
         let n = sys::drain_hash(fd, name, DRAIN_BATCH, |k: &FlowKey, v: &FlowStats| {
             if v.seq_valid != 0 || v.ts_last != 0 {
+                let hash = seq_hash(k);
+                let valid = if v.seq_valid != 0 { SEQ_TAG_VALID } else { 0 };
                 seq_now.push((
-                    seq_slot(k),
+                    hash,
                     SeqSlot {
-                        key: *k,
+                        tag: seq_tag(hash) | valid,
                         seq_next: v.seq_next,
                         ts_last: v.ts_last,
-                        seq_valid: u32::from(v.seq_valid),
                     },
                 ));
             }
@@ -711,28 +721,56 @@ impl Datapath {
     }
 
     /// Carries each TCP flow's sequence state into the next generation:
-    /// writes the `TCP_SEQ_*` array the programs do not read (since the
-    /// wait in `drain`, no program can still be reading it), first the
-    /// slots the last drain wrote into the other array, then this drain's,
-    /// and switches the programs over to it.
-    fn carry_seq(&mut self, seq_now: Vec<(u32, SeqSlot)>) -> Result<(), LoadError> {
-        if seq_now.is_empty() && self.seq_last.is_empty() {
+    /// puts it in its bucket (the flow's slot, else a free one, else the
+    /// least recently written), writes the buckets changed at this drain
+    /// and the last into the `TCP_SEQ_*` array the programs do not read
+    /// (since the wait in `drain`, no program can still be reading it) and
+    /// switches the programs over to it.
+    fn carry_seq(&mut self, seq_now: Vec<(u64, SeqSlot)>) -> Result<(), LoadError> {
+        if seq_now.is_empty() && self.seq_dirty.is_empty() {
             return Ok(());
         }
+        if self.seq_mirror.is_empty() {
+            self.seq_mirror = vec![SeqBucket::default(); SEQ_BUCKETS as usize];
+            self.seq_written = vec![[0; SEQ_WAYS]; SEQ_BUCKETS as usize];
+        }
+        self.seq_drains = self.seq_drains.wrapping_add(1);
+        let mut dirty = Vec::with_capacity(seq_now.len());
+        for (hash, slot) in seq_now {
+            let b = seq_bucket(hash) as usize;
+            let bucket = &mut self.seq_mirror[b].slots;
+            let written = &mut self.seq_written[b];
+            let tag = seq_tag(hash);
+            let i = (0..SEQ_WAYS)
+                .find(|&i| bucket[i].tag & !SEQ_TAG_VALID == tag)
+                .or_else(|| (0..SEQ_WAYS).find(|&i| bucket[i].tag == 0))
+                .unwrap_or_else(|| {
+                    (0..SEQ_WAYS)
+                        .max_by_key(|&i| self.seq_drains.wrapping_sub(written[i]))
+                        .unwrap_or(0)
+                });
+            bucket[i] = slot;
+            written[i] = self.seq_drains;
+            dirty.push(b as u32);
+        }
+        dirty.sort_unstable();
+        dirty.dedup();
+        let mut idx: Vec<u32> = self.seq_dirty.iter().chain(dirty.iter()).copied().collect();
+        idx.sort_unstable();
+        idx.dedup();
+        let buckets: Vec<SeqBucket> = idx.iter().map(|&b| self.seq_mirror[b as usize]).collect();
         let next = 1 - self.seq_gen;
         let name = if next == 0 {
             maps::TCP_SEQ_0
         } else {
             maps::TCP_SEQ_1
         };
-        let (idx, slots): (Vec<u32>, Vec<SeqSlot>) =
-            self.seq_last.iter().chain(seq_now.iter()).copied().unzip();
         match self.ebpf.map(name) {
-            Some(Map::Array(data)) => sys::update_batch(data.fd().as_fd(), name, &idx, &slots)?,
+            Some(Map::Array(data)) => sys::update_batch(data.fd().as_fd(), name, &idx, &buckets)?,
             _ => return Err(LoadError::MissingMap(name)),
         }
         self.seq_gen = next;
-        self.seq_last = seq_now;
+        self.seq_dirty = dirty;
         self.write_control()
     }
 

@@ -932,6 +932,46 @@ fn handshake_probe_closes_across_a_flip() {
     assert_eq!(kinds, [(flowd_common::RTT_HANDSHAKE, 40000, 80)]);
 }
 
+/// The sequence state crosses the generation flip (the drain writes it
+/// to `TCP_SEQ_*`, the next generation's first segment reads it): a
+/// segment repeated after a flip is a retransmission, in both directions,
+/// for 3,000 flows at once (bucket collisions included); new data is not.
+#[test]
+fn retransmission_across_a_flip() {
+    let mut h = Harness::new(8192);
+    let seg = |sport: u16, seq: u32| {
+        let mut t = tcp(sport, 443, TCP_ACK);
+        t[4..8].copy_from_slice(&seq.to_be_bytes());
+        t.extend_from_slice(&[0u8; 100]);
+        v4(P_TCP, &t)
+    };
+    let ports = 20000..23000u16;
+    for p in ports.clone() {
+        h.xdp(&seg(p, 5000));
+        h.tc(&seg(p, 5000));
+    }
+    let first = h.drain_raw();
+    assert_eq!(first.len(), 2 * ports.len());
+    assert!(first.values().all(|v| v.retrans == 0 && v.seq_valid == 1));
+    for p in ports.clone() {
+        // The same 100 bytes again, then the next 100.
+        h.xdp(&seg(p, 5000));
+        h.tc(&seg(p, 5000));
+        h.xdp(&seg(p, 5100));
+    }
+    let second = h.drain_raw();
+    assert_eq!(second.len(), 2 * ports.len());
+    for (k, v) in &second {
+        assert_eq!(v.retrans, 1, "{k:?} {v:?}");
+        let next = if k.direction == DIR_INGRESS {
+            5200
+        } else {
+            5100
+        };
+        assert_eq!(v.seq_next, next, "{k:?} {v:?}");
+    }
+}
+
 // ------------------------------------------------------------ malformed input
 
 /// The flow-outcome packets of a counter block.
