@@ -309,11 +309,13 @@ fn update_flow(
     // the sequence state so a continuing connection does not probe it again.
     let mut prev_ts = 0;
     let probe_ts = clock.rtt && info.has_ts;
+    // Only segments with data look (a cold cache line): a pure ACK's first
+    // packet in a generation may take its probe again.
     if info.tcp_full
-        && (info.tcp_payload > 0 || probe_ts)
+        && info.tcp_payload > 0
         && let Some(c) = carried(key, clock.seq_gen)
     {
-        if info.tcp_payload > 0 && c.tag & SEQ_TAG_VALID != 0 {
+        if c.tag & SEQ_TAG_VALID != 0 {
             new.seq_next = c.seq_next;
             new.seq_valid = 1;
         }

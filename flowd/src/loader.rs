@@ -702,13 +702,12 @@ impl Datapath {
         let mut seq_now: Vec<(u64, SeqSlot)> = Vec::new();
         let mut sink = sink;
         let n = sys::drain_hash(fd, name, DRAIN_BATCH, |k: &FlowKey, v: &FlowStats| {
-            if v.seq_valid != 0 || v.ts_last != 0 {
+            if v.seq_valid != 0 {
                 let hash = seq_hash(k);
-                let valid = if v.seq_valid != 0 { SEQ_TAG_VALID } else { 0 };
                 seq_now.push((
                     hash,
                     SeqSlot {
-                        tag: seq_tag(hash) | valid,
+                        tag: seq_tag(hash) | SEQ_TAG_VALID,
                         seq_next: v.seq_next,
                         ts_last: v.ts_last,
                     },
