@@ -11,7 +11,7 @@ use core::mem::size_of;
 
 /// Layout version of every map below. Bump it whenever a map's key or value
 /// layout changes: pinned maps from another version are reset, not reused.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Names of the maps in the eBPF object (also their pin names in bpffs).
 pub mod maps {
@@ -24,9 +24,11 @@ pub mod maps {
     pub const IFACE_SLOTS_BIG: &str = "IFACE_SLOTS_BIG";
     pub const RTT_PENDING: &str = "RTT_PENDING";
     pub const RTT_EVENTS: &str = "RTT_EVENTS";
-    pub const TCP_SEQ: &str = "TCP_SEQ";
+    pub const RTT_RECENT: &str = "RTT_RECENT";
+    pub const TCP_SEQ_0: &str = "TCP_SEQ_0";
+    pub const TCP_SEQ_1: &str = "TCP_SEQ_1";
     /// Every map, in a stable order.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 12] = [
         FLOWS_0,
         FLOWS_1,
         FRAGS,
@@ -36,7 +38,9 @@ pub mod maps {
         IFACE_SLOTS_BIG,
         RTT_PENDING,
         RTT_EVENTS,
-        TCP_SEQ,
+        RTT_RECENT,
+        TCP_SEQ_0,
+        TCP_SEQ_1,
     ];
 }
 
@@ -61,13 +65,30 @@ pub const SLOT_ARRAY_LEN: u32 = 65_536;
 pub const MAX_IPV6_EXT_HEADERS: u32 = 8;
 /// Pending RTT probes (a SYN, or a TSval, waiting for its echo), an LRU.
 pub const RTT_PENDING_CAPACITY: u32 = 16_384;
+/// Slots of `RTT_RECENT` (a power of two, one byte each, 512 KiB): when
+/// each connection last took an RTT probe, so that ingress skips
+/// `RTT_PENDING` when it cannot hit. With N connections probing per minute
+/// about N / 524,288 of the others still look (a collision never skips a
+/// real probe).
+pub const RTT_RECENT_SLOTS: u32 = 524_288;
+const _: () = assert!(RTT_RECENT_SLOTS.is_power_of_two());
 /// Bytes of the ring buffer that carries RTT samples to user space.
 pub const RTT_EVENTS_BYTES: u32 = 1 << 20;
 
-/// Sequence state carried across generations (an LRU): the drain writes
-/// each TCP flow's highest sequence end back, so a flow's first segment in
-/// the next generation can still be recognised as a retransmission.
-pub const TCP_SEQ_CAPACITY: u32 = 65_536;
+/// Sequence state carried across generations: the drain writes each TCP
+/// flow's highest sequence end (and its last RTT timestamp) back, so a
+/// flow's first segment in the next generation can still be recognised as
+/// a retransmission. Two arrays of 4-way buckets (one 64-byte entry each)
+/// with this many slots in all (a power of two), indexed and tagged by
+/// [`seq_hash`]: the programs read the one `Control::seq_gen` names, the
+/// daemon writes the other (no torn reads), then flips. A full bucket
+/// loses its least recently written flow (as an LRU would evict it).
+pub const TCP_SEQ_CAPACITY: u32 = 131_072;
+/// Slots per `TCP_SEQ_*` bucket.
+pub const SEQ_WAYS: usize = 4;
+/// Buckets per `TCP_SEQ_*` array.
+pub const SEQ_BUCKETS: u32 = TCP_SEQ_CAPACITY / SEQ_WAYS as u32;
+const _: () = assert!(TCP_SEQ_CAPACITY.is_power_of_two());
 
 /// `Control::flags`: measure RTT (handshakes and TCP timestamps).
 pub const FLAG_RTT: u32 = 1;
@@ -111,7 +132,10 @@ pub struct FlowStats {
     pub packets: u64,
     /// Frame length as on the wire, without FCS.
     pub bytes: u64,
-    /// Monotonic clock (or capture time in replay), nanoseconds.
+    /// Monotonic clock (or capture time in replay), nanoseconds. Live,
+    /// first-seen is precise (`bpf_ktime_get_ns`) and last-seen is the
+    /// start of the packet's 1/HZ tick (see `Control::jiffy_ns`), so it
+    /// may lie up to a tick before first-seen.
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
     /// Segments with SYN (SYN-ACKs included), FIN, RST.
@@ -168,6 +192,78 @@ impl FlowStats {
         self.ect0 += other.ect0;
         self.ect1 += other.ect1;
     }
+}
+
+/// One slot of a `TCP_SEQ_*` bucket. `tag` is the flow's [`seq_hash`]
+/// with bit 0 set (0: an empty slot) and bit 1 = the sequence state is
+/// valid. The tag stands for the key: another flow of the same bucket has
+/// the same tag with a probability below 10^-13 per lookup (47 bits beyond
+/// the bucket index), and then only a retransmission count is affected.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeqSlot {
+    pub tag: u64,
+    /// The flow's highest sequence number + length seen (if bit 1 of tag).
+    pub seq_next: u32,
+    /// The last TSval (egress) / TSecr (ingress) RTT took for the flow:
+    /// its first packet in the next generation does not probe it again.
+    pub ts_last: u32,
+}
+const _: () = assert!(size_of::<SeqSlot>() == 16);
+
+/// One entry of the `TCP_SEQ_*` arrays: a cache line of slots.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeqBucket {
+    pub slots: [SeqSlot; SEQ_WAYS],
+}
+const _: () = assert!(size_of::<SeqBucket>() == 64);
+
+/// `SeqSlot::tag` bits.
+pub const SEQ_TAG_USED: u64 = 1;
+pub const SEQ_TAG_VALID: u64 = 2;
+
+/// A 64-bit mix of the key's eleven words (the same code runs in the
+/// kernel and in the daemon): its top bits pick the bucket, the rest (bits
+/// 2..) tag the flow.
+#[inline(always)]
+pub fn seq_hash(key: &FlowKey) -> u64 {
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut i = 0;
+    while i < KEY_WORDS {
+        h = (h ^ key_word(key, i) as u64)
+            .wrapping_mul(0xbf58_476d_1ce4_e5b9)
+            .rotate_left(29);
+        i += 1;
+    }
+    h ^= h >> 31;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 29)
+}
+
+/// The bucket of a [`seq_hash`].
+#[inline(always)]
+pub fn seq_bucket(hash: u64) -> u32 {
+    (hash >> 40) as u32 & (SEQ_BUCKETS - 1)
+}
+
+/// The tag a slot holds for a [`seq_hash`] (without `SEQ_TAG_VALID`).
+#[inline(always)]
+pub fn seq_tag(hash: u64) -> u64 {
+    (hash & !3) | SEQ_TAG_USED
+}
+
+/// 4-byte words in a [`FlowKey`].
+pub const KEY_WORDS: usize = size_of::<FlowKey>() / 4;
+
+/// Word `i` (< [`KEY_WORDS`]) of the key, native-endian, read in place (a
+/// copy of the whole key could become a byte-loop `memcpy` in BPF).
+#[inline(always)]
+pub fn key_word(key: &FlowKey, i: usize) -> u32 {
+    debug_assert!(i < KEY_WORDS);
+    // SAFETY: FlowKey is 4-byte aligned (its first field is a u32) and 44
+    // bytes of plain integers without padding (asserted above); i < 11.
+    unsafe { (key as *const FlowKey).cast::<u32>().add(i).read() }
 }
 
 /// Kinds of RTT probe.
@@ -235,8 +331,17 @@ pub struct Control {
     /// Which flow map the programs write to: 0 -> FLOWS_0, 1 -> FLOWS_1.
     pub active_gen: u32,
     pub flags: u32,
+    /// Live timestamps from `bpf_jiffies64()` (inlined, no helper call):
+    /// monotonic ns = jiffies * `jiffy_ns` - `jiffy_base_ns` (wrapping),
+    /// the start of the tick the packet arrived in. Measured by the daemon
+    /// at load; 0 means unknown, and the programs read the coarse clock.
+    pub jiffy_ns: u64,
+    pub jiffy_base_ns: u64,
+    /// Which `TCP_SEQ_*` array the programs read: 0 or 1.
+    pub seq_gen: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<Control>() == 8);
+const _: () = assert!(size_of::<Control>() == 32);
 
 /// Metadata a replay hands the XDP program in front of the frame (the XDP
 /// metadata area): the frame's original length and its capture timestamp.
@@ -374,4 +479,8 @@ mod pod {
     unsafe impl aya::Pod for RttKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for RttSample {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SeqSlot {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SeqBucket {}
 }

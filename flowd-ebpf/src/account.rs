@@ -8,18 +8,19 @@ use core::{
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     maps::HashMap,
 };
 use flowd_common::{
-    DIR_EGRESS, FLAG_RTT, FlowKey, FlowStats, IfaceCounters, RTT_HANDSHAKE, RTT_TIMESTAMP, RttKey,
-    RttSample, SLOT_ARRAY_LEN, counter, totals_index,
+    DIR_EGRESS, FLAG_RTT, FlowKey, FlowStats, IfaceCounters, RTT_HANDSHAKE, RTT_RECENT_SLOTS,
+    RTT_TIMESTAMP, RttKey, RttSample, SEQ_TAG_VALID, SEQ_WAYS, SLOT_ARRAY_LEN, SeqSlot, counter,
+    key_word, seq_bucket, seq_hash, seq_tag, totals_index,
 };
 
 use crate::{
     maps::{
-        CONTROL, FLOWS_0, FLOWS_1, IFACE_SLOTS, IFACE_SLOTS_BIG, RTT_EVENTS, RTT_PENDING, TCP_SEQ,
-        TOTALS,
+        CONTROL, FLOWS_0, FLOWS_1, IFACE_SLOTS, IFACE_SLOTS_BIG, RTT_EVENTS, RTT_PENDING,
+        RTT_RECENT, TCP_SEQ_0, TCP_SEQ_1, TOTALS,
     },
     parse::{Frame, L4Info, parse},
 };
@@ -105,16 +106,170 @@ pub(crate) fn account(f: &Frame, pkt: &Packet) {
     }
     key.ifindex = pkt.ifindex;
     key.direction = pkt.direction;
-    let flags = CONTROL.get(0).map_or((0, 0), |c| (c.active_gen, c.flags));
-    // One call site per map, so the verifier can inline each map's lookup.
-    let v = if flags.0 == 0 {
-        update_flow(&FLOWS_0, key, info, packets, bytes, pkt.ts_ns, totals)
-    } else {
-        update_flow(&FLOWS_1, key, info, packets, bytes, pkt.ts_ns, totals)
+    let Some(ctl) = CONTROL.get(0) else {
+        return;
     };
-    if flags.1 & FLAG_RTT != 0 && info.tcp_full {
-        rtt(key, info, v, pkt, totals);
+    let clock = Clock {
+        ts_ns: pkt.ts_ns,
+        jiffy_ns: ctl.jiffy_ns,
+        jiffy_base_ns: ctl.jiffy_base_ns,
+        seq_gen: ctl.seq_gen,
+        rtt: ctl.flags & FLAG_RTT != 0,
+        egress: pkt.direction == DIR_EGRESS,
+    };
+    // One call site per map, so the verifier can inline each map's lookup.
+    let (v, prev_ts) = if ctl.active_gen == 0 {
+        update_flow(&FLOWS_0, key, info, packets, bytes, &clock, totals)
+    } else {
+        update_flow(&FLOWS_1, key, info, packets, bytes, &clock, totals)
+    };
+    if clock.rtt && info.tcp_full {
+        rtt(key, info, v, prev_ts, pkt, &clock, totals);
     }
+}
+
+/// Where a packet's time comes from, which sequence array to read, and
+/// the other per-packet settings from `CONTROL`.
+struct Clock {
+    /// Capture time in replay; 0 live.
+    ts_ns: u64,
+    /// `Control::jiffy_ns` and `jiffy_base_ns`.
+    jiffy_ns: u64,
+    jiffy_base_ns: u64,
+    seq_gen: u32,
+    /// RTT measurement on (`FLAG_RTT`).
+    rtt: bool,
+    egress: bool,
+}
+
+impl Clock {
+    /// Last-seen time: the capture's in replay; live, the start of the
+    /// current tick from the inlined `bpf_jiffies64()` (the coarse clock
+    /// when the daemon has not measured the tick).
+    #[inline(always)]
+    fn coarse(&self) -> u64 {
+        if self.ts_ns != 0 {
+            return self.ts_ns;
+        }
+        if self.jiffy_ns != 0 {
+            // SAFETY: a helper without arguments (inlined by the verifier).
+            let j = unsafe { bpf_jiffies64() };
+            return j
+                .wrapping_mul(self.jiffy_ns)
+                .wrapping_sub(self.jiffy_base_ns);
+        }
+        // SAFETY: a helper without arguments.
+        unsafe { bpf_ktime_get_coarse_ns() }
+    }
+}
+
+/// Unit of the `RTT_RECENT` marks: 2^30 ns (about 1.07 s) of the jiffies
+/// clock, kept in one byte (it wraps every ~275 s).
+const RECENT_SHIFT: u32 = 30;
+/// Marks younger than this many units count (about 64 s): a connection
+/// with no egress probe for a minute has nothing to close. A wrapped old
+/// mark that looks young only costs a lookup.
+const RECENT_UNITS: u8 = 60;
+
+impl Clock {
+    /// The current `RTT_RECENT` time unit.
+    #[inline(always)]
+    fn recent_now(&self) -> u8 {
+        // SAFETY: a helper without arguments (inlined by the verifier).
+        let j = unsafe { bpf_jiffies64() };
+        (j.wrapping_mul(self.jiffy_ns) >> RECENT_SHIFT) as u8
+    }
+
+    /// The byte of `RTT_RECENT` slot `slot` (64 slots per array entry:
+    /// array entries are at least 8 bytes).
+    #[inline(always)]
+    fn recent_byte(slot: u32) -> Option<*mut u8> {
+        let line = RTT_RECENT.get_ptr_mut(slot / 64)?;
+        // SAFETY: within the 64-byte entry (slot % 64 < 64).
+        Some(unsafe { line.cast::<u8>().add((slot % 64) as usize) })
+    }
+
+    /// Whether an RTT probe of the connection in `RTT_RECENT` slot `slot`
+    /// may be pending: one was taken within `RECENT_UNITS`. Always true
+    /// without a measured tick (then every candidate is looked up).
+    #[inline(always)]
+    fn probe_may_exist(&self, slot: u32) -> bool {
+        if self.jiffy_ns == 0 {
+            return true;
+        }
+        let Some(p) = Self::recent_byte(slot) else {
+            return true;
+        };
+        // SAFETY: a live array byte; byte loads are atomic.
+        let then = unsafe { p.read_volatile() };
+        self.recent_now().wrapping_sub(then) < RECENT_UNITS
+    }
+
+    /// Notes that a probe of the connection in `slot` is being taken now.
+    #[inline(always)]
+    fn mark_probe(&self, slot: u32) {
+        if self.jiffy_ns == 0 {
+            return;
+        }
+        if let Some(p) = Self::recent_byte(slot) {
+            // SAFETY: a live array byte; a byte store cannot be torn and
+            // any CPU's value is as good (both are "now").
+            unsafe { p.write_volatile(self.recent_now()) };
+        }
+    }
+}
+
+/// The `RTT_RECENT` slot of a TCP connection, in the egress packet's
+/// orientation (egress marks its own key; ingress reads its key reversed,
+/// which is the egress key of the same connection).
+#[inline(always)]
+fn recent_probe_slot(key: &FlowKey, reversed: bool) -> u32 {
+    let ports = key_word(key, 10);
+    let (a, b, ports) = if reversed {
+        (6, 2, ports.rotate_left(16))
+    } else {
+        (2, 6, ports)
+    };
+    let mut h = key_word(key, 0).wrapping_mul(0x9e37_79b9);
+    let mut i = 0;
+    while i < 9 {
+        let x = if i < 4 {
+            key_word(key, a + i)
+        } else if i < 8 {
+            key_word(key, b + i - 4)
+        } else {
+            ports
+        };
+        h = (h ^ x).rotate_left(5).wrapping_mul(0x2717_0e9b);
+        i += 1;
+    }
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x7feb_352d);
+    h ^= h >> 15;
+    h & (RTT_RECENT_SLOTS - 1)
+}
+
+/// The flow's carried state from the previous generation, if any.
+#[inline(always)]
+fn carried(key: &FlowKey, seq_gen: u32) -> Option<&'static SeqSlot> {
+    let hash = seq_hash(key);
+    let idx = seq_bucket(hash);
+    // One call site per array, so the verifier inlines each lookup.
+    let bucket = if seq_gen == 0 {
+        TCP_SEQ_0.get(idx)
+    } else {
+        TCP_SEQ_1.get(idx)
+    }?;
+    let tag = seq_tag(hash);
+    let mut i = 0;
+    while i < SEQ_WAYS {
+        let slot = &bucket.slots[i];
+        if slot.tag & !SEQ_TAG_VALID == tag {
+            return Some(slot);
+        }
+        i += 1;
+    }
+    None
 }
 
 #[inline(always)]
@@ -135,38 +290,55 @@ fn update_flow(
     info: &L4Info,
     packets: u64,
     bytes: u64,
-    ts_ns: u64,
+    clock: &Clock,
     totals: &mut IfaceCounters,
-) -> Option<*mut FlowStats> {
+) -> (Option<*mut FlowStats>, u32) {
     if let Some(v) = flows.get_ptr_mut(key) {
-        add_to(v, info, packets, bytes, now(ts_ns, false));
-        return Some(v);
+        add_to::<true>(v, info, packets, bytes, clock.coarse());
+        return (Some(v), 0);
     }
 
-    let t = now(ts_ns, true);
+    let t = now(clock.ts_ns);
     let mut slot = MaybeUninit::<FlowStats>::uninit();
     zero_in_place(slot.as_mut_ptr());
     // SAFETY: zeroed; all-zero is a valid FlowStats.
     let new = unsafe { slot.assume_init_mut() };
     new.first_seen_ns = t;
     new.last_seen_ns = t;
-    if info.tcp_full && info.tcp_payload > 0 {
-        // The flow's sequence state from the previous generation, if any.
-        // SAFETY: plain u32 values.
-        if let Some(seq) = unsafe { TCP_SEQ.get(key) } {
-            new.seq_next = *seq;
+    // The TSval (egress) or TSecr (ingress) RTT last took, carried like
+    // the sequence state so a continuing connection does not probe it again.
+    let mut prev_ts = 0;
+    let probe_ts = clock.rtt && info.has_ts;
+    // Only segments with data look (a cold cache line): a pure ACK's first
+    // packet in a generation may take its probe again.
+    if info.tcp_full
+        && info.tcp_payload > 0
+        && let Some(c) = carried(key, clock.seq_gen)
+    {
+        if c.tag & SEQ_TAG_VALID != 0 {
+            new.seq_next = c.seq_next;
             new.seq_valid = 1;
         }
+        prev_ts = c.ts_last;
     }
-    add_to(new, info, packets, bytes, t);
-    match flows.insert(key, &*new, BPF_NOEXIST as u64) {
+    if probe_ts {
+        // `rtt` takes this packet's probe (or looks for its echo) now.
+        new.ts_last = if clock.egress {
+            info.ts_val
+        } else {
+            info.ts_ecr
+        };
+    }
+    // Our own stack copy: plain adds, no locked instructions.
+    add_to::<false>(new, info, packets, bytes, t);
+    let v = match flows.insert(key, &*new, BPF_NOEXIST as u64) {
         Ok(()) => None,
         Err(e) if e == -EEXIST => {
             // Another CPU inserted this flow between our lookup and insert.
             totals.c[counter::INSERT_RACE] += 1;
             match flows.get_ptr_mut(key) {
                 Some(v) => {
-                    add_to(v, info, packets, bytes, t);
+                    add_to::<true>(v, info, packets, bytes, t);
                     Some(v)
                 }
                 None => {
@@ -183,7 +355,8 @@ fn update_flow(
             overflow(totals, counter::LOSS_INSERT_FAILED, packets, bytes);
             None
         }
-    }
+    };
+    (v, prev_ts)
 }
 
 #[inline(always)]
@@ -193,32 +366,54 @@ fn overflow(totals: &mut IfaceCounters, loss: usize, packets: u64, bytes: u64) {
     totals.c[counter::OVERFLOW_BYTES] += bytes;
 }
 
+/// Adds `v` to `*p`: atomically in a shared map value, plainly in a
+/// value of our own (a new flow's stack copy before its insert).
 #[inline(always)]
-fn add32(p: *mut u32, v: u32) {
-    // SAFETY: `p` points to an aligned u32 in a live map value (see add_to).
-    unsafe { atomic_xadd::<_, _, { Relaxed }>(p, v) };
+fn add32<const SHARED: bool>(p: *mut u32, v: u32) {
+    // SAFETY: `p` points to an aligned u32 in a live map value or our
+    // stack copy (see add_to).
+    unsafe {
+        if SHARED {
+            atomic_xadd::<_, _, { Relaxed }>(p, v);
+        } else {
+            *p = (*p).wrapping_add(v);
+        }
+    }
 }
 
-/// Adds to a flow entry. Other CPUs may update it at the same time, hence
-/// atomic adds (the BPF target's core has no atomic types, so the
-/// intrinsics; they compile to BPF_ATOMIC instructions). Last-seen, flags,
-/// DSCP and the sequence state are plain stores: a flow lives on one CPU
-/// under RSS, and SYN/FIN/RST are also counted atomically.
+/// `add32` for u64 counters.
 #[inline(always)]
-fn add_to(v: *mut FlowStats, info: &L4Info, packets: u64, bytes: u64, t: u64) {
+fn add64<const SHARED: bool>(p: *mut u64, v: u64) {
+    // SAFETY: as in add32.
+    unsafe {
+        if SHARED {
+            atomic_xadd::<_, _, { Relaxed }>(p, v);
+        } else {
+            *p = (*p).wrapping_add(v);
+        }
+    }
+}
+
+/// Adds to a flow entry. Other CPUs may update a `SHARED` (map) entry at
+/// the same time, hence atomic adds (the BPF target's core has no atomic
+/// types, so the intrinsics; they compile to BPF_ATOMIC instructions).
+/// Last-seen, flags, DSCP and the sequence state are plain stores: a flow
+/// lives on one CPU under RSS, and SYN/FIN/RST are also counted atomically.
+#[inline(always)]
+fn add_to<const SHARED: bool>(v: *mut FlowStats, info: &L4Info, packets: u64, bytes: u64, t: u64) {
     // SAFETY: `v` points into a preallocated hash map value (or our stack
     // copy) that stays valid for this program run (RCU); fields are aligned.
     unsafe {
-        atomic_xadd::<_, _, { Relaxed }>(&raw mut (*v).packets, packets);
-        atomic_xadd::<_, _, { Relaxed }>(&raw mut (*v).bytes, bytes);
+        add64::<SHARED>(&raw mut (*v).packets, packets);
+        add64::<SHARED>(&raw mut (*v).bytes, bytes);
         if t > (*v).last_seen_ns {
             (&raw mut (*v).last_seen_ns).write_volatile(t);
         }
         match info.tos & 0x03 {
             0 => {}
-            1 => add32(&raw mut (*v).ect1, packets as u32),
-            2 => add32(&raw mut (*v).ect0, packets as u32),
-            _ => add32(&raw mut (*v).ce, packets as u32),
+            1 => add32::<SHARED>(&raw mut (*v).ect1, packets as u32),
+            2 => add32::<SHARED>(&raw mut (*v).ect0, packets as u32),
+            _ => add32::<SHARED>(&raw mut (*v).ce, packets as u32),
         }
         (&raw mut (*v).dscp).write_volatile(info.tos >> 2);
         if !info.tcp_full {
@@ -227,19 +422,19 @@ fn add_to(v: *mut FlowStats, info: &L4Info, packets: u64, bytes: u64, t: u64) {
         let flags = info.tcp_flags;
         if flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0 {
             if flags & TCP_SYN != 0 {
-                add32(&raw mut (*v).syn, 1);
+                add32::<SHARED>(&raw mut (*v).syn, 1);
                 if flags & TCP_ACK != 0 {
-                    add32(&raw mut (*v).synack, 1);
+                    add32::<SHARED>(&raw mut (*v).synack, 1);
                 }
             }
             if flags & TCP_FIN != 0 {
-                add32(&raw mut (*v).fin, 1);
+                add32::<SHARED>(&raw mut (*v).fin, 1);
             }
             if flags & TCP_RST != 0 {
-                add32(&raw mut (*v).rst, 1);
+                add32::<SHARED>(&raw mut (*v).rst, 1);
             }
         } else if info.tcp_window == 0 {
-            add32(&raw mut (*v).zero_window, packets as u32);
+            add32::<SHARED>(&raw mut (*v).zero_window, packets as u32);
         }
         if (*v).tcp_flags & flags != flags {
             // BPF v1 has no atomic OR; user space ORs counted SYN/FIN/RST back in.
@@ -249,7 +444,7 @@ fn add_to(v: *mut FlowStats, info: &L4Info, packets: u64, bytes: u64, t: u64) {
         if info.tcp_payload > 0 {
             let end = info.tcp_seq.wrapping_add(info.tcp_payload);
             if (*v).seq_valid != 0 && (*v).seq_next.wrapping_sub(end) as i32 >= 0 {
-                add32(&raw mut (*v).retrans, packets as u32);
+                add32::<SHARED>(&raw mut (*v).retrans, packets as u32);
             } else {
                 (&raw mut (*v).seq_next).write_volatile(end);
                 (&raw mut (*v).seq_valid).write_volatile(1);
@@ -265,18 +460,22 @@ fn add_to(v: *mut FlowStats, info: &L4Info, packets: u64, bytes: u64, t: u64) {
 /// flow has not had before (`ts_last`; TSval ticks at about 1 kHz, so at
 /// high rates most segments skip), a SYN-ACK, or the first ACKs of a flow
 /// that began with a SYN. `v` is the flow's entry, when it has one (a
-/// first packet's entry is not looked up again: it probes unconditionally).
+/// first packet's entry is not looked up again: `prev_ts` is the TSval or
+/// TSecr its connection last took in the previous generation, and the new
+/// entry already holds this packet's).
 #[inline(always)]
 fn rtt(
     key: &FlowKey,
     info: &L4Info,
     v: Option<*mut FlowStats>,
+    prev_ts: u32,
     pkt: &Packet,
+    clock: &Clock,
     totals: &mut IfaceCounters,
 ) {
     let flags = info.tcp_flags;
     // SAFETY: `v` points into a live map value for this program run.
-    let (ts_last, young) = v.map_or((0, true), |v| unsafe {
+    let (ts_last, young) = v.map_or((prev_ts, true), |v| unsafe {
         ((*v).ts_last, (*v).syn > 0 && (*v).packets <= 3)
     });
     let ts = if pkt.direction == DIR_EGRESS {
@@ -294,6 +493,11 @@ fn rtt(
         // SAFETY: as above; a plain store (a flow lives on one CPU).
         unsafe { (&raw mut (*v).ts_last).write_volatile(ts) };
     }
+    let recent = recent_probe_slot(key, pkt.direction != DIR_EGRESS);
+    if pkt.direction != DIR_EGRESS && !clock.probe_may_exist(recent) {
+        // No probe of this connection was taken recently: nothing to close.
+        return;
+    }
     let mut k = RttKey {
         ifindex: key.ifindex,
         kind: RTT_HANDSHAKE,
@@ -304,7 +508,8 @@ fn rtt(
         dst: key.dst,
     };
     if pkt.direction == DIR_EGRESS {
-        let t = now(pkt.ts_ns, true);
+        let t = now(pkt.ts_ns);
+        clock.mark_probe(recent);
         if flags & TCP_SYN != 0 {
             k.token = info.tcp_seq.wrapping_add(1);
             let _ = RTT_PENDING.insert(&k, &t, 0);
@@ -340,7 +545,7 @@ fn close_probe(k: &RttKey, key: &FlowKey, kind: u32, pkt: &Packet, totals: &mut 
         return;
     };
     let _ = RTT_PENDING.remove(k);
-    let t = now(pkt.ts_ns, true);
+    let t = now(pkt.ts_ns);
     let sample = RttSample {
         key: *key,
         kind,
@@ -351,19 +556,13 @@ fn close_probe(k: &RttKey, key: &FlowKey, kind: u32, pkt: &Packet, totals: &mut 
     }
 }
 
-/// The packet's time: the capture's in replay; live, a precise clock for a
-/// new flow's first packet and RTT probes, the cheaper coarse clock else.
+/// The packet's precise time: the capture's in replay; live, the kernel's
+/// monotonic clock (a new flow's first packet, RTT probes).
 #[inline(always)]
-fn now(ts_ns: u64, precise: bool) -> u64 {
+fn now(ts_ns: u64) -> u64 {
     if ts_ns != 0 {
         return ts_ns;
     }
-    // SAFETY: helpers without arguments.
-    unsafe {
-        if precise {
-            bpf_ktime_get_ns()
-        } else {
-            bpf_ktime_get_coarse_ns()
-        }
-    }
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
 }

@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use flowd_common::{
     Control, DEFAULT_FLOW_CAPACITY, FRAG_CAPACITY, FlowKey, FlowStats, FragKey, FragPorts,
-    IfaceCounters, MAX_SLOTS, RTT_EVENTS_BYTES, RTT_PENDING_CAPACITY, RttKey, SLOT_ARRAY_LEN,
-    TCP_SEQ_CAPACITY,
+    IfaceCounters, MAX_SLOTS, RTT_EVENTS_BYTES, RTT_PENDING_CAPACITY, RTT_RECENT_SLOTS, RttKey,
+    SEQ_BUCKETS, SLOT_ARRAY_LEN, SeqBucket,
 };
 
 /// Flow generation 0 and 1: the programs write to the one `CONTROL` names,
@@ -47,12 +47,23 @@ pub(crate) static IFACE_SLOTS_BIG: HashMap<u32, u32> = HashMap::with_max_entries
 pub(crate) static RTT_PENDING: LruHashMap<RttKey, u64> =
     LruHashMap::with_max_entries(RTT_PENDING_CAPACITY, 0);
 
+/// Per connection (hashed in the egress orientation, one byte each, 64 to
+/// an entry): the time (in ~1 s units) of its last egress probe. Ingress
+/// looks in `RTT_PENDING` only when a probe was taken recently; collisions
+/// only cost a lookup.
+#[map]
+pub(crate) static RTT_RECENT: Array<[u8; 64]> = Array::with_max_entries(RTT_RECENT_SLOTS / 64, 0);
+
 /// RTT samples on their way to user space.
 #[map]
 pub(crate) static RTT_EVENTS: RingBuf = RingBuf::with_byte_size(RTT_EVENTS_BYTES, 0);
 
-/// A TCP flow's highest sequence end at the last drain (written by the
-/// daemon), read when the flow's entry is created in a new generation.
+/// A TCP flow's highest sequence end (and last RTT timestamp) at the last
+/// drain (written by the daemon), read when the flow's entry is created in
+/// a new generation. Arrays of 4-way buckets (`seq_hash`): the lookup is
+/// inlined by the verifier, one cache line, no helper call and no LRU
+/// bookkeeping. The daemon writes the one `Control::seq_gen` does not name.
 #[map]
-pub(crate) static TCP_SEQ: LruHashMap<FlowKey, u32> =
-    LruHashMap::with_max_entries(TCP_SEQ_CAPACITY, 0);
+pub(crate) static TCP_SEQ_0: Array<SeqBucket> = Array::with_max_entries(SEQ_BUCKETS, 0);
+#[map]
+pub(crate) static TCP_SEQ_1: Array<SeqBucket> = Array::with_max_entries(SEQ_BUCKETS, 0);

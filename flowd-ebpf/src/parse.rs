@@ -179,7 +179,7 @@ fn mpls_payload(f: &Frame, mut off: usize) -> Result<(u8, usize), usize> {
 
 /// One copy of the IP parsers, whatever the L2 path: keeps the verifier's
 /// work linear in the number of L2 variants.
-#[inline(never)]
+#[inline(always)]
 fn parse_ip(f: &Frame, family: u8, off: usize, key: &mut FlowKey, info: &mut L4Info) -> usize {
     if family == 4 {
         parse_ipv4(f, off, key, info)

@@ -20,12 +20,13 @@ use aya::{
 };
 use flowd_common::{
     ABI_VERSION, Control, FLAG_RTT, FlowKey, FlowStats, IfaceCounters, MAX_SLOTS, RttSample,
-    SLOT_ARRAY_LEN, maps, programs, totals_index,
+    SEQ_BUCKETS, SEQ_TAG_VALID, SEQ_WAYS, SLOT_ARRAY_LEN, SeqBucket, SeqSlot, maps, programs,
+    seq_bucket, seq_hash, seq_tag, totals_index,
 };
 use thiserror::Error;
 use tracing::{info, warn};
 
-use crate::sys::{self, ProgramWait, SysError};
+use crate::sys::{self, JiffyClock, ProgramWait, SysError};
 
 /// The eBPF object, built by build.rs from flowd-ebpf.
 pub static EBPF_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowd"));
@@ -176,6 +177,18 @@ pub struct Datapath {
     flags: u32,
     /// RTT samples from the programs.
     rtt_events: Option<RingBuf<MapData>>,
+    /// Jiffies -> monotonic ns, for the programs' live timestamps.
+    jiffy: Option<JiffyClock>,
+    /// The `TCP_SEQ_*` array the programs read.
+    seq_gen: u32,
+    /// What the `TCP_SEQ_*` buckets hold (written by this Datapath), and
+    /// the drain that wrote each slot (to evict the oldest of a full bucket).
+    seq_mirror: Vec<SeqBucket>,
+    seq_written: Vec<[u32; SEQ_WAYS]>,
+    seq_drains: u32,
+    /// Buckets written into `TCP_SEQ_<seq_gen>` at the last drain, which
+    /// the other array does not have yet.
+    seq_dirty: Vec<u32>,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -284,6 +297,17 @@ impl Datapath {
                 map: maps::RTT_EVENTS,
                 source,
             })?;
+        let jiffy = match sys::jiffy_clock() {
+            Ok(Some(j)) => Some(j),
+            Ok(None) => {
+                warn!("could not measure the kernel tick; live timestamps use the coarse clock");
+                None
+            }
+            Err(e) => {
+                warn!(error = %e, "could not measure the kernel tick; live timestamps use the coarse clock");
+                None
+            }
+        };
         let mut dp = Self {
             ebpf,
             wait: ProgramWait::new()?,
@@ -294,11 +318,20 @@ impl Datapath {
             slots: BTreeMap::new(),
             flags: FLAG_RTT,
             rtt_events,
+            jiffy,
+            seq_gen: 0,
+            seq_mirror: Vec::new(),
+            seq_written: Vec::new(),
+            seq_drains: 0,
+            seq_dirty: Vec::new(),
         };
         if dp.pin_dir.is_some() {
             // Programs of an earlier flowd may still write to either generation.
             let control: Array<&MapData, Control> = typed_map_ref(&dp.ebpf, maps::CONTROL)?;
-            dp.active_gen = control.get(&0, 0).map(|c| c.active_gen & 1).unwrap_or(0);
+            if let Ok(c) = control.get(&0, 0) {
+                dp.active_gen = c.active_gen & 1;
+                dp.seq_gen = c.seq_gen & 1;
+            }
         }
         let g = dp.active_gen;
         dp.set_active_gen(g)?;
@@ -659,22 +692,31 @@ impl Datapath {
     }
 
     fn set_active_gen(&mut self, generation: u32) -> Result<(), LoadError> {
-        let mut control: Array<&mut MapData, Control> = typed_map(&mut self.ebpf, maps::CONTROL)?;
-        control
-            .set(
-                0,
-                Control {
-                    active_gen: generation,
-                    flags: self.flags,
-                },
-                0,
-            )
-            .map_err(|source| LoadError::Map {
-                map: maps::CONTROL,
-                source,
-            })?;
         self.active_gen = generation;
-        Ok(())
+        self.write_control()
+    }
+
+    /// Writes every field of `CONTROL` from this Datapath's state.
+    fn write_control(&mut self) -> Result<(), LoadError> {
+        let c = Control {
+            active_gen: self.active_gen,
+            flags: self.flags,
+            jiffy_ns: self.jiffy.map_or(0, |j| j.tick_ns),
+            jiffy_base_ns: self.jiffy.map_or(0, |j| j.base_ns),
+            seq_gen: self.seq_gen,
+            _pad: 0,
+        };
+        let mut control: Array<&mut MapData, Control> = typed_map(&mut self.ebpf, maps::CONTROL)?;
+        control.set(0, c, 0).map_err(|source| LoadError::Map {
+            map: maps::CONTROL,
+            source,
+        })
+    }
+
+    /// Jiffies -> monotonic ns as measured at load (None: the programs use
+    /// the coarse clock).
+    pub fn jiffy_clock(&self) -> Option<JiffyClock> {
+        self.jiffy
     }
 
     fn flow_map_fd(&self, generation: u32) -> Result<(&'static str, BorrowedFd<'_>), LoadError> {
@@ -701,23 +743,78 @@ impl Datapath {
             self.wait.wait()?;
         }
         let (name, fd) = self.flow_map_fd(old)?;
-        let mut seq_keys = Vec::new();
-        let mut seq_values: Vec<u32> = Vec::new();
+        let mut seq_now: Vec<(u64, SeqSlot)> = Vec::new();
         let mut sink = sink;
         let n = sys::drain_hash(fd, name, DRAIN_BATCH, |k: &FlowKey, v: &FlowStats| {
             if v.seq_valid != 0 {
-                seq_keys.push(*k);
-                seq_values.push(v.seq_next);
+                let hash = seq_hash(k);
+                seq_now.push((
+                    hash,
+                    SeqSlot {
+                        tag: seq_tag(hash) | SEQ_TAG_VALID,
+                        seq_next: v.seq_next,
+                        ts_last: v.ts_last,
+                    },
+                ));
             }
             sink(k, v);
         })?;
-        // Carry each TCP flow's sequence state into the next generation.
-        if !seq_keys.is_empty()
-            && let Some(Map::LruHashMap(data)) = self.ebpf.map(maps::TCP_SEQ)
-        {
-            sys::update_batch(data.fd().as_fd(), maps::TCP_SEQ, &seq_keys, &seq_values)?;
-        }
+        self.carry_seq(seq_now)?;
         Ok(n)
+    }
+
+    /// Carries each TCP flow's sequence state into the next generation:
+    /// puts it in its bucket (the flow's slot, else a free one, else the
+    /// least recently written), writes the buckets changed at this drain
+    /// and the last into the `TCP_SEQ_*` array the programs do not read
+    /// (since the wait in `drain`, no program can still be reading it) and
+    /// switches the programs over to it.
+    fn carry_seq(&mut self, seq_now: Vec<(u64, SeqSlot)>) -> Result<(), LoadError> {
+        if seq_now.is_empty() && self.seq_dirty.is_empty() {
+            return Ok(());
+        }
+        if self.seq_mirror.is_empty() {
+            self.seq_mirror = vec![SeqBucket::default(); SEQ_BUCKETS as usize];
+            self.seq_written = vec![[0; SEQ_WAYS]; SEQ_BUCKETS as usize];
+        }
+        self.seq_drains = self.seq_drains.wrapping_add(1);
+        let mut dirty = Vec::with_capacity(seq_now.len());
+        for (hash, slot) in seq_now {
+            let b = seq_bucket(hash) as usize;
+            let bucket = &mut self.seq_mirror[b].slots;
+            let written = &mut self.seq_written[b];
+            let tag = seq_tag(hash);
+            let i = (0..SEQ_WAYS)
+                .find(|&i| bucket[i].tag & !SEQ_TAG_VALID == tag)
+                .or_else(|| (0..SEQ_WAYS).find(|&i| bucket[i].tag == 0))
+                .unwrap_or_else(|| {
+                    (0..SEQ_WAYS)
+                        .max_by_key(|&i| self.seq_drains.wrapping_sub(written[i]))
+                        .unwrap_or(0)
+                });
+            bucket[i] = slot;
+            written[i] = self.seq_drains;
+            dirty.push(b as u32);
+        }
+        dirty.sort_unstable();
+        dirty.dedup();
+        let mut idx: Vec<u32> = self.seq_dirty.iter().chain(dirty.iter()).copied().collect();
+        idx.sort_unstable();
+        idx.dedup();
+        let buckets: Vec<SeqBucket> = idx.iter().map(|&b| self.seq_mirror[b as usize]).collect();
+        let next = 1 - self.seq_gen;
+        let name = if next == 0 {
+            maps::TCP_SEQ_0
+        } else {
+            maps::TCP_SEQ_1
+        };
+        match self.ebpf.map(name) {
+            Some(Map::Array(data)) => sys::update_batch(data.fd().as_fd(), name, &idx, &buckets)?,
+            _ => return Err(LoadError::MissingMap(name)),
+        }
+        self.seq_gen = next;
+        self.seq_dirty = dirty;
+        self.write_control()
     }
 
     /// Drains both generations (at start-up and shutdown: nothing is
@@ -738,8 +835,7 @@ impl Datapath {
         } else {
             self.flags & !FLAG_RTT
         };
-        let g = self.active_gen;
-        self.set_active_gen(g)
+        self.write_control()
     }
 
     /// Hands every RTT sample waiting in the ring buffer to `sink`.

@@ -289,3 +289,115 @@ pub fn test_run_plain(
 pub fn possible_cpus() -> io::Result<usize> {
     aya::util::nr_cpus().map_err(|(_, e)| e)
 }
+
+/// How the kernel's jiffies map to CLOCK_MONOTONIC: jiffy `j` began at
+/// `j * tick_ns - base_ns` (wrapping). Jiffies advance by one every
+/// `TICK_NSEC` = (10^9 + HZ/2) / HZ of monotonic time, exactly
+/// (`tick_do_update_jiffies64` counts whole ticks of ktime), so one
+/// measured tick edge fixes the relation for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JiffyClock {
+    pub hz: u64,
+    pub tick_ns: u64,
+    pub base_ns: u64,
+}
+
+impl JiffyClock {
+    /// The monotonic ns at which jiffy `j` began.
+    pub fn ns(&self, j: u64) -> u64 {
+        j.wrapping_mul(self.tick_ns).wrapping_sub(self.base_ns)
+    }
+}
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_TYPE_XDP: u64 = 6;
+
+/// One BPF instruction.
+const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
+    code as u64
+        | ((dst as u64 & 0xf) << 8)
+        | ((src as u64 & 0xf) << 12)
+        | ((off as u16 as u64) << 16)
+        | ((imm as u32 as u64) << 32)
+}
+
+/// An XDP program that writes `bpf_ktime_get_ns()`, `bpf_jiffies64()`,
+/// `bpf_ktime_get_ns()` into the first 24 bytes of the frame.
+const JIFFY_PROBE: [u64; 16] = [
+    insn(0xbf, 6, 1, 0, 0),   // r6 = r1 (ctx)
+    insn(0x85, 0, 0, 0, 5),   // call bpf_ktime_get_ns
+    insn(0xbf, 7, 0, 0, 0),   // r7 = r0
+    insn(0x85, 0, 0, 0, 118), // call bpf_jiffies64
+    insn(0xbf, 8, 0, 0, 0),   // r8 = r0
+    insn(0x85, 0, 0, 0, 5),   // call bpf_ktime_get_ns
+    insn(0x61, 2, 6, 0, 0),   // r2 = ctx->data
+    insn(0x61, 3, 6, 4, 0),   // r3 = ctx->data_end
+    insn(0xbf, 4, 2, 0, 0),   // r4 = r2
+    insn(0x07, 4, 0, 0, 24),  // r4 += 24
+    insn(0x2d, 4, 3, 3, 0),   // if r4 > r3 goto +3
+    insn(0x7b, 2, 7, 0, 0),   // *(u64 *)(r2 + 0) = r7
+    insn(0x7b, 2, 8, 8, 0),   // *(u64 *)(r2 + 8) = r8
+    insn(0x7b, 2, 0, 16, 0),  // *(u64 *)(r2 + 16) = r0
+    insn(0xb7, 0, 0, 0, 2),   // r0 = XDP_PASS
+    insn(0x95, 0, 0, 0, 0),   // exit
+];
+
+/// Measures [`JiffyClock`] with a tiny test-run program: watches jiffies
+/// tick over a few times (a few ticks of wall time, at most a second).
+/// `None` when it cannot (the programs then use the coarse clock).
+pub fn jiffy_clock() -> io::Result<Option<JiffyClock>> {
+    let license = b"GPL\0";
+    let mut attr = Attr::default();
+    attr.words[0] = BPF_PROG_TYPE_XDP | ((JIFFY_PROBE.len() as u64) << 32);
+    attr.words[1] = JIFFY_PROBE.as_ptr() as u64;
+    attr.words[2] = license.as_ptr() as u64;
+    let fd = bpf(BPF_PROG_LOAD, &mut attr)?;
+    // SAFETY: the kernel returned a new program fd that we now own.
+    let prog = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let frame = [0u8; 64];
+    let mut out = [0u8; 64];
+    let mut sample = || -> io::Result<(u64, u64, u64)> {
+        let mut attr = Attr::default();
+        attr.words[0] = prog.as_raw_fd() as u64;
+        attr.words[1] = frame.len() as u64 | ((out.len() as u64) << 32);
+        attr.words[2] = frame.as_ptr() as u64;
+        attr.words[3] = out.as_mut_ptr() as u64;
+        attr.words[4] = 1;
+        bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+        let w = |i: usize| u64::from_ne_bytes(out[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        Ok((w(0), w(1), w(2)))
+    };
+    // Tick edges: (jiffies after the edge, monotonic ns of the edge).
+    let mut edges: Vec<(u64, u64)> = Vec::new();
+    let mut prev = sample()?;
+    let start = prev.0;
+    while edges.len() < 4 && prev.0.saturating_sub(start) < 1_000_000_000 {
+        let s = sample()?;
+        // The edge lies between the two reads; keep it only if they were
+        // close (not preempted in between).
+        if s.1 == prev.1 + 1 && s.2.saturating_sub(prev.0) < 50_000 {
+            edges.push((s.1, (prev.2 + s.0) / 2));
+        }
+        prev = s;
+    }
+    let (Some(first), Some(last)) = (edges.first(), edges.last()) else {
+        return Ok(None);
+    };
+    if last.0 <= first.0 {
+        return Ok(None);
+    }
+    let tick = (last.1 - first.1) as f64 / (last.0 - first.0) as f64;
+    let hz = (1e9 / tick).round() as u64;
+    if hz == 0 {
+        return Ok(None);
+    }
+    let tick_ns = (1_000_000_000 + hz / 2) / hz;
+    if (tick - tick_ns as f64).abs() > tick_ns as f64 * 0.02 {
+        return Ok(None);
+    }
+    Ok(Some(JiffyClock {
+        hz,
+        tick_ns,
+        base_ns: last.0.wrapping_mul(tick_ns).wrapping_sub(last.1),
+    }))
+}

@@ -876,6 +876,102 @@ fn live_timestamps_are_ordered() {
     }
 }
 
+/// Live last-seen comes from jiffies (converted with the tick the loader
+/// measured): it is the start of the tick the packet arrived in, so it
+/// lies within one tick (plus the tick interrupt's latency) before the
+/// monotonic clock at the packet, and never after it.
+#[test]
+fn live_last_seen_follows_the_monotonic_clock() {
+    let mut h = Harness::new(64);
+    let j = h.dp.jiffy_clock().expect("the kernel tick was measured");
+    assert!([100, 250, 300, 1000].contains(&j.hz), "{j:?}");
+    let f = v4(P_UDP, &udp(7, 8, 0));
+    h.xdp(&f);
+    for _ in 0..5 {
+        std::thread::sleep(std::time::Duration::from_millis(7));
+        let before = flowd::clock::monotonic_ns();
+        h.xdp(&f);
+        h.tc(&f);
+        let after = flowd::clock::monotonic_ns();
+        let flows = h.drain();
+        for (k, v) in &flows {
+            assert!(v.last_seen_ns <= after, "{k:?} {v:?} after {after}");
+            assert!(
+                v.last_seen_ns + j.tick_ns + 1_000_000 >= before,
+                "{k:?} {v:?} before {before} {j:?}"
+            );
+        }
+        // Keep the ingress flow alive in the next generation.
+        h.xdp(&f);
+    }
+}
+
+/// A handshake RTT probe (egress SYN-ACK) is closed by the ingress ACK
+/// also when that ACK is the first packet of its flow in a new generation
+/// (the connection's `RTT_RECENT` mark lets ingress look), and an ACK of a
+/// connection that took no probe closes nothing.
+#[test]
+fn handshake_probe_closes_across_a_flip() {
+    let mut h = Harness::new(64);
+    let synack = v4(P_TCP, &tcp(80, 40000, TCP_SYN | TCP_ACK));
+    h.tc(&synack);
+    h.drain();
+    // The reply direction: addresses and ports swapped, ACK = ISN + 1.
+    let reply = |sport: u16| {
+        let mut f = v4(P_TCP, &tcp(sport, 80, TCP_ACK));
+        let (src, dst) = (f[26..30].to_vec(), f[30..34].to_vec());
+        f[26..30].copy_from_slice(&dst);
+        f[30..34].copy_from_slice(&src);
+        f[42..46].copy_from_slice(&1001u32.to_be_bytes());
+        f
+    };
+    h.xdp(&reply(40001));
+    h.xdp(&reply(40000));
+    let mut kinds = Vec::new();
+    h.dp.drain_rtt(|s| kinds.push((s.kind, s.key.sport, s.key.dport)));
+    assert_eq!(kinds, [(flowd_common::RTT_HANDSHAKE, 40000, 80)]);
+}
+
+/// The sequence state crosses the generation flip (the drain writes it
+/// to `TCP_SEQ_*`, the next generation's first segment reads it): a
+/// segment repeated after a flip is a retransmission, in both directions,
+/// for 3,000 flows at once (bucket collisions included); new data is not.
+#[test]
+fn retransmission_across_a_flip() {
+    let mut h = Harness::new(8192);
+    let seg = |sport: u16, seq: u32| {
+        let mut t = tcp(sport, 443, TCP_ACK);
+        t[4..8].copy_from_slice(&seq.to_be_bytes());
+        t.extend_from_slice(&[0u8; 100]);
+        v4(P_TCP, &t)
+    };
+    let ports = 20000..23000u16;
+    for p in ports.clone() {
+        h.xdp(&seg(p, 5000));
+        h.tc(&seg(p, 5000));
+    }
+    let first = h.drain_raw();
+    assert_eq!(first.len(), 2 * ports.len());
+    assert!(first.values().all(|v| v.retrans == 0 && v.seq_valid == 1));
+    for p in ports.clone() {
+        // The same 100 bytes again, then the next 100.
+        h.xdp(&seg(p, 5000));
+        h.tc(&seg(p, 5000));
+        h.xdp(&seg(p, 5100));
+    }
+    let second = h.drain_raw();
+    assert_eq!(second.len(), 2 * ports.len());
+    for (k, v) in &second {
+        assert_eq!(v.retrans, 1, "{k:?} {v:?}");
+        let next = if k.direction == DIR_INGRESS {
+            5200
+        } else {
+            5100
+        };
+        assert_eq!(v.seq_next, next, "{k:?} {v:?}");
+    }
+}
+
 // ------------------------------------------------------------ malformed input
 
 /// The flow-outcome packets of a counter block.
