@@ -350,6 +350,7 @@ fn replay_meta(wire_len: u32, ts_ns: u64) -> [u8; 16] {
 /// table work overlap); it gets the drains in order, so the result is the
 /// same as doing both on one thread.
 struct Tables {
+    cumulative: FlowTable,
     records: FlowTable,
     ended: Vec<Ended>,
     tcp: TcpSignals,
@@ -368,6 +369,7 @@ impl Tables {
     fn run(mut self, drains: mpsc::Receiver<Drained>) -> Self {
         for d in drains {
             for (k, v) in &d.entries {
+                self.cumulative.apply(k, v, TimeBase::Capture);
                 self.records.apply(k, v, TimeBase::Capture);
                 self.tcp.absorb(k, v, &self.device);
             }
@@ -468,9 +470,13 @@ impl Runner {
 pub fn replay_file(path: &Path, opts: &ReplayOptions) -> Result<Replay, ReplayError> {
     let started = Instant::now();
     let mut reader = CaptureReader::open(path)?;
-    // The records, with the live daemon's timeouts on the capture's clock
-    // (the cumulative view is kept by replay_frames).
+    // Two views: cumulative per key (no timeouts, no bound), and records
+    // with the live daemon's timeouts on the capture's clock.
     let tables = Tables {
+        cumulative: FlowTable::new(TableConfig {
+            max_flows: 0,
+            ..TableConfig::default()
+        }),
         records: FlowTable::new(TableConfig {
             max_flows: 0,
             ..opts.table
@@ -504,9 +510,7 @@ pub fn replay_file(path: &Path, opts: &ReplayOptions) -> Result<Replay, ReplayEr
 }
 
 /// Runs every frame of the capture through the program and hands each
-/// drain to `send`. The replay it returns has the cumulative flows (no
-/// timeouts, no bound), built here so the table thread has less to do;
-/// records and signals come from [`finish`].
+/// drain to `send`. The replay it returns has no flows yet (see [`finish`]).
 fn replay_frames(
     path: &Path,
     opts: &ReplayOptions,
@@ -517,16 +521,6 @@ fn replay_frames(
     let file_len = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let drain_every = opts.drain_every.clamp(1, u64::from(opts.capacity.max(1)));
     let mut last_drain_ts = 0u64;
-    let mut cumulative = FlowTable::new(TableConfig {
-        max_flows: 0,
-        ..TableConfig::default()
-    });
-    let mut hand_over = |d: Drained| {
-        for (k, v) in &d.entries {
-            cumulative.apply(k, v, TimeBase::Capture);
-        }
-        send(d);
-    };
     // Loaded at the first frame: a file that fails early needs no program.
     let mut runner: Option<Runner> = None;
     let mut scratch = Vec::with_capacity(MAX_FRAME);
@@ -608,7 +602,7 @@ fn replay_frames(
             }
             let mut entries = Vec::new();
             let drained = r.drain(false, &mut entries);
-            hand_over(Drained {
+            send(Drained {
                 entries,
                 expire_at: drained.is_ok().then_some(ts),
             });
@@ -641,7 +635,7 @@ fn replay_frames(
         }
         let mut entries = Vec::new();
         let drained = r.drain(true, &mut entries);
-        hand_over(Drained {
+        send(Drained {
             entries,
             expire_at: None,
         });
@@ -681,7 +675,7 @@ fn replay_frames(
         device: device_name(path),
         path: path_buf,
         format: reader.format_name(),
-        table: cumulative,
+        table: FlowTable::default(),
         ended: Vec::new(),
         frames,
         file_bytes: reader.offset(),
@@ -715,6 +709,7 @@ fn finish(replay: &mut Replay, mut tables: Tables, last_drain_ts: u64, reader: &
     replay.tcp = tables.tcp.snapshot();
     replay.suspects = tables.scan.suspects();
     replay.scan_flagged = tables.scan.flagged_total();
+    replay.table = tables.cumulative;
     replay.ended = ended;
     replay.file_bytes = reader.offset();
 }
