@@ -63,7 +63,7 @@ const _: () = assert!(size_of::<L4Info>() % 4 == 0);
 const _: () = assert!(size_of::<FlowStats>() % 4 == 0);
 
 #[inline(always)]
-pub(crate) fn account(f: &Frame, pkt: &Packet) {
+pub(crate) fn account<const INLINE_IP: bool>(f: &Frame, pkt: &Packet) {
     let mut key_slot = MaybeUninit::<FlowKey>::uninit();
     let mut info_slot = MaybeUninit::<L4Info>::uninit();
     zero_in_place(key_slot.as_mut_ptr());
@@ -71,7 +71,7 @@ pub(crate) fn account(f: &Frame, pkt: &Packet) {
     // SAFETY: every byte was zeroed, and all-zero is a valid value of both
     // (integers, arrays of bytes and `false`).
     let (key, info) = unsafe { (key_slot.assume_init_mut(), info_slot.assume_init_mut()) };
-    let outcome = parse(f, key, info);
+    let outcome = parse::<INLINE_IP>(f, key, info);
 
     let (packets, bytes) = if pkt.segs > 1 {
         // A GSO buffer: each segment repeats the headers on the wire.

@@ -50,7 +50,7 @@ pub(crate) fn ingress(ctx: &XdpContext) {
         // SAFETY: the context pointer is the one the kernel passed in.
         None => (unsafe { bpf_xdp_get_buff_len(ctx.ctx) }, 0),
     };
-    account(
+    account::<true>(
         &frame,
         &Packet {
             ifindex: ctx.ingress_ifindex() as u32,
@@ -98,7 +98,7 @@ pub(crate) fn flowd_egress(ctx: TcContext) -> i32 {
         start: ctx.data(),
         end: ctx.data_end(),
     };
-    account(
+    account::<false>(
         &frame,
         &Packet {
             ifindex,

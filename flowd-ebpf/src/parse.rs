@@ -108,8 +108,17 @@ const MAX_MPLS_LABELS: usize = 4;
 /// Parses one frame. Fills `key` (which the caller zeroed) except ifindex and
 /// direction, and returns the outcome counter index. The key is meaningful
 /// only for the flow outcomes (`OUT_FLOW`, fragments, `OUT_L4_TRUNCATED`).
+///
+/// `INLINE_IP`: the IP parsers inline (about 11 ns less per packet) or as a
+/// BPF-to-BPF call. XDP inlines them; TC calls them, because inlined the
+/// verifier walks ~800k instructions for the TC program (of its 1M limit),
+/// against ~300k called.
 #[inline(always)]
-pub(crate) fn parse(f: &Frame, key: &mut FlowKey, info: &mut L4Info) -> usize {
+pub(crate) fn parse<const INLINE_IP: bool>(
+    f: &Frame,
+    key: &mut FlowKey,
+    info: &mut L4Info,
+) -> usize {
     let Some(mut ethertype) = f.u16_at(12) else {
         return counter::OUT_TRUNCATED;
     };
@@ -154,6 +163,16 @@ pub(crate) fn parse(f: &Frame, key: &mut FlowKey, info: &mut L4Info) -> usize {
         ETH_P_LLDP => return counter::OUT_NON_IP_LLDP,
         _ => return counter::OUT_NON_IP_OTHER,
     };
+    if INLINE_IP {
+        parse_ip(f, family, off, key, info)
+    } else {
+        parse_ip_call(f, family, off, key, info)
+    }
+}
+
+/// [`parse_ip`] as a subprogram of its own.
+#[inline(never)]
+fn parse_ip_call(f: &Frame, family: u8, off: usize, key: &mut FlowKey, info: &mut L4Info) -> usize {
     parse_ip(f, family, off, key, info)
 }
 

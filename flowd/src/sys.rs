@@ -401,3 +401,19 @@ pub fn jiffy_clock() -> io::Result<Option<JiffyClock>> {
         base_ns: last.0.wrapping_mul(tick_ns).wrapping_sub(last.1),
     }))
 }
+
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+
+/// What the verifier did with a loaded program: (instructions after
+/// verification, instructions it processed). The kernel rejects a program
+/// whose processed count reaches 1,000,000.
+pub fn prog_verifier_work(prog: std::os::fd::BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    use std::os::fd::AsRawFd as _;
+    let mut info = [0u64; 28];
+    let mut attr = Attr::default();
+    attr.words[0] = prog.as_raw_fd() as u64 | ((size_of_val(&info) as u64) << 32);
+    attr.words[1] = info.as_mut_ptr() as u64;
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    // struct bpf_prog_info: xlated_prog_len at byte 20, verified_insns at byte 216.
+    Ok(((info[2] >> 32) / 8, info[27] & 0xffff_ffff))
+}

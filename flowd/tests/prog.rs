@@ -1381,3 +1381,35 @@ fn full_map_overflows_into_exact_counters() {
     );
     assert_eq!(h.ingress().c[OVERFLOW_PACKETS], overflow);
 }
+
+/// Every program stays far from the verifier's limit of 1,000,000 processed
+/// instructions: a kernel whose verifier explores a little more must still
+/// load flowd. (The limit is the kernel's BPF_COMPLEXITY_LIMIT_INSNS.)
+#[test]
+fn verifier_work_stays_far_from_the_limit() {
+    use flowd::loader::{Datapath, Programs};
+    const BUDGET: u64 = 500_000;
+    let dp = Datapath::load_programs(
+        1024,
+        Programs {
+            ingress: true,
+            egress: true,
+            replay: true,
+        },
+    )
+    .expect("loading every program (needs root)");
+    let work = [
+        ("flowd_ingress", dp.ingress_fd().unwrap()),
+        ("flowd_egress", dp.egress_fd().unwrap()),
+        ("flowd_replay", dp.replay_fd().unwrap()),
+    ]
+    .map(|(name, fd)| (name, flowd::sys::prog_verifier_work(fd).unwrap()));
+    eprintln!("(instructions, processed by the verifier): {work:?}");
+    for (name, (insns, processed)) in work {
+        assert!(insns > 100, "{name}: {insns} instructions?");
+        assert!(
+            processed < BUDGET,
+            "{name}: the verifier processed {processed} instructions, over the budget of {BUDGET} (limit 1,000,000)"
+        );
+    }
+}

@@ -193,13 +193,7 @@ const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 /// The size of a loaded program: (xlated instructions, instructions the
 /// verifier processed).
 pub(super) fn prog_sizes(prog: BorrowedFd<'_>) -> anyhow::Result<(u64, u64)> {
-    let mut info = [0u64; 28];
-    let mut attr = Attr::default();
-    attr.words[0] = prog.as_raw_fd() as u64 | ((size_of_val(&info) as u64) << 32);
-    attr.words[1] = info.as_mut_ptr() as u64;
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).context("BPF_OBJ_GET_INFO_BY_FD")?;
-    // xlated_prog_len at byte 20, verified_insns at byte 216.
-    Ok(((info[2] >> 32) / 8, info[27] & 0xffff_ffff))
+    crate::sys::prog_verifier_work(prog).context("BPF_OBJ_GET_INFO_BY_FD")
 }
 
 /// `kernel.bpf_stats_enabled = 1` while it lives; the old value is written
