@@ -407,7 +407,7 @@ const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 /// What the verifier did with a loaded program: (instructions after
 /// verification, instructions it processed). The kernel rejects a program
 /// whose processed count reaches 1,000,000.
-pub fn prog_verifier_work(prog: std::os::fd::BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+pub fn prog_verifier_work(prog: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
     use std::os::fd::AsRawFd as _;
     let mut info = [0u64; 28];
     let mut attr = Attr::default();
