@@ -408,7 +408,6 @@ const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 /// verification, instructions it processed). The kernel rejects a program
 /// whose processed count reaches 1,000,000.
 pub fn prog_verifier_work(prog: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
-    use std::os::fd::AsRawFd as _;
     let mut info = [0u64; 28];
     let mut attr = Attr::default();
     attr.words[0] = prog.as_raw_fd() as u64 | ((size_of_val(&info) as u64) << 32);
