@@ -8,11 +8,10 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use flowd_tests::{Flowd, Link, Netns, ping, send_udp_on};
-use serde_json::Value;
+use flowd_tests::{Flowd, Link, Netns, ping, read_records, send_udp_on};
 
 /// nfcapd in a namespace, stopped (SIGTERM, which flushes its file) on drop.
 struct Nfcapd {
@@ -42,17 +41,7 @@ impl Nfcapd {
         let Some(mut child) = self.child.take() else {
             return String::new();
         };
-        // SAFETY: signalling the child we spawned, by its PID.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !matches!(child.try_wait(), Ok(Some(_))) {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
+        flowd_tests::stop_child(&mut child, 10);
         let mut err = String::new();
         if let Some(mut e) = child.stderr.take() {
             let _ = std::io::Read::read_to_string(&mut e, &mut err);
@@ -100,14 +89,6 @@ impl Drop for Nfcapd {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn read_records(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
-        .collect()
 }
 
 #[test]

@@ -167,17 +167,7 @@ impl Prometheus {
 impl Drop for Prometheus {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            // SAFETY: signalling the child we spawned, by its PID.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !matches!(child.try_wait(), Ok(Some(_))) {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                thread::sleep(Duration::from_millis(50));
-            }
+            flowd_tests::stop_child(&mut child, 10);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }

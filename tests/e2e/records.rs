@@ -7,8 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flowd_tests::{Flowd, Link, send_udp_on};
-use serde_json::Value;
+use flowd_tests::{Flowd, Link, read_records, send_udp_on};
 
 const KEYS: [&str; 16] = [
     "start",
@@ -28,14 +27,6 @@ const KEYS: [&str; 16] = [
     "first_seen_ns",
     "last_seen_ns",
 ];
-
-fn read_records(path: &std::path::Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
-        .collect()
-}
 
 #[test]
 fn idle_and_forced_records_with_rotation_on_sighup() {

@@ -718,3 +718,28 @@ pub fn find_flows<'a>(
         })
         .collect()
 }
+
+/// Stops a child process this test spawned: SIGTERM by its PID, then
+/// SIGKILL if it has not exited within `secs`.
+pub fn stop_child(child: &mut Child, secs: u64) {
+    // SAFETY: signalling the child we spawned, by its PID.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !matches!(child.try_wait(), Ok(Some(_))) {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Flow records of a JSON-lines file (none if it does not exist yet).
+pub fn read_records(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
