@@ -78,6 +78,10 @@ pub struct ReplayArgs {
     /// Seconds a closed TCP connection stays before its record ends.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3_600))]
     pub tcp_close_grace: u64,
+    /// Also send the flow records to an IPFIX collector (IP:port, UDP), as
+    /// `flowd run --ipfix` does for live flows.
+    #[arg(long, value_name = "ADDR")]
+    pub ipfix: Option<std::net::SocketAddr>,
 }
 
 /// How `flowd replay` prints its flows.
@@ -1288,9 +1292,41 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing the metrics to {}", path.display()))?;
     }
     eprintln!("{}", replay.summary());
+    if let Some(addr) = args.ipfix {
+        send_ipfix(addr, &replay.ended)?;
+    }
     match replay.error.take() {
         Some(e) => Err(e.into()),
         None => Ok(()),
+    }
+}
+
+/// Sends a replay's records to an IPFIX collector, in chunks with a short
+/// pause between them so a collector's socket buffer keeps up.
+fn send_ipfix(addr: std::net::SocketAddr, ended: &[Ended]) -> anyhow::Result<()> {
+    use crate::export::ipfix::IpfixExporter;
+    const CHUNK: usize = 256;
+    let mut x = IpfixExporter::connect(addr, 1, Duration::from_secs(60), 1400)?;
+    let now_s = (crate::clock::realtime_ns() / 1_000_000_000) as u32;
+    let mut first_err = None;
+    for chunk in ended.chunks(CHUNK) {
+        if let Err(e) = x.export(chunk, now_s) {
+            first_err.get_or_insert(e);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let st = x.stats;
+    eprintln!(
+        "IPFIX: {} records in {} messages to {addr}",
+        st.records, st.messages
+    );
+    match first_err {
+        None => Ok(()),
+        Some(e) => anyhow::bail!(
+            "IPFIX: {} of {} records could not be sent to {addr}: {e}",
+            st.records_dropped,
+            ended.len()
+        ),
     }
 }
 

@@ -4,6 +4,7 @@
 //! and bytes.
 
 use std::{
+    collections::{BTreeMap, HashMap},
     net::{IpAddr, SocketAddr, UdpSocket},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -12,6 +13,7 @@ use std::{
 };
 
 use flowd_tests::{Flowd, Link, Netns, ping, read_records, send_udp_on};
+use serde_json::Value;
 
 /// nfcapd in a namespace, stopped (SIGTERM, which flushes its file) on drop.
 struct Nfcapd {
@@ -50,7 +52,7 @@ impl Nfcapd {
     }
 
     /// Every flow in the files nfcapd wrote: nfdump's CSV rows by header name.
-    fn flows(&self) -> Vec<std::collections::HashMap<String, String>> {
+    fn flows(&self) -> Vec<HashMap<String, String>> {
         let out = Command::new("nfdump")
             .arg("-R")
             .arg(&self.dir)
@@ -213,6 +215,89 @@ fn nfdump_reads_back_every_record_flowd_wrote() {
     assert_eq!(
         (udp6["packets"].as_u64(), udp6["bytes"].as_u64()),
         (Some(7), Some(7 * 1000))
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Flow records by 5-tuple as nfdump prints them: sorted (packets, bytes) of each.
+type Tuple = (Option<IpAddr>, Option<IpAddr>, String, String, String);
+
+fn by_tuple_json(records: &[Value]) -> BTreeMap<Tuple, Vec<(String, String)>> {
+    let mut m: BTreeMap<Tuple, Vec<(String, String)>> = BTreeMap::new();
+    for r in records {
+        let ip = |v: &Value| v.as_str().and_then(|s| s.parse().ok());
+        m.entry((
+            ip(&r["src"]),
+            ip(&r["dst"]),
+            r["sport"].to_string(),
+            r["dport"].to_string(),
+            proto_name(r["proto"].as_u64().unwrap()).to_owned(),
+        ))
+        .or_default()
+        .push((r["packets"].to_string(), r["bytes"].to_string()));
+    }
+    m.values_mut().for_each(|v| v.sort());
+    m
+}
+
+fn by_tuple_nfdump(rows: &[HashMap<String, String>]) -> BTreeMap<Tuple, Vec<(String, String)>> {
+    let mut m: BTreeMap<Tuple, Vec<(String, String)>> = BTreeMap::new();
+    for x in rows {
+        m.entry((
+            x["sa"].parse().ok(),
+            x["da"].parse().ok(),
+            x["sp"].clone(),
+            x["dp"].clone(),
+            x["pr"].clone(),
+        ))
+        .or_default()
+        .push((x["ipkt"].clone(), x["ibyt"].clone()));
+    }
+    m.values_mut().for_each(|v| v.sort());
+    m
+}
+
+#[test]
+fn replay_sends_a_captures_records_to_nfdump() {
+    let capture = flowd_tests::shared_dir().join("pcaps/web/wikipedia.pcap");
+    assert!(
+        capture.is_file(),
+        "{} missing (set FLOWD_SHARED)",
+        capture.display()
+    );
+    let dir = std::env::temp_dir().join(format!("flowd-ipfix-{}", flowd_tests::unique_tag()));
+    let capd = dir.join("nfcapd");
+    std::fs::create_dir_all(&capd).unwrap();
+    let link = Link::new();
+    let mut nfcapd = Nfcapd::start(&link.b, &link.ip_b, 4740, &capd);
+    thread::sleep(Duration::from_millis(300)); // nfcapd binds
+    let out = Command::new("ip")
+        .args(["netns", "exec", &link.b.name])
+        .arg(flowd_tests::flowd_bin())
+        .arg("replay")
+        .arg(&capture)
+        .args(["--ipfix", &format!("{}:4740", link.ip_b)])
+        .env("FLOWD_LOG", "error")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    thread::sleep(Duration::from_millis(300));
+    let capd_err = nfcapd.stop();
+    let records: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(records.len() > 10, "{err}");
+    assert!(
+        err.contains(&format!("IPFIX: {} records in", records.len())),
+        "{err}"
+    );
+    let rows = nfcapd.flows();
+    assert_eq!(
+        by_tuple_nfdump(&rows),
+        by_tuple_json(&records),
+        "nfdump's flows equal the replay's records\nnfcapd: {capd_err}\nflowd: {err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -4,7 +4,7 @@
 
 use std::{
     collections::BTreeMap,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Command,
     thread,
     time::{Duration, Instant},
@@ -14,10 +14,7 @@ use flowd_tests::{Flowd, Link, api_flows, flowd_bin};
 use serde_json::Value;
 
 fn shared() -> PathBuf {
-    match std::env::var_os("FLOWD_SHARED") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
-    }
+    flowd_tests::shared_dir()
 }
 
 type Key = (u64, u64, String, String, u64, u64);

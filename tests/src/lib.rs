@@ -743,3 +743,11 @@ pub fn read_records(path: &std::path::Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
         .collect()
 }
+
+/// The shared captures' directory (`FLOWD_SHARED`, or `shared/` beside the clone).
+pub fn shared_dir() -> PathBuf {
+    match std::env::var_os("FLOWD_SHARED") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
+    }
+}
