@@ -469,12 +469,8 @@ impl Shared {
         let Some(sink) = sink.as_mut() else {
             return;
         };
-        let records: Vec<Value> = ended
-            .iter()
-            .map(|e| record::ended_json(e, &self.device(e.flow.key.ifindex)))
-            .collect();
-        if let Err(e) = sink.write(&records) {
-            error!(error = %e, records = records.len(), "writing flow records failed");
+        if let Err(e) = sink.write_ended(ended, &devices) {
+            error!(error = %e, records = ended.len(), "writing flow records failed");
         }
     }
 
