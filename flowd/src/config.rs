@@ -565,6 +565,29 @@ mod tests {
     }
 
     #[test]
+    fn ipfix_section_is_checked() {
+        let c = Config::parse("[ipfix]\ncollector = \"[fd00::9]:4739\"", "f.toml").unwrap();
+        assert_eq!(c.ipfix.collector, "[fd00::9]:4739");
+        let err = |text: &str| Config::parse(text, "f.toml").unwrap_err().to_string();
+        let e = err("[ipfix]\ncollector = \"collector.example:4739\"");
+        assert!(
+            e.contains("`ipfix.collector`") && e.contains("IP address and UDP port"),
+            "{e}"
+        );
+        let e = err("[ipfix]\ncollector = \"198.18.0.9:4739\"\nmax_message_bytes = 100");
+        assert_eq!(
+            e,
+            "f.toml: key `ipfix.max_message_bytes`: value 100 is not accepted; accepted: 256 to 65000"
+        );
+        let e = err("[ipfix]\ntemplate_refresh_s = 0");
+        assert!(
+            e.contains("`ipfix.template_refresh_s`") && e.contains("1 to 86400"),
+            "{e}"
+        );
+        assert!(err("[ipfix]\nport = 4739").contains("port"));
+    }
+
+    #[test]
     fn metrics_and_scan_sections() {
         let c = Config::parse(
             "[metrics]\ntop_flows = 5\nseries_budget = 500\n[[metrics.services]]\nname = \"game\"\nports = [27015]\n[[metrics.peer_groups]]\nname = \"office\"\ncidrs = [\"10.1.0.0/16\"]\n[scan]\nports = 20\n",

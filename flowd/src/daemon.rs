@@ -147,35 +147,39 @@ impl Shared {
         self.ready.load(Ordering::Relaxed)
     }
 
+    /// Every interface seen in this run, attached or gone, with its exact
+    /// totals; and the flow map capacity.
+    fn interfaces(&self) -> (Vec<IfaceSnapshot>, u64) {
+        let speeds = lock(&self.config).interface_speeds.clone();
+        let dp = lock(&self.dp);
+        let mut ifaces = Vec::new();
+        for (name, slot) in dp.slots() {
+            let attached = dp.interfaces.values().find(|a| &a.name == name);
+            let rx = dp.totals(*slot, DIR_INGRESS).unwrap_or_else(|e| {
+                warn!(iface = name, error = %e, "reading totals failed");
+                IfaceCounters::default()
+            });
+            let tx = dp.totals(*slot, DIR_EGRESS).unwrap_or_default();
+            ifaces.push(IfaceSnapshot {
+                device: name.clone(),
+                rx,
+                tx,
+                xdp_mode: attached
+                    .filter(|a| a.xdp_attached())
+                    .map(|a| a.xdp_mode.as_str()),
+                tc_attached: attached.is_some_and(|a| a.tc_attached()),
+                speed_bps: speeds
+                    .get(name)
+                    .copied()
+                    .or_else(|| interfaces::speed_bps(name)),
+            });
+        }
+        (ifaces, u64::from(dp.capacity()))
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let mut s = Snapshot::default();
-        let speeds = lock(&self.config).interface_speeds.clone();
-        {
-            let dp = lock(&self.dp);
-            s.flow_map_capacity = u64::from(dp.capacity());
-            // Every interface seen in this run, attached or gone.
-            for (name, slot) in dp.slots() {
-                let attached = dp.interfaces.values().find(|a| &a.name == name);
-                let rx = dp.totals(*slot, DIR_INGRESS).unwrap_or_else(|e| {
-                    warn!(iface = name, error = %e, "reading totals failed");
-                    IfaceCounters::default()
-                });
-                let tx = dp.totals(*slot, DIR_EGRESS).unwrap_or_default();
-                s.ifaces.push(IfaceSnapshot {
-                    device: name.clone(),
-                    rx,
-                    tx,
-                    xdp_mode: attached
-                        .filter(|a| a.xdp_attached())
-                        .map(|a| a.xdp_mode.as_str()),
-                    tc_attached: attached.is_some_and(|a| a.tc_attached()),
-                    speed_bps: speeds
-                        .get(name)
-                        .copied()
-                        .or_else(|| interfaces::speed_bps(name)),
-                });
-            }
-        }
+        (s.ifaces, s.flow_map_capacity) = self.interfaces();
         {
             let table = lock(&self.table);
             s.flows_active = table.len() as u64;
@@ -274,9 +278,9 @@ impl Shared {
                 })
             })
             .collect();
-        let s = self.snapshot();
-        let interfaces: Vec<Value> = s
-            .ifaces
+        let (ifaces, _) = self.interfaces();
+        let flows_active = lock(&self.table).len() as u64;
+        let interfaces: Vec<Value> = ifaces
             .iter()
             .map(|i| {
                 serde_json::json!({
@@ -295,7 +299,7 @@ impl Shared {
             "drains": w.drains,
             "max_flows_per_drain": w.max_flows_per_drain,
             "flows_kept_per_drain": recent::PER_DRAIN,
-            "flows_active": s.flows_active,
+            "flows_active": flows_active,
             "flows": flows,
             "interfaces": interfaces,
         })

@@ -1301,33 +1301,24 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Sends a replay's records to an IPFIX collector, in chunks with a short
-/// pause between them so a collector's socket buffer keeps up.
+/// Sends a replay's records to an IPFIX collector (paced by the exporter).
 fn send_ipfix(addr: std::net::SocketAddr, ended: &[Ended]) -> anyhow::Result<()> {
     use crate::export::ipfix::IpfixExporter;
-    const CHUNK: usize = 256;
     let mut x = IpfixExporter::connect(addr, 1, Duration::from_secs(60), 1400)?;
     let now_s = (crate::clock::realtime_ns() / 1_000_000_000) as u32;
-    let mut first_err = None;
-    for chunk in ended.chunks(CHUNK) {
-        if let Err(e) = x.export(chunk, now_s) {
-            first_err.get_or_insert(e);
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let sent = x.export(ended, now_s);
     let st = x.stats;
     eprintln!(
         "IPFIX: {} records in {} messages to {addr}",
         st.records, st.messages
     );
-    match first_err {
-        None => Ok(()),
-        Some(e) => anyhow::bail!(
-            "IPFIX: {} of {} records could not be sent to {addr}: {e}",
+    sent.with_context(|| {
+        format!(
+            "IPFIX: {} of {} records could not be sent to {addr}",
             st.records_dropped,
             ended.len()
-        ),
-    }
+        )
+    })
 }
 
 #[cfg(test)]
