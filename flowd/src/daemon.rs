@@ -690,6 +690,13 @@ pub fn run(source: ConfigSource) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    // The handlers exist before READY=1: a SIGHUP (`systemctl reload`) or
+    // SIGTERM that arrives early is handled, never the default action,
+    // which for SIGHUP would end the daemon.
+    let signals = {
+        let _rt = rt.enter();
+        Signals::install()?
+    };
     let tls = rt.block_on(crate::web::tls(&cfg.web))?;
 
     let agg_cfg = cfg.aggregates("configuration")?;
@@ -779,8 +786,9 @@ pub fn run(source: ConfigSource) -> Result<()> {
 
     let served = rt.block_on(async {
         let app = server::router(Arc::clone(&shared));
-        tokio::spawn(on_sighup(Arc::clone(&shared), source.clone()));
-        crate::web::serve(listener, app, &cfg.web, tls, shutdown_signal()).await
+        let Signals { hup, term, int } = signals;
+        tokio::spawn(on_sighup(hup, Arc::clone(&shared), source.clone()));
+        crate::web::serve(listener, app, &cfg.web, tls, shutdown_signal(term, int)).await
     });
 
     notify::notify("STOPPING=1");
@@ -806,12 +814,32 @@ pub fn run(source: ConfigSource) -> Result<()> {
     Ok(())
 }
 
-async fn on_sighup(shared: Arc<Shared>, source: ConfigSource) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        warn!("cannot install the SIGHUP handler");
-        return;
-    };
+/// The daemon's signal streams, installed before it reports ready.
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Needs a runtime context (`Runtime::enter`).
+    fn install() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let ctx =
+            |name: &'static str| move |e| anyhow::anyhow!("cannot install the {name} handler: {e}");
+        Ok(Signals {
+            hup: signal(SignalKind::hangup()).map_err(ctx("SIGHUP"))?,
+            term: signal(SignalKind::terminate()).map_err(ctx("SIGTERM"))?,
+            int: signal(SignalKind::interrupt()).map_err(ctx("SIGINT"))?,
+        })
+    }
+}
+
+async fn on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    shared: Arc<Shared>,
+    source: ConfigSource,
+) {
     while hup.recv().await.is_some() {
         let shared = Arc::clone(&shared);
         let source = source.clone();
@@ -819,15 +847,10 @@ async fn on_sighup(shared: Arc<Shared>, source: ConfigSource) {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        warn!("cannot install signal handlers");
-        return std::future::pending().await;
-    };
+async fn shutdown_signal(
+    mut term: tokio::signal::unix::Signal,
+    mut int: tokio::signal::unix::Signal,
+) {
     tokio::select! {
         _ = term.recv() => info!("SIGTERM: shutting down"),
         _ = int.recv() => info!("SIGINT: shutting down"),
