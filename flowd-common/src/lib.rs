@@ -11,7 +11,7 @@ use core::mem::size_of;
 
 /// Layout version of every map below. Bump it whenever a map's key or value
 /// layout changes: pinned maps from another version are reset, not reused.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Names of the maps in the eBPF object (also their pin names in bpffs).
 pub mod maps {
@@ -27,8 +27,9 @@ pub mod maps {
     pub const RTT_RECENT: &str = "RTT_RECENT";
     pub const TCP_SEQ_0: &str = "TCP_SEQ_0";
     pub const TCP_SEQ_1: &str = "TCP_SEQ_1";
+    pub const GEN_INSERTS: &str = "GEN_INSERTS";
     /// Every map, in a stable order.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         FLOWS_0,
         FLOWS_1,
         FRAGS,
@@ -41,6 +42,7 @@ pub mod maps {
         RTT_RECENT,
         TCP_SEQ_0,
         TCP_SEQ_1,
+        GEN_INSERTS,
     ];
 }
 

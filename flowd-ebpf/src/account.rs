@@ -19,8 +19,8 @@ use flowd_common::{
 
 use crate::{
     maps::{
-        CONTROL, FLOWS_0, FLOWS_1, IFACE_SLOTS, IFACE_SLOTS_BIG, RTT_EVENTS, RTT_PENDING,
-        RTT_RECENT, TCP_SEQ_0, TCP_SEQ_1, TOTALS,
+        CONTROL, FLOWS_0, FLOWS_1, GEN_INSERTS, IFACE_SLOTS, IFACE_SLOTS_BIG, RTT_EVENTS,
+        RTT_PENDING, RTT_RECENT, TCP_SEQ_0, TCP_SEQ_1, TOTALS,
     },
     parse::{Frame, L4Info, parse},
 };
@@ -119,9 +119,9 @@ pub(crate) fn account<const INLINE_IP: bool>(f: &Frame, pkt: &Packet) {
     };
     // One call site per map, so the verifier can inline each map's lookup.
     let (v, prev_ts) = if ctl.active_gen == 0 {
-        update_flow(&FLOWS_0, key, info, packets, bytes, &clock, totals)
+        update_flow(&FLOWS_0, 0, key, info, packets, bytes, &clock, totals)
     } else {
-        update_flow(&FLOWS_1, key, info, packets, bytes, &clock, totals)
+        update_flow(&FLOWS_1, 1, key, info, packets, bytes, &clock, totals)
     };
     if clock.rtt && info.tcp_full {
         rtt(key, info, v, prev_ts, pkt, &clock, totals);
@@ -286,6 +286,7 @@ fn slot_of(ifindex: u32) -> u32 {
 #[inline(always)]
 fn update_flow(
     flows: &HashMap<FlowKey, FlowStats>,
+    generation: u32,
     key: &FlowKey,
     info: &L4Info,
     packets: u64,
@@ -332,7 +333,13 @@ fn update_flow(
     // Our own stack copy: plain adds, no locked instructions.
     add_to::<false>(new, info, packets, bytes, t);
     let v = match flows.insert(key, &*new, BPF_NOEXIST as u64) {
-        Ok(()) => None,
+        Ok(()) => {
+            if let Some(n) = GEN_INSERTS.get_ptr_mut(generation) {
+                // SAFETY: this CPU's u64 in a per-CPU array (no sharing).
+                unsafe { *n += 1 };
+            }
+            None
+        }
         Err(e) if e == -EEXIST => {
             // Another CPU inserted this flow between our lookup and insert.
             totals.c[counter::INSERT_RACE] += 1;

@@ -67,3 +67,9 @@ pub(crate) static RTT_EVENTS: RingBuf = RingBuf::with_byte_size(RTT_EVENTS_BYTES
 pub(crate) static TCP_SEQ_0: Array<SeqBucket> = Array::with_max_entries(SEQ_BUCKETS, 0);
 #[map]
 pub(crate) static TCP_SEQ_1: Array<SeqBucket> = Array::with_max_entries(SEQ_BUCKETS, 0);
+
+/// Per CPU, flows inserted into each generation map since the daemon last
+/// drained it (index = generation): its fill, so the daemon can drain a
+/// generation before it is full. The daemon zeroes an entry after draining.
+#[map]
+pub(crate) static GEN_INSERTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);

@@ -54,6 +54,11 @@ pub struct Config {
     pub drain_interval_ms: u64,
     /// Flows per generation map in the kernel (1..=16777216).
     pub flow_capacity: u32,
+    /// Drain early once the generation being written holds this percentage
+    /// of `flow_capacity` (checked every 20 ms), so a burst of new flows
+    /// (a SYN flood, a scan) is drained before the map fills; 0 turns it
+    /// off (drain only every `drain_interval_ms`). 0..=100.
+    pub drain_at_fill_percent: u8,
     /// `auto` (native, else generic), `native` or `generic`.
     pub xdp_mode: String,
     /// Ended flow records as JSON lines: a file path, `-` for stdout, empty for none.
@@ -202,6 +207,7 @@ impl Default for Config {
             listen: "127.0.0.1:29391".into(),
             drain_interval_ms: 1000,
             flow_capacity: flowd_common::DEFAULT_FLOW_CAPACITY,
+            drain_at_fill_percent: 50,
             xdp_mode: "auto".into(),
             records: String::new(),
             pin_path: "/sys/fs/bpf/flowd".into(),
@@ -278,6 +284,13 @@ impl Config {
                 "flow_capacity",
                 self.flow_capacity.to_string(),
                 "1 to 16777216",
+            ));
+        }
+        if self.drain_at_fill_percent > 100 {
+            return Err(bad(
+                "drain_at_fill_percent",
+                self.drain_at_fill_percent.to_string(),
+                "0 (off) to 100",
             ));
         }
         if parse_xdp_mode(&self.xdp_mode).is_none() {

@@ -46,6 +46,7 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub drain_interval_ms: Option<u64>,
     pub flow_capacity: Option<u32>,
+    pub drain_at_fill_percent: Option<u8>,
     pub xdp_mode: Option<String>,
     pub idle_timeout_s: Option<u64>,
     pub active_timeout_s: Option<u64>,
@@ -69,6 +70,7 @@ impl Overrides {
             )*};
         }
         set!(listen => listen, drain_interval_ms => drain_interval_ms, flow_capacity => flow_capacity,
+            drain_at_fill_percent => drain_at_fill_percent,
             xdp_mode => xdp_mode, records => records, pin_path => pin_path, ipfix => ipfix.collector,
             idle_timeout_s => flow_table.idle_timeout_s, active_timeout_s => flow_table.active_timeout_s,
             tcp_close_grace_s => flow_table.tcp_close_grace_s, max_flows => flow_table.max_flows);
@@ -102,6 +104,10 @@ impl ConfigSource {
 #[derive(Debug, Clone)]
 struct DrainStats {
     drains: u64,
+    /// Drains started before the interval because the map was filling.
+    early: u64,
+    /// Entries in the generation being written, at the last check.
+    fill: u64,
     entries: u64,
     last_entries: u64,
     errors: u64,
@@ -112,6 +118,8 @@ impl Default for DrainStats {
     fn default() -> Self {
         Self {
             drains: 0,
+            early: 0,
+            fill: 0,
             entries: 0,
             last_entries: 0,
             errors: 0,
@@ -201,6 +209,8 @@ impl Shared {
         s.groups = lock(&self.agg).snapshot();
         s.top_tcp = self.top_tcp(&s.groups);
         s.drains = d.drains;
+        s.drains_early = d.early;
+        s.flow_map_fill = d.fill;
         s.drained_entries = d.entries;
         s.last_drain_entries = d.last_entries;
         s.drain_errors = d.errors;
@@ -362,6 +372,24 @@ impl Shared {
         self.finish(r.map(|_| absorbed), false);
         self.absorb_rtt(&samples);
         release_freed_memory();
+    }
+
+    /// Whether the generation the programs write to has reached
+    /// `drain_at_fill_percent` of its capacity (and records its fill).
+    fn filling(&self) -> bool {
+        let percent = lock(&self.config).drain_at_fill_percent;
+        let (fill, capacity) = {
+            let dp = lock(&self.dp);
+            match dp.active_inserts() {
+                Ok(n) => (n, u64::from(dp.capacity())),
+                Err(e) => {
+                    warn!(error = %e, "reading the flow map's fill failed");
+                    return false;
+                }
+            }
+        };
+        lock(&self.drain).fill = fill;
+        percent > 0 && fill * 100 >= capacity * u64::from(percent)
     }
 
     /// RTT samples to their flows (after the drain, so new flows exist)
@@ -652,6 +680,9 @@ impl Shared {
     }
 }
 
+/// How often the drain loop reads the flow map's fill.
+const FILL_CHECK: Duration = Duration::from_millis(20);
+
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(source: ConfigSource) -> Result<()> {
     map_large_allocations();
@@ -758,6 +789,7 @@ pub fn run(source: ConfigSource) -> Result<()> {
             let mut next = Instant::now();
             let mut next_scan = Instant::now() + Duration::from_secs(1);
             let mut next_ping = Instant::now();
+            let mut next_fill = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 let now = Instant::now();
                 if let Some(w) = watchdog
@@ -770,8 +802,20 @@ pub fn run(source: ConfigSource) -> Result<()> {
                     shared.reconcile();
                     next_scan = now + Duration::from_secs(1);
                 }
+                if now >= next_fill {
+                    next_fill = now + FILL_CHECK;
+                    if shared.filling() {
+                        lock(&shared.drain).early += 1;
+                        shared.drain_once();
+                        continue;
+                    }
+                }
                 if now < next {
-                    thread::sleep((next - now).min(Duration::from_millis(50)));
+                    thread::sleep(
+                        (next - now)
+                            .min(next_fill - now)
+                            .min(Duration::from_millis(50)),
+                    );
                     continue;
                 }
                 let interval = lock(&shared.config).drain_interval();

@@ -760,7 +760,49 @@ impl Datapath {
             sink(k, v);
         })?;
         self.carry_seq(seq_now)?;
+        self.reset_inserts(old)?;
         Ok(n)
+    }
+
+    /// Flows the programs inserted into the generation they write to since
+    /// it was last drained: how full it is (summed over CPUs).
+    pub fn active_inserts(&self) -> Result<u64, LoadError> {
+        let map = self
+            .ebpf
+            .map(maps::GEN_INSERTS)
+            .ok_or(LoadError::MissingMap(maps::GEN_INSERTS))?;
+        let counts: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map).map_err(|source| LoadError::Map {
+                map: maps::GEN_INSERTS,
+                source,
+            })?;
+        let per_cpu = counts
+            .get(&self.active_gen, 0)
+            .map_err(|source| LoadError::Map {
+                map: maps::GEN_INSERTS,
+                source,
+            })?;
+        Ok(per_cpu.iter().fold(0u64, |a, b| a.wrapping_add(*b)))
+    }
+
+    /// Zeroes a drained generation's insert count (after the wait in
+    /// `drain`, no program can still add to it).
+    fn reset_inserts(&mut self, generation: u32) -> Result<(), LoadError> {
+        let mut counts: PerCpuArray<&mut MapData, u64> =
+            typed_map(&mut self.ebpf, maps::GEN_INSERTS)?;
+        let err = |call: &'static str, io_error| LoadError::Map {
+            map: maps::GEN_INSERTS,
+            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError { call, io_error }),
+        };
+        let cpus = sys::possible_cpus().map_err(|e| err("nr_cpus", e))?;
+        let zeros = aya::maps::PerCpuValues::try_from(vec![0u64; cpus])
+            .map_err(|e| err("per-cpu values", e))?;
+        counts
+            .set(generation, zeros, 0)
+            .map_err(|source| LoadError::Map {
+                map: maps::GEN_INSERTS,
+                source,
+            })
     }
 
     /// Carries each TCP flow's sequence state into the next generation:

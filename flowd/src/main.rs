@@ -46,6 +46,10 @@ struct RunArgs {
     /// Flows per generation map, 1 to 16777216 [default: 65536].
     #[arg(long)]
     flow_capacity: Option<u32>,
+    /// Drain early when the kernel's flow map is this full, in percent;
+    /// 0 drains only every interval [default: 50].
+    #[arg(long)]
+    drain_at_fill_percent: Option<u8>,
     /// XDP attach mode [default: auto].
     #[arg(long, value_enum)]
     xdp_mode: Option<XdpModeArg>,
@@ -119,6 +123,7 @@ fn source(a: RunArgs) -> ConfigSource {
             listen: a.listen,
             drain_interval_ms: a.drain_interval_ms,
             flow_capacity: a.flow_capacity,
+            drain_at_fill_percent: a.drain_at_fill_percent,
             xdp_mode: a.xdp_mode.map(|m| {
                 match m {
                     XdpModeArg::Auto => "auto",

@@ -413,6 +413,9 @@ impl Runner {
             },
         )?;
         dp.set_slot(TEST_RUN_IFINDEX, SLOT)?;
+        // A capture is all "ingress": no RTT sample could be paired, and
+        // nothing reads the RTT ring. The flow counters do not depend on it.
+        dp.set_rtt(false)?;
         // Fails here, not per frame, if the program is missing.
         if batched {
             dp.replay_fd()?;

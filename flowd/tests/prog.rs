@@ -1351,10 +1351,15 @@ fn full_map_overflows_into_exact_counters() {
             (OVERFLOW_BYTES, overflow_bytes),
         ]),
     );
+    // The fill the daemon reads for its early drain: successful inserts only.
+    assert_eq!(h.dp.active_inserts().unwrap(), u64::from(CAPACITY));
     // A full map still counts packets of flows it already holds.
     h.replay(&frame(0), 100, 5000);
+    assert_eq!(h.dp.active_inserts().unwrap(), u64::from(CAPACITY));
     let flows = h.drain();
     assert_eq!(flows.len(), CAPACITY as usize);
+    // The new generation starts empty.
+    assert_eq!(h.dp.active_inserts().unwrap(), 0);
     let mut expected: Vec<_> = (0..CAPACITY as u64)
         .map(|i| {
             (
@@ -1380,6 +1385,11 @@ fn full_map_overflows_into_exact_counters() {
         &[(key4(P_UDP, 10_999, 53), stats(1, 10, 6000, 6000))],
     );
     assert_eq!(h.ingress().c[OVERFLOW_PACKETS], overflow);
+    // Both generations were drained and zeroed: back to the first, empty.
+    h.replay(&frame(1), 10, 7000);
+    assert_eq!(h.dp.active_inserts().unwrap(), 1);
+    h.drain();
+    assert_eq!(h.dp.active_inserts().unwrap(), 0);
 }
 
 /// Every program stays far from the verifier's limit of 1,000,000 processed

@@ -49,7 +49,8 @@
 //! - Flow table: `flowd_flows_active`, `flowd_flows_max`,
 //!   `flowd_flows_started_total`, `flowd_flows_ended_total{reason}`.
 //! - Self: `flowd_program_attached{device,hook,mode}`,
-//!   `flowd_flow_map_capacity_entries`, `flowd_drains_total`,
+//!   `flowd_flow_map_capacity_entries`, `flowd_flow_map_fill_entries`,
+//!   `flowd_drains_total`, `flowd_drains_early_total`,
 //!   `flowd_drained_entries_total`, `flowd_last_drain_entries`,
 //!   `flowd_drain_duration_seconds` (histogram), `flowd_drain_errors_total`,
 //!   `flowd_build_info{version,abi}`, the standard `process_*` metrics.
@@ -107,6 +108,10 @@ pub struct Snapshot {
     pub flows_ended: Vec<(&'static str, u64)>,
     pub flow_map_capacity: u64,
     pub drains: u64,
+    /// Drains started early because the flow map reached the fill threshold.
+    pub drains_early: u64,
+    /// Entries in the generation map being written, at the last check.
+    pub flow_map_fill: u64,
     pub drained_entries: u64,
     pub last_drain_entries: u64,
     pub drain_errors: u64,
@@ -628,6 +633,16 @@ fn fixed_families(s: &Snapshot) -> Vec<Family> {
         "flowd_drains",
         "Drains of the flow maps.",
         one(s.drains),
+    ));
+    out.push(Family::counter(
+        "flowd_drains_early",
+        "Drains started before the interval because the flow map being written reached drain_at_fill_percent of its capacity (a burst of new flows).",
+        one(s.drains_early),
+    ));
+    out.push(Family::gauge(
+        "flowd_flow_map_fill_entries",
+        "Flows in the kernel flow map being written (checked every 20 ms); at flowd_flow_map_capacity_entries new flows overflow.",
+        one(s.flow_map_fill),
     ));
     out.push(Family::counter(
         "flowd_drained_entries",
