@@ -1,7 +1,7 @@
 //! Part 8: new-flow storm. TCP SYNs with a random source port and random
 //! low 16 bits of the source address (198.18.0.0/16) per packet, as in a SYN
 //! flood, paced at rising rates from namespace `a` into the flowd daemon in
-//! `b` with its defaults (65,536 flows per generation, drain every second).
+//! `b` with its defaults (65,536 flows per generation, drain every second, early at 50 % fill).
 //! The frames carry a destination MAC nobody has, so `b`'s stack drops them
 //! right after XDP (no replies to the random sources). Per rate: are the
 //! totals exact, how much went into the overflow bucket instead of a flow.
@@ -25,6 +25,7 @@ struct Counters {
     map_full: f64,
     started: f64,
     drained: f64,
+    early: f64,
     active: f64,
 }
 
@@ -45,6 +46,7 @@ fn counters(d: &Daemon, dev: &str) -> anyhow::Result<Counters> {
         ),
         started: get("flowd_flows_started_total", &[]),
         drained: get("flowd_drained_entries_total", &[]),
+        early: get("flowd_drains_early_total", &[]),
         active: get("flowd_flows_active", &[]),
     })
 }
@@ -59,6 +61,7 @@ struct Row {
     map_full: f64,
     started: f64,
     drained: f64,
+    early: f64,
     cpu_ms: f64,
 }
 
@@ -89,6 +92,7 @@ pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
             map_full: c1.map_full - c0.map_full,
             started: c1.started - c0.started,
             drained: c1.drained - c0.drained,
+            early: c1.early - c0.early,
             cpu_ms: cpu1.saturating_sub(cpu0) as f64 / 1e6,
         });
     }
@@ -113,14 +117,14 @@ pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
     drop(daemon);
 
     println!(
-        "## 8. new-flow storm (random-source TCP SYNs, 60 B, {:.0} s per rate, paced in 1 ms slices; `flowd run` defaults: {} flows per generation, drain every 1 s)\n",
+        "## 8. new-flow storm (random-source TCP SYNs, 60 B, {:.0} s per rate, paced in 1 ms slices; `flowd run` defaults: {} flows per generation, drain every 1 s and early at 50 % fill)\n",
         plan.storm_secs,
         sep(u64::from(DEFAULT_FLOW_CAPACITY))
     );
     println!(
-        "| new flows/s asked | achieved/s | sent | veth delivered | flowd totals = sent | packets in flows | overflow bucket | new flows in the table | drained entries | daemon CPU ms | result |"
+        "| new flows/s asked | achieved/s | sent | veth delivered | flowd totals = sent | packets in flows | overflow bucket | new flows in the table | drained entries | early drains | daemon CPU ms | result |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut exact_all = true;
     let mut absorbed = 0u32;
     let mut first_overflow = None;
@@ -136,7 +140,7 @@ pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
             first_overflow = Some(r.rate);
         }
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} ({:.1} %; map_full {}) | {} | {} | {:.0} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} ({:.1} %; map_full {}) | {} | {} | {} | {:.0} | {} |",
             sep(u64::from(r.rate)),
             sep(r.achieved as u64),
             sep(r.sent),
@@ -148,6 +152,7 @@ pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
             sep(r.map_full as u64),
             sep(r.started as u64),
             sep(r.drained as u64),
+            sep(r.early as u64),
             r.cpu_ms,
             if clean {
                 "every packet in a flow"
