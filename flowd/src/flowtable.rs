@@ -2,6 +2,7 @@
 
 use std::{
     cell::{Cell, RefCell},
+    collections::VecDeque,
     hash::BuildHasher as _,
 };
 
@@ -261,7 +262,7 @@ pub struct FlowTable {
     /// The tick expiry has reached: no flow is filed before it.
     cursor: Option<u64>,
     /// Slots of flows not yet handed to the scan detector.
-    young: RefCell<Vec<u32>>,
+    young: RefCell<VecDeque<u32>>,
     config: TableConfig,
     /// Records ended by eviction, waiting for the next `expire`.
     pending: Vec<Ended>,
@@ -335,7 +336,7 @@ impl FlowTable {
             free: NIL,
             wheel: Vec::new(),
             cursor: None,
-            young: RefCell::new(Vec::new()),
+            young: RefCell::new(VecDeque::new()),
             config,
             pending: Vec::new(),
             stats: TableStats::default(),
@@ -496,9 +497,12 @@ impl FlowTable {
         }
     }
 
+    /// Slot `s`'s connection state and whether it is the originator, from
+    /// one lookup of its reverse direction.
     fn state_of(&self, s: u32) -> (Option<&'static str>, bool) {
-        let key = &self.flows[s as usize].key;
-        (self.conn_state(key), self.is_originator(key))
+        let this = &self.flows[s as usize];
+        let rev = self.reverse(&this.key);
+        (pair_conn_state(this, rev), pair_is_originator(this, rev))
     }
 
     /// Whether `key` is its connection's originator side (computed while
@@ -507,10 +511,7 @@ impl FlowTable {
         let Some(this) = self.get(key) else {
             return false;
         };
-        match self.reverse(key) {
-            Some(rev) => rank(this) <= rank(rev),
-            None => !(this.syn == 0 && is_service_side(key.sport, key.dport)),
-        }
+        pair_is_originator(this, self.reverse(key))
     }
 
     /// Ends what timed out by `now_ns` (Unix ns: wall clock live, capture
@@ -619,27 +620,31 @@ impl FlowTable {
         std::mem::take(&mut self.pending)
     }
 
-    /// Keys of the flows first seen at least `age_ns` before `now_ns` that
-    /// were not returned before: each flow once (the scan detector judges
-    /// each flow once). Looks only at flows not returned yet.
-    pub fn take_settled(&self, now_ns: u64, age_ns: u64) -> Vec<FlowKey> {
+    /// The flows first seen at least `age_ns` before `now_ns` that were not
+    /// returned before: each flow once (the scan detector judges each flow
+    /// once). Takes them from the front of the queue of new flows (in the
+    /// order they entered the table) and stops at the first one still too
+    /// young, so a call costs what it returns, not the flows waiting. A flow
+    /// behind a younger one waits for it: at most `age_ns` longer.
+    pub fn take_settled(&self, now_ns: u64, age_ns: u64) -> Vec<&Flow> {
         let mut out = Vec::new();
         let mut young = self.young.borrow_mut();
-        young.retain(|&s| {
+        while let Some(&s) = young.front() {
             let m = self.mark(s);
             if m & LIVE == 0 || m & JUDGED != 0 {
                 self.set_mark(s, QUEUED, false);
-                return false;
+                young.pop_front();
+                continue;
             }
             let f = &self.flows[s as usize];
             if now_ns.saturating_sub(f.first_ns) < age_ns {
-                return true;
+                break;
             }
             self.set_mark(s, QUEUED, false);
             self.set_mark(s, JUDGED, true);
-            out.push(f.key);
-            false
-        });
+            out.push(f);
+            young.pop_front();
+        }
         // After a burst of new flows, give the room back.
         if young.capacity() > 4 * young.len() + 4096 {
             let keep = 2 * young.len();
@@ -714,22 +719,7 @@ impl FlowTable {
             return None;
         }
         let this = self.get(key)?;
-        let Some(rev) = self.reverse(key) else {
-            // Only one direction seen: from a service port, it is the responder's.
-            return Some(
-                if this.syn == 0 && is_service_side(this.key.sport, this.key.dport) {
-                    conn_state(&Side::default(), &this.side())
-                } else {
-                    conn_state(&this.side(), &Side::default())
-                },
-            );
-        };
-        let (orig, resp) = if rank(this) <= rank(rev) {
-            (this, rev)
-        } else {
-            (rev, this)
-        };
-        Some(conn_state(&orig.side(), &resp.side()))
+        pair_conn_state(this, self.reverse(key))
     }
 
     // ---- slab, index and wheel
@@ -783,7 +773,7 @@ impl FlowTable {
         };
         if self.mark(s) & QUEUED == 0 {
             self.set_mark(s, QUEUED, true);
-            self.young.get_mut().push(s);
+            self.young.get_mut().push_back(s);
         }
         let (flows, hasher) = (&self.flows, &self.hasher);
         self.index
@@ -882,6 +872,38 @@ fn rank(f: &Flow) -> (bool, bool, u64) {
 /// a well-known source port talking to an ephemeral one.
 fn is_service_side(sport: u16, dport: u16) -> bool {
     sport < 1024 && dport >= 1024
+}
+
+/// Zeek's conn_state of `this` flow's connection, given its reverse
+/// direction if the table has it (None for protocols other than TCP).
+pub fn pair_conn_state(this: &Flow, rev: Option<&Flow>) -> Option<&'static str> {
+    if this.key.proto != IPPROTO_TCP {
+        return None;
+    }
+    let Some(rev) = rev else {
+        // Only one direction seen: from a service port, it is the responder's.
+        return Some(
+            if this.syn == 0 && is_service_side(this.key.sport, this.key.dport) {
+                conn_state(&Side::default(), &this.side())
+            } else {
+                conn_state(&this.side(), &Side::default())
+            },
+        );
+    };
+    let (orig, resp) = if rank(this) <= rank(rev) {
+        (this, rev)
+    } else {
+        (rev, this)
+    };
+    Some(conn_state(&orig.side(), &resp.side()))
+}
+
+/// Whether `this` is its connection's originator side, given its reverse.
+fn pair_is_originator(this: &Flow, rev: Option<&Flow>) -> bool {
+    match rev {
+        Some(rev) => rank(this) <= rank(rev),
+        None => !(this.syn == 0 && is_service_side(this.key.sport, this.key.dport)),
+    }
 }
 
 #[cfg(test)]
@@ -1375,7 +1397,17 @@ mod slab_tests {
         // A new flow in a reused slot is judged again.
         assert_eq!(t.expire(2000 * SEC).len(), 10);
         t.apply(&udp(0), &at(2000 * SEC), TimeBase::Capture);
-        assert_eq!(t.take_settled(2010 * SEC, 2 * SEC), vec![udp(0)]);
+        let keys = |v: Vec<&Flow>| v.into_iter().map(|f| f.key).collect::<Vec<_>>();
+        assert_eq!(keys(t.take_settled(2010 * SEC, 2 * SEC)), vec![udp(0)]);
+        // In the order they entered the table: a flow waits behind a younger
+        // one until that one is old enough too (at most `age_ns` longer).
+        t.apply(&udp(1), &at(2030 * SEC), TimeBase::Capture);
+        t.apply(&udp(2), &at(2020 * SEC), TimeBase::Capture);
+        assert_eq!(keys(t.take_settled(2031 * SEC, 2 * SEC)), vec![]);
+        assert_eq!(
+            keys(t.take_settled(2032 * SEC, 2 * SEC)),
+            vec![udp(1), udp(2)]
+        );
     }
 
     /// Random traffic (TCP and UDP, both directions, FIN/RST, a small

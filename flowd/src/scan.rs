@@ -13,7 +13,7 @@ use serde::Serialize;
 use tracing::warn;
 
 use crate::{
-    flowtable::{Flow, FlowTable},
+    flowtable::{Flow, FlowTable, pair_conn_state},
     record::addr,
 };
 
@@ -118,10 +118,8 @@ impl ScanDetector {
         }
         self.suspects
             .retain(|_, s| now_ns.saturating_sub(s.last_seen_ns) < c.suspect_ttl_ns);
-        for key in table.take_settled(now_ns, c.answer_grace_ns) {
-            if let Some(f) = table.get(&key)
-                && failed_attempt(table, f)
-            {
+        for f in table.take_settled(now_ns, c.answer_grace_ns) {
+            if failed_attempt(f, table.reverse(&f.key)) {
                 self.count(f, now_ns);
             }
         }
@@ -207,23 +205,24 @@ impl ScanDetector {
 
 /// A TCP connection attempt that was not answered or was refused, or a UDP
 /// flow with no reply at all, from the flow's source.
-fn failed_attempt(table: &FlowTable, f: &Flow) -> bool {
+/// Whether flow `f` (with its reverse direction `rev`, if the table has
+/// it) is a failed attempt: a SYN nobody answered or that was refused, a
+/// UDP datagram without an answer.
+fn failed_attempt(f: &Flow, rev: Option<&Flow>) -> bool {
     const TCP: u8 = 6;
     const UDP: u8 = 17;
     match f.key.proto {
         TCP => {
             // Only the originator's side (it sent the SYN) counts.
-            if f.syn == 0
-                || f.tcp_flags & 0x10 != 0 && table.reverse(&f.key).is_some_and(|r| r.syn > 0)
-            {
+            if f.syn == 0 || f.tcp_flags & 0x10 != 0 && rev.is_some_and(|r| r.syn > 0) {
                 return false;
             }
             matches!(
-                table.conn_state(&f.key),
+                pair_conn_state(f, rev),
                 Some("S0" | "REJ" | "RSTOS0" | "SH")
             )
         }
-        UDP => table.reverse(&f.key).is_none(),
+        UDP => rev.is_none(),
         _ => false,
     }
 }
