@@ -7,7 +7,9 @@
 //! A browser or a backup job makes connections that succeed, so they are
 //! never counted, however many hosts they reach.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use hashbrown::HashMap;
 
 use serde::Serialize;
 use tracing::warn;
