@@ -62,8 +62,11 @@ const _: () = assert!(size_of::<FlowKey>() % 4 == 0);
 const _: () = assert!(size_of::<L4Info>() % 4 == 0);
 const _: () = assert!(size_of::<FlowStats>() % 4 == 0);
 
+/// Parses one packet and adds it to its flow and the totals. `INLINE_IP`:
+/// see [`parse`]. `RTT`: whether the RTT code is compiled in at all (then
+/// `FLAG_RTT` switches it at run time); the replay driver leaves it out.
 #[inline(always)]
-pub(crate) fn account<const INLINE_IP: bool>(f: &Frame, pkt: &Packet) {
+pub(crate) fn account<const INLINE_IP: bool, const RTT: bool>(f: &Frame, pkt: &Packet) {
     let mut key_slot = MaybeUninit::<FlowKey>::uninit();
     let mut info_slot = MaybeUninit::<L4Info>::uninit();
     zero_in_place(key_slot.as_mut_ptr());
@@ -114,7 +117,7 @@ pub(crate) fn account<const INLINE_IP: bool>(f: &Frame, pkt: &Packet) {
         jiffy_ns: ctl.jiffy_ns,
         jiffy_base_ns: ctl.jiffy_base_ns,
         seq_gen: ctl.seq_gen,
-        rtt: ctl.flags & FLAG_RTT != 0,
+        rtt: RTT && ctl.flags & FLAG_RTT != 0,
         egress: pkt.direction == DIR_EGRESS,
     };
     // One call site per map, so the verifier can inline each map's lookup.

@@ -32,15 +32,16 @@ const PULL_LEN: u32 = 256;
 
 #[xdp(frags)]
 pub(crate) fn flowd_ingress(ctx: XdpContext) -> u32 {
-    ingress(&ctx);
+    ingress::<true>(&ctx);
     verdict()
 }
 
 /// What the ingress program does with one frame, before its verdict. The
 /// replay driver (`replay::flowd_replay`) runs this same code on each frame
-/// of a batch.
+/// of a batch, without the RTT code (`RTT = false`: a capture pairs no
+/// probes, and the verifier then checks less).
 #[inline(always)]
-pub(crate) fn ingress(ctx: &XdpContext) {
+pub(crate) fn ingress<const RTT: bool>(ctx: &XdpContext) {
     let frame = Frame {
         start: ctx.data(),
         end: ctx.data_end(),
@@ -50,7 +51,7 @@ pub(crate) fn ingress(ctx: &XdpContext) {
         // SAFETY: the context pointer is the one the kernel passed in.
         None => (unsafe { bpf_xdp_get_buff_len(ctx.ctx) }, 0),
     };
-    account::<true>(
+    account::<true, RTT>(
         &frame,
         &Packet {
             ifindex: ctx.ingress_ifindex() as u32,
@@ -98,7 +99,7 @@ pub(crate) fn flowd_egress(ctx: TcContext) -> i32 {
         start: ctx.data(),
         end: ctx.data_end(),
     };
-    account::<false>(
+    account::<false, true>(
         &frame,
         &Packet {
             ifindex,

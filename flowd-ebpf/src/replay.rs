@@ -123,7 +123,7 @@ fn run_last_frame(ctx: &XdpContext) -> bool {
             return false;
         }
     }
-    crate::ingress(ctx);
+    crate::ingress::<false>(ctx);
     // SAFETY: as above; undoes the meta and head moves, then cuts the
     // chunk off (at least the end mark stays).
     unsafe {
