@@ -457,7 +457,10 @@ impl Shared {
             }
             lock(&self.recent).close(crate::clock::realtime_ns());
             if last {
-                table.end_all()
+                // Written chunk by chunk: with a million flows, all the
+                // records at once would double the daemon's memory.
+                table.end_all_in_chunks(END_CHUNK, |chunk| self.write_records(&chunk));
+                Vec::new()
             } else {
                 let now = crate::clock::realtime_ns();
                 lock(&self.scan).observe(&table, now);
@@ -679,6 +682,9 @@ impl Shared {
         notify::notify("READY=1");
     }
 }
+
+/// Records written at a time when every flow ends (shutdown).
+const END_CHUNK: usize = 16_384;
 
 /// How often the drain loop reads the flow map's fill.
 const FILL_CHECK: Duration = Duration::from_millis(20);

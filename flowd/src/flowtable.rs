@@ -609,15 +609,42 @@ impl FlowTable {
 
     /// Ends every flow (shutdown, end of a replay).
     pub fn end_all(&mut self) -> Vec<Ended> {
-        let slots: Vec<u32> = self.live_slots().collect();
-        let states: Vec<(Option<&'static str>, bool)> =
-            slots.iter().map(|&s| self.state_of(s)).collect();
-        for (s, (state, orig)) in slots.into_iter().zip(states) {
-            let flow = self.remove(s);
-            self.end(flow, state, EndReason::Forced);
-            self.mark_last(orig);
+        let mut all = Vec::with_capacity(self.len);
+        self.end_all_in_chunks(usize::MAX, |chunk| all.extend(chunk));
+        all
+    }
+
+    /// Ends every flow, handing the records to `sink` about `chunk` at a
+    /// time, so a shutdown with a million flows never holds every record at
+    /// once. A connection's two directions end together, each with its
+    /// state computed while both are still in the table.
+    pub fn end_all_in_chunks(&mut self, chunk: usize, mut sink: impl FnMut(Vec<Ended>)) {
+        let mut out = std::mem::take(&mut self.pending);
+        for s in 0..self.flows.len() as u32 {
+            if self.mark(s) & LIVE == 0 {
+                continue;
+            }
+            let rev = self.reverse_slot(&self.flows[s as usize].key);
+            let ends = [
+                Some((s, self.state_of(s))),
+                rev.map(|r| (r, self.state_of(r))),
+            ];
+            for (slot, (state, originator)) in ends.into_iter().flatten() {
+                self.stats.ended[EndReason::Forced as usize] += 1;
+                out.push(Ended {
+                    flow: self.remove(slot),
+                    state,
+                    reason: EndReason::Forced,
+                    originator,
+                });
+            }
+            if out.len() >= chunk {
+                sink(std::mem::take(&mut out));
+            }
         }
-        std::mem::take(&mut self.pending)
+        if !out.is_empty() {
+            sink(out);
+        }
     }
 
     /// The flows first seen at least `age_ns` before `now_ns` that were not
@@ -1174,6 +1201,28 @@ mod reference {
             Some(conn_state(&o.side(), &r.side()))
         }
 
+        /// Every state first, then every removal (the shutdown before
+        /// `end_all_in_chunks`).
+        pub(super) fn end_all(&mut self) -> Vec<Ended> {
+            let keys: Vec<FlowKey> = self.flows.keys().copied().collect();
+            let states: Vec<_> = keys
+                .iter()
+                .map(|k| (self.conn_state(k), self.is_originator(k)))
+                .collect();
+            keys.into_iter()
+                .zip(states)
+                .map(|(k, (state, originator))| {
+                    self.stats.ended[EndReason::Forced as usize] += 1;
+                    Ended {
+                        flow: self.flows.remove(&k).unwrap(),
+                        state,
+                        reason: EndReason::Forced,
+                        originator,
+                    }
+                })
+                .collect()
+        }
+
         pub(super) fn expire(&mut self, now_ns: u64) -> Vec<Ended> {
             let c = self.config;
             let mut done: Vec<(FlowKey, EndReason)> = Vec::new();
@@ -1483,7 +1532,23 @@ mod slab_tests {
             (0..5).all(|i| i == forced || ended[i] > 0),
             "every reason but forced: {ended:?}"
         );
-        assert_eq!(t.end_all().len(), r.flows.len());
+        // Shutdown in chunks of 7: the same records, states and originators
+        // as computing every state before removing anything.
+        let mut got = Vec::new();
+        let mut chunks = 0;
+        t.end_all_in_chunks(7, |c| {
+            assert!(c.len() <= 7 + 1, "a chunk, at most one connection over");
+            chunks += 1;
+            got.extend(c);
+        });
+        let mut want = r.end_all();
+        assert!(chunks > 1 && !want.is_empty());
+        let order = |e: &Ended| (e.flow.key, e.flow.first_ns);
+        got.sort_by_key(order);
+        want.sort_by_key(order);
+        assert_eq!(got, want);
+        assert_eq!(t.stats(), r.stats);
+        assert_eq!(t.len(), 0);
         check(&t);
     }
 }

@@ -497,6 +497,43 @@ impl Daemon {
         })
     }
 
+    /// SIGTERM, then waits (up to 60 s) for the exit: how long the clean
+    /// shutdown took (final drain, every record ended) and the process's
+    /// peak RSS over its life (`ru_maxrss` from `wait4`), bytes.
+    pub(super) fn stop_measured(&mut self) -> anyhow::Result<(Duration, u64)> {
+        let child = self.child.take().context("flowd already stopped")?;
+        let pid = child.id() as i32;
+        let t = Instant::now();
+        // SAFETY: signalling the child we spawned, by its PID.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        loop {
+            // SAFETY: an all-zero rusage is valid output space.
+            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+            let mut status = 0;
+            // SAFETY: `pid` is our child, not reaped yet (`child` is never
+            // waited on); the out-pointers are valid.
+            let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
+            ensure!(r >= 0, "wait4: {}", std::io::Error::last_os_error());
+            if r == pid {
+                ensure!(
+                    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                    "flowd exited with status {status:#x}; log:\n{}",
+                    self.log_text()
+                );
+                return Ok((t.elapsed(), ru.ru_maxrss as u64 * 1024));
+            }
+            if t.elapsed() > Duration::from_secs(60) {
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let mut status = 0;
+                // SAFETY: reaping our own child.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                bail!("flowd did not exit within 60 s of SIGTERM");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `/metrics` in the text format.
     pub(super) fn metrics(&self) -> anyhow::Result<String> {
         let (status, body, _) = self.get("/metrics")?;

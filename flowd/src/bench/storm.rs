@@ -114,7 +114,8 @@ pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .unwrap_or(0)
         * 1024;
-    drop(daemon);
+    let mut daemon = daemon;
+    let (shutdown, peak_rss) = daemon.stop_measured()?;
 
     println!(
         "## 8. new-flow storm (random-source TCP SYNs, 60 B, {:.0} s per rate, paced in 1 ms slices; `flowd run` defaults: {} flows per generation, drain every 1 s and early at 50 % fill)\n",
@@ -188,6 +189,12 @@ pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
         sep(size as u64),
         rss as f64 / 1048576.0,
         rss as f64 / after.active.max(1.0)
+    );
+    println!(
+        "\nclean shutdown with those flows (SIGTERM: final drain, every flow ended as a record, chunk by chunk): {:.2} s; the daemon's peak RSS over its whole run (ru_maxrss): {:.1} MiB, {:.2}× the VmRSS above",
+        shutdown.as_secs_f64(),
+        peak_rss as f64 / 1048576.0,
+        peak_rss as f64 / rss.max(1) as f64
     );
     Ok(())
 }
