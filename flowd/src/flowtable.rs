@@ -267,6 +267,13 @@ pub struct FlowTable {
     /// Records ended by eviction, waiting for the next `expire`.
     pending: Vec<Ended>,
     stats: TableStats,
+    /// Eviction candidates from the last full scan (used when one turn of
+    /// the wheel cannot prove which flows are the longest idle: an idle
+    /// timeout longer than the wheel), `(last_ns, key, slot)`, largest first
+    /// so `pop` gives the oldest. Entries may be stale (flow gone, or seen
+    /// again since); every live flow not in it is later than `evict_bound`.
+    evict_queue: Vec<(u64, FlowKey, u32)>,
+    evict_bound: Option<(u64, FlowKey)>,
 }
 
 /// A slot's neighbours in its wheel bucket. `prev` is `HEAD | bucket` for
@@ -283,6 +290,9 @@ const HEAD: u32 = 1 << 31;
 const TICK_SHIFT: u32 = 24;
 /// Wheel size: 65,536 ticks, about 1,126 s; later deadlines wait for a turn.
 const WHEEL: u64 = 1 << 16;
+
+/// Eviction candidates a full scan keeps, in evictions' worth.
+const EVICT_QUEUE_FACTOR: usize = 8;
 
 const LIVE: u8 = 1;
 /// Handed to the scan detector already.
@@ -340,6 +350,8 @@ impl FlowTable {
             config,
             pending: Vec::new(),
             stats: TableStats::default(),
+            evict_queue: Vec::new(),
+            evict_bound: None,
         }
     }
 
@@ -395,6 +407,10 @@ impl FlowTable {
         }
         let mut f = Flow::new(*key);
         f.add(delta, time);
+        if self.evict_bound.is_some_and(|b| (f.last_ns, *key) <= b) {
+            // It would belong among the queued candidates.
+            self.drop_evict_queue();
+        }
         let s = self.insert(f);
         self.link(s);
         self.stats.started += 1;
@@ -403,6 +419,9 @@ impl FlowTable {
     /// Ends the record of slot `s` (reason `active`) before a `u32` count
     /// overflows; the flow goes on in a new record.
     fn split(&mut self, s: u32) {
+        // The record restarts with its last-seen reset: the candidates'
+        // bound no longer holds for it.
+        self.drop_evict_queue();
         let (state, orig) = self.state_of(s);
         let f = &mut self.flows[s as usize];
         let ended = f.clone();
@@ -429,6 +448,10 @@ impl FlowTable {
     fn longest_idle(&mut self, n: usize) -> Vec<u32> {
         let n = n.min(self.len);
         let idle = self.config.idle_timeout_ns;
+        if idle >= WHEEL << TICK_SHIFT {
+            // A walk of the whole turn could prove no flow idle enough.
+            return self.oldest_from_queue(n);
+        }
         let mut seen: Vec<(u64, FlowKey, u32)> = Vec::new();
         let mut lasts: std::collections::BinaryHeap<std::cmp::Reverse<u64>> =
             std::collections::BinaryHeap::new();
@@ -464,14 +487,8 @@ impl FlowTable {
             }
         }
         if !complete {
-            // Deadlines beyond one turn of the wheel: look at every flow.
-            seen = self
-                .live_slots()
-                .map(|s| {
-                    let f = &self.flows[s as usize];
-                    (f.last_ns, f.key, s)
-                })
-                .collect();
+            // Deadlines beyond one turn of the wheel prove nothing.
+            return self.oldest_from_queue(n);
         }
         if seen.len() > n && n > 0 {
             seen.select_nth_unstable(n - 1);
@@ -479,6 +496,81 @@ impl FlowTable {
         seen.truncate(n);
         seen.sort_unstable();
         seen.into_iter().map(|(_, _, s)| s).collect()
+    }
+
+    /// The `n` longest-idle flows, oldest first, from the candidate queue;
+    /// a full scan refills it with the `EVICT_QUEUE_FACTOR * n` oldest when
+    /// it runs dry, so a full table with a long idle timeout pays one scan
+    /// per several evictions. Exact: an entry popped with its current
+    /// `last_ns` is the oldest live flow (the queue is sorted by the values
+    /// it stored, which only grow, and every other flow is past the bound).
+    fn oldest_from_queue(&mut self, n: usize) -> Vec<u32> {
+        let mut out: Vec<u32> = Vec::with_capacity(n);
+        let mut refilled = false;
+        while out.len() < n {
+            let Some((last, key, s)) = self.evict_queue.pop() else {
+                if refilled {
+                    break;
+                }
+                self.refill_evict_queue(EVICT_QUEUE_FACTOR * n, &out);
+                refilled = true;
+                continue;
+            };
+            let f = &self.flows[s as usize];
+            if self.mark(s) & LIVE == 0 || f.key != key {
+                continue;
+            }
+            if f.last_ns != last {
+                // Seen since the scan: back in order while still a candidate.
+                let entry = (f.last_ns, key, s);
+                if self.evict_bound.is_some_and(|b| (entry.0, entry.1) <= b) {
+                    let at = self
+                        .evict_queue
+                        .partition_point(|e| (e.0, e.1) > (entry.0, entry.1));
+                    self.evict_queue.insert(at, entry);
+                }
+                continue;
+            }
+            out.push(s);
+        }
+        out
+    }
+
+    /// Scans every flow for the `k` oldest (`last_ns`, then key) not in
+    /// `taken`, and makes them the candidate queue.
+    fn refill_evict_queue(&mut self, k: usize, taken: &[u32]) {
+        let taken: hashbrown::HashSet<u32> = taken.iter().copied().collect();
+        let mut all: Vec<(u64, u32)> = self
+            .live_slots()
+            .filter(|s| !taken.contains(s))
+            .map(|s| (self.flows[s as usize].last_ns, s))
+            .collect();
+        let flows = &self.flows;
+        let cmp = |a: &(u64, u32), b: &(u64, u32)| {
+            a.0.cmp(&b.0)
+                .then_with(|| flows[a.1 as usize].key.cmp(&flows[b.1 as usize].key))
+        };
+        let k = k.min(all.len());
+        if k == 0 {
+            self.drop_evict_queue();
+            return;
+        }
+        if all.len() > k {
+            all.select_nth_unstable_by(k - 1, cmp);
+            all.truncate(k);
+        }
+        // Largest first: `pop` takes the oldest.
+        all.sort_unstable_by(|a, b| cmp(b, a));
+        self.evict_queue = all
+            .into_iter()
+            .map(|(last, s)| (last, flows[s as usize].key, s))
+            .collect();
+        self.evict_bound = self.evict_queue.first().map(|e| (e.0, e.1));
+    }
+
+    fn drop_evict_queue(&mut self) {
+        self.evict_queue = Vec::new();
+        self.evict_bound = None;
     }
 
     fn end(&mut self, flow: Flow, state: Option<&'static str>, reason: EndReason) {
@@ -1464,8 +1556,71 @@ mod slab_tests {
     /// reasons, with the same counts, at the same `expire`.
     #[test]
     fn matches_the_reference_table() {
+        matches_the_reference_with(20 * SEC);
+    }
+
+    /// An idle timeout longer than one turn of the wheel: eviction takes
+    /// the longest-idle flows from the candidate queue of a full scan.
+    #[test]
+    fn matches_the_reference_table_with_an_idle_timeout_beyond_the_wheel() {
+        matches_the_reference_with(3 * (WHEEL << TICK_SHIFT) / 2);
+    }
+
+    /// The candidate queue's own cases, against the reference: a candidate
+    /// seen again but still among the oldest goes back in order, one seen
+    /// again later than the bound leaves, and a new flow older than the
+    /// bound (a late drain) makes the next eviction scan again.
+    #[test]
+    fn eviction_candidates_stay_exact_when_flows_change() {
         let config = TableConfig {
-            idle_timeout_ns: 20 * SEC,
+            idle_timeout_ns: 2 * (WHEEL << TICK_SHIFT),
+            active_timeout_ns: 2 * (WHEEL << TICK_SHIFT),
+            tcp_close_grace_ns: SEC,
+            max_flows: 64,
+        };
+        let mut t = FlowTable::new(config);
+        let mut r = RefTable {
+            config,
+            ..RefTable::default()
+        };
+        const NONE: [u16; 0] = [];
+        let base = 1_000 * SEC;
+        let both = |t: &mut FlowTable, r: &mut RefTable, key: FlowKey, last: u64| {
+            let mut d = at(base + last);
+            d.first_seen_ns = base;
+            t.apply(&key, &d, TimeBase::Capture);
+            r.apply(&key, &d);
+            let now = base + 1_000 * SEC;
+            let (mut got, mut want) = (t.expire(now), r.expire(now));
+            got.sort_by_key(|e| e.flow.key);
+            want.sort_by_key(|e| e.flow.key);
+            assert_eq!(got, want);
+            got.into_iter().map(|e| e.flow.key.sport).collect::<Vec<_>>()
+        };
+        for p in 1..=64 {
+            assert_eq!(both(&mut t, &mut r, udp(p), u64::from(p) * SEC), NONE);
+        }
+        // Full: one eviction (64 / 64) takes port 1; the scan queued 1..=8.
+        assert_eq!(both(&mut t, &mut r, udp(65), 65 * SEC), vec![1]);
+        assert_eq!(t.evict_bound.map(|b| b.1.sport), Some(8));
+        // Port 2 seen again at 5.5 s: still a candidate, behind 3, 4 and 5.
+        assert_eq!(both(&mut t, &mut r, udp(2), 5 * SEC + SEC / 2), NONE);
+        // Port 3 seen again at 100 s: no longer one.
+        assert_eq!(both(&mut t, &mut r, udp(3), 100 * SEC), NONE);
+        assert_eq!(both(&mut t, &mut r, udp(66), 66 * SEC), vec![4]);
+        assert_eq!(both(&mut t, &mut r, udp(67), 67 * SEC), vec![5]);
+        assert_eq!(both(&mut t, &mut r, udp(68), 68 * SEC), vec![2]);
+        // A new flow older than every candidate: the queue goes, and the
+        // eviction after the next new flow finds it by a scan.
+        assert_eq!(both(&mut t, &mut r, udp(69), SEC / 2), vec![6]);
+        assert!(t.evict_bound.is_none());
+        assert_eq!(both(&mut t, &mut r, udp(70), 70 * SEC), vec![69]);
+        assert_eq!(both(&mut t, &mut r, udp(71), 71 * SEC), vec![7]);
+    }
+
+    fn matches_the_reference_with(idle_timeout_ns: u64) {
+        let config = TableConfig {
+            idle_timeout_ns,
             active_timeout_ns: 45 * SEC,
             tcp_close_grace_ns: 3 * SEC,
             max_flows: 300,
@@ -1528,8 +1683,12 @@ mod slab_tests {
         }
         let ended = r.stats.ended;
         let forced = EndReason::Forced as usize;
+        // Idle needs the clock to pass the idle timeout, which the long one
+        // never does here.
+        let idle = EndReason::Idle as usize;
+        let beyond = idle_timeout_ns >= WHEEL << TICK_SHIFT;
         assert!(
-            (0..5).all(|i| i == forced || ended[i] > 0),
+            (0..5).all(|i| i == forced || (beyond && i == idle) || ended[i] > 0),
             "every reason but forced: {ended:?}"
         );
         // Shutdown in chunks of 7: the same records, states and originators

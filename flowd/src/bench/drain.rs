@@ -278,5 +278,83 @@ pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    absorb_into_a_full_table(if plan.rounds > 5 { 5 } else { 3 });
     Ok(())
+}
+
+/// New flows absorbed into a full `FlowTable` (1M flows, so every 15,625th
+/// new flow evicts the longest-idle 1/64), with the default idle timeout
+/// and with idle timeouts beyond one turn of the expiry wheel (1,126 s),
+/// where eviction takes its candidates from a full scan.
+fn absorb_into_a_full_table(reps: usize) {
+    use crate::{
+        clock::TimeBase,
+        flowtable::{FlowTable, TableConfig},
+    };
+    const SEC: u64 = 1_000_000_000;
+    const MAX: usize = 1_000_000;
+    const NEW: u64 = 2_000_000;
+    let configs: [(&str, u64, u64); 3] = [
+        ("idle 60 s, active 300 s (defaults)", 60, 300),
+        ("idle 3,600 s, active 300 s", 3_600, 300),
+        ("idle 86,400 s, active 86,400 s", 86_400, 86_400),
+    ];
+    let mut rows = Vec::new();
+    for (name, idle, active) in configs {
+        let mut wall = Vec::new();
+        for rep in 0..reps {
+            eprintln!("absorb into a full table: {name}, repetition {}/{reps}", rep + 1);
+            let mut t = FlowTable::new(TableConfig {
+                idle_timeout_ns: idle * SEC,
+                active_timeout_ns: active * SEC,
+                max_flows: MAX,
+                ..TableConfig::default()
+            });
+            let base = 1_700_000_000 * SEC;
+            let start = Instant::now();
+            for i in 0..NEW {
+                let mut key = FlowKey {
+                    proto: 6,
+                    sport: 40_000,
+                    dport: 80,
+                    ..FlowKey::default()
+                };
+                key.src[..8].copy_from_slice(&i.to_le_bytes());
+                // A million new flows per second of capture clock.
+                let ts = base + i * 1_000;
+                let d = FlowStats {
+                    packets: 1,
+                    bytes: 60,
+                    first_seen_ns: ts,
+                    last_seen_ns: ts,
+                    syn: 1,
+                    ..FlowStats::default()
+                };
+                t.apply(&key, &d, TimeBase::Capture);
+                if i % 65_536 == 65_535 {
+                    std::hint::black_box(t.expire(ts));
+                }
+            }
+            wall.push(start.elapsed().as_nanos() as f64);
+        }
+        rows.push((name, wall));
+    }
+    println!(
+        "\nabsorbing {} new flows into a full `FlowTable` of {} (evicting the longest-idle 1/64 at a time; {reps} repetitions; median (min–max)):\n",
+        super::sep(NEW),
+        super::sep(MAX as u64)
+    );
+    println!("| timeouts | wall ms | ns per new flow | ratio to the defaults |");
+    println!("|---|---|---|---|");
+    let base = summarize(&rows[0].1).median;
+    for (name, wall) in &rows {
+        let ms = summarize(&wall.iter().map(|w| w / 1e6).collect::<Vec<_>>());
+        let per = summarize(&wall.iter().map(|w| w / NEW as f64).collect::<Vec<_>>());
+        println!(
+            "| {name} | {} | {} | {:.2} |",
+            ms.p(0),
+            per.p(0),
+            summarize(wall).median / base
+        );
+    }
 }
