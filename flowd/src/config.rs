@@ -58,7 +58,7 @@ pub struct Config {
     /// of `flow_capacity` (checked every 20 ms), so a burst of new flows
     /// (a SYN flood, a scan) is drained before the map fills; 0 turns it
     /// off (drain only every `drain_interval_ms`). 0..=100.
-    pub drain_at_fill_percent: u8,
+    pub drain_at_fill_percent: u32,
     /// `auto` (native, else generic), `native` or `generic`.
     pub xdp_mode: String,
     /// Ended flow records as JSON lines: a file path, `-` for stdout, empty for none.
@@ -557,6 +557,17 @@ mod tests {
             e,
             "f.toml: key `drain_interval_ms`: value 50 is not accepted; accepted: 100 to 60000"
         );
+        let e = Config::parse("drain_at_fill_percent = 150", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "f.toml: key `drain_at_fill_percent`: value 150 is not accepted; accepted: 0 (off) to 100"
+        );
+        let e = Config::parse("drain_at_fill_percent = -1", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("drain_at_fill_percent") && e.contains("-1"), "{e}");
         let e = Config::parse("xdp_mode = \"fast\"", "f.toml")
             .unwrap_err()
             .to_string();

@@ -46,7 +46,7 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub drain_interval_ms: Option<u64>,
     pub flow_capacity: Option<u32>,
-    pub drain_at_fill_percent: Option<u8>,
+    pub drain_at_fill_percent: Option<u32>,
     pub xdp_mode: Option<String>,
     pub idle_timeout_s: Option<u64>,
     pub active_timeout_s: Option<u64>,
@@ -148,6 +148,8 @@ pub struct Shared {
     config: Mutex<Config>,
     /// Interface names whose attach failed, with the error last logged.
     attach_errors: Mutex<BTreeMap<String, String>>,
+    /// Reading the flow map's fill failed at the last check (logged once).
+    fill_failing: AtomicBool,
 }
 
 impl Shared {
@@ -383,11 +385,17 @@ impl Shared {
             match dp.active_inserts() {
                 Ok(n) => (n, u64::from(dp.capacity())),
                 Err(e) => {
-                    warn!(error = %e, "reading the flow map's fill failed");
+                    // Once, not every 20 ms.
+                    if !self.fill_failing.swap(true, Ordering::Relaxed) {
+                        warn!(error = %e, "reading the flow map's fill failed; draining every interval only until it works again");
+                    }
                     return false;
                 }
             }
         };
+        if self.fill_failing.swap(false, Ordering::Relaxed) {
+            info!("reading the flow map's fill works again");
+        }
         lock(&self.drain).fill = fill;
         percent > 0 && fill * 100 >= capacity * u64::from(percent)
     }
@@ -764,6 +772,7 @@ pub fn run(source: ConfigSource) -> Result<()> {
         ))),
         config: Mutex::new(cfg.clone()),
         attach_errors: Mutex::new(BTreeMap::new()),
+        fill_failing: AtomicBool::new(false),
     });
     shared.reconcile();
     {

@@ -47,9 +47,9 @@ struct RunArgs {
     #[arg(long)]
     flow_capacity: Option<u32>,
     /// Drain early when the kernel's flow map is this full, in percent;
-    /// 0 drains only every interval [default: 50].
-    #[arg(long)]
-    drain_at_fill_percent: Option<u8>,
+    /// 0 drains only every interval, 0 to 100 [default: 50].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=100))]
+    drain_at_fill_percent: Option<u32>,
     /// XDP attach mode [default: auto].
     #[arg(long, value_enum)]
     xdp_mode: Option<XdpModeArg>,
