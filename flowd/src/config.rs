@@ -567,7 +567,10 @@ mod tests {
         let e = Config::parse("drain_at_fill_percent = -1", "f.toml")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("drain_at_fill_percent") && e.contains("-1"), "{e}");
+        assert!(
+            e.contains("drain_at_fill_percent") && e.contains("-1"),
+            "{e}"
+        );
         let e = Config::parse("xdp_mode = \"fast\"", "f.toml")
             .unwrap_err()
             .to_string();

@@ -1595,7 +1595,9 @@ mod slab_tests {
             got.sort_by_key(|e| e.flow.key);
             want.sort_by_key(|e| e.flow.key);
             assert_eq!(got, want);
-            got.into_iter().map(|e| e.flow.key.sport).collect::<Vec<_>>()
+            got.into_iter()
+                .map(|e| e.flow.key.sport)
+                .collect::<Vec<_>>()
         };
         for p in 1..=64 {
             assert_eq!(both(&mut t, &mut r, udp(p), u64::from(p) * SEC), NONE);

@@ -303,7 +303,10 @@ fn absorb_into_a_full_table(reps: usize) {
     for (name, idle, active) in configs {
         let mut wall = Vec::new();
         for rep in 0..reps {
-            eprintln!("absorb into a full table: {name}, repetition {}/{reps}", rep + 1);
+            eprintln!(
+                "absorb into a full table: {name}, repetition {}/{reps}",
+                rep + 1
+            );
             let mut t = FlowTable::new(TableConfig {
                 idle_timeout_ns: idle * SEC,
                 active_timeout_ns: active * SEC,
