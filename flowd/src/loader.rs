@@ -669,26 +669,26 @@ impl Datapath {
 
     /// Exact counters of one slot and direction, summed over CPUs.
     pub fn totals(&self, slot: u32, direction: u8) -> Result<IfaceCounters, LoadError> {
-        let map = self
-            .ebpf
-            .map(maps::TOTALS)
-            .ok_or(LoadError::MissingMap(maps::TOTALS))?;
-        let totals: PerCpuArray<&MapData, IfaceCounters> =
-            PerCpuArray::try_from(map).map_err(|source| LoadError::Map {
-                map: maps::TOTALS,
-                source,
-            })?;
-        let per_cpu = totals
-            .get(&totals_index(slot, direction), 0)
-            .map_err(|source| LoadError::Map {
-                map: maps::TOTALS,
-                source,
-            })?;
+        let per_cpu = self.per_cpu::<IfaceCounters>(maps::TOTALS, totals_index(slot, direction))?;
         let mut sum = IfaceCounters::default();
         for c in per_cpu.iter() {
             sum.add(c);
         }
         Ok(sum)
+    }
+
+    /// Every CPU's value of entry `index` of the per-CPU array `name`.
+    fn per_cpu<T: aya::Pod>(
+        &self,
+        name: &'static str,
+        index: u32,
+    ) -> Result<aya::maps::PerCpuValues<T>, LoadError> {
+        let map = self.ebpf.map(name).ok_or(LoadError::MissingMap(name))?;
+        let array: PerCpuArray<&MapData, T> =
+            PerCpuArray::try_from(map).map_err(|source| LoadError::Map { map: name, source })?;
+        array
+            .get(&index, 0)
+            .map_err(|source| LoadError::Map { map: name, source })
     }
 
     fn set_active_gen(&mut self, generation: u32) -> Result<(), LoadError> {
@@ -767,21 +767,7 @@ impl Datapath {
     /// Flows the programs inserted into the generation they write to since
     /// it was last drained: how full it is (summed over CPUs).
     pub fn active_inserts(&self) -> Result<u64, LoadError> {
-        let map = self
-            .ebpf
-            .map(maps::GEN_INSERTS)
-            .ok_or(LoadError::MissingMap(maps::GEN_INSERTS))?;
-        let counts: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(map).map_err(|source| LoadError::Map {
-                map: maps::GEN_INSERTS,
-                source,
-            })?;
-        let per_cpu = counts
-            .get(&self.active_gen, 0)
-            .map_err(|source| LoadError::Map {
-                map: maps::GEN_INSERTS,
-                source,
-            })?;
+        let per_cpu = self.per_cpu::<u64>(maps::GEN_INSERTS, self.active_gen)?;
         Ok(per_cpu.iter().fold(0u64, |a, b| a.wrapping_add(*b)))
     }
 
