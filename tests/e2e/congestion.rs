@@ -47,8 +47,8 @@ fn tbf_bottleneck_shows_queueing_retransmits_and_fires_alerts() {
         "tc", "qdisc", "add", "dev", &link.if_b, "root", "tbf", "rate", "4mbit", "burst", "16kb",
         "limit", "18kb",
     ]);
-    let dir = std::env::temp_dir().join(format!("flowd-cong-{}", flowd_tests::unique_tag()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = flowd_tests::TempDir::new("flowd-cong");
+    let dir = tmp.path().to_path_buf();
     let cfg = dir.join("flowd.toml");
     std::fs::write(
         &cfg,

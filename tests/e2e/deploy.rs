@@ -6,7 +6,7 @@
 
 use std::{collections::BTreeSet, path::PathBuf, process::Command};
 
-use flowd_tests::{flowd_bin, unique_tag};
+use flowd_tests::flowd_bin;
 use serde_json::Value;
 
 fn deploy(path: &str) -> PathBuf {
@@ -45,8 +45,8 @@ fn kubernetes_manifest_matches_flowd() {
     let config = kind(&docs, "ConfigMap")["data"]["flowd.toml"]
         .as_str()
         .expect("flowd.toml in the ConfigMap");
-    let dir = std::env::temp_dir().join(format!("flowd-k8s-{}", unique_tag()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = flowd_tests::TempDir::new("flowd-k8s");
+    let dir = tmp.path().to_path_buf();
     let file = dir.join("flowd.toml");
     std::fs::write(&file, config).unwrap();
     let out = Command::new(flowd_bin())

@@ -452,8 +452,8 @@ fn full_flow_map_overflows_without_losing_totals() {
 #[test]
 fn a_burst_of_new_flows_is_drained_before_the_map_fills() {
     const FLOWS: u16 = 10_000;
-    let dir = std::env::temp_dir().join(format!("flowd-burst-{}", flowd_tests::unique_tag()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = flowd_tests::TempDir::new("flowd-burst");
+    let dir = tmp.path().to_path_buf();
     let path = dir.join("flows.jsonl");
     let link = Link::new();
     let mut flowd = Flowd::start(

@@ -95,7 +95,8 @@ impl Drop for Nfcapd {
 
 #[test]
 fn nfdump_reads_back_every_record_flowd_wrote() {
-    let dir = std::env::temp_dir().join(format!("flowd-ipfix-{}", flowd_tests::unique_tag()));
+    let tmp = flowd_tests::TempDir::new("flowd-ipfix");
+    let dir = tmp.path().to_path_buf();
     let capd = dir.join("nfcapd");
     std::fs::create_dir_all(&capd).unwrap();
     let json = dir.join("flows.jsonl");
@@ -265,7 +266,8 @@ fn replay_sends_a_captures_records_to_nfdump() {
         "{} missing (set FLOWD_SHARED)",
         capture.display()
     );
-    let dir = std::env::temp_dir().join(format!("flowd-ipfix-{}", flowd_tests::unique_tag()));
+    let tmp = flowd_tests::TempDir::new("flowd-ipfix");
+    let dir = tmp.path().to_path_buf();
     let capd = dir.join("nfcapd");
     std::fs::create_dir_all(&capd).unwrap();
     let link = Link::new();

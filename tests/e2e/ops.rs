@@ -119,8 +119,8 @@ fn reload_rejects_bad_config_and_applies_good_one() {
         "ip", "link", "add", "fdum0", "type", "veth", "peer", "name", "fdum1",
     ]);
     link.b.exec(&["ip", "link", "set", "fdum0", "up"]);
-    let dir = std::env::temp_dir().join(format!("flowd-reload-{}", flowd_tests::unique_tag()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = flowd_tests::TempDir::new("flowd-reload");
+    let dir = tmp.path().to_path_buf();
     let cfg = dir.join("flowd.toml");
     let write = |body: &str| std::fs::write(&cfg, body).unwrap();
     write(&format!(
@@ -220,8 +220,8 @@ fn interface_that_goes_away_and_returns() {
 fn notify_protocol_on_a_real_socket() {
     let link = Link::new();
     let fs = BpfFs::new();
-    let sock_path =
-        std::env::temp_dir().join(format!("flowd-notify-{}", flowd_tests::unique_tag()));
+    let tmp = flowd_tests::TempDir::new("flowd-notify");
+    let sock_path = tmp.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -271,7 +271,6 @@ fn notify_protocol_on_a_real_socket() {
     }
     assert_eq!(last, "STOPPING=1");
     assert_eq!(flowd.wait_exit(20), Some(0));
-    let _ = std::fs::remove_file(&sock_path);
 }
 
 #[test]
@@ -283,8 +282,8 @@ fn systemd_unit_verifies() {
     .unwrap();
     assert!(unit.contains("Type=notify") && unit.contains("WatchdogSec="));
     // systemd-analyze checks that ExecStart exists: point it at the built binary.
-    let dir = std::env::temp_dir().join(format!("flowd-unit-{}", flowd_tests::unique_tag()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = flowd_tests::TempDir::new("flowd-unit");
+    let dir = tmp.path().to_path_buf();
     let path = dir.join("flowd.service");
     std::fs::write(
         &path,
@@ -306,8 +305,8 @@ fn systemd_unit_verifies() {
 
 #[test]
 fn check_config_names_the_bad_key() {
-    let dir = std::env::temp_dir().join(format!("flowd-cc-{}", flowd_tests::unique_tag()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = flowd_tests::TempDir::new("flowd-cc");
+    let dir = tmp.path().to_path_buf();
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "[flow_table]\nidle_timeout_s = 0\n").unwrap();
     let out = Command::new(flowd_bin())
@@ -342,8 +341,8 @@ fn check_config_names_the_bad_key() {
 #[test]
 fn tls_and_basic_auth() {
     let link = Link::new();
-    let dir = std::env::temp_dir().join(format!("flowd-tls-{}", flowd_tests::unique_tag()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = flowd_tests::TempDir::new("flowd-tls");
+    let dir = tmp.path().to_path_buf();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let out = Command::new("openssl")
         .args([

@@ -30,8 +30,8 @@ const KEYS: [&str; 16] = [
 
 #[test]
 fn idle_and_forced_records_with_rotation_on_sighup() {
-    let dir = std::env::temp_dir().join(format!("flowd-rec-{}", flowd_tests::unique_tag()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = flowd_tests::TempDir::new("flowd-rec");
+    let dir = tmp.path().to_path_buf();
     let path = dir.join("flows.jsonl");
     let link = Link::new();
     let mut flowd = Flowd::start(

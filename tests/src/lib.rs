@@ -10,7 +10,7 @@ use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream, UdpSocket},
     os::fd::AsRawFd,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     thread,
@@ -23,6 +23,29 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 pub fn unique_tag() -> String {
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
     format!("{:x}{n:x}", std::process::id() % 0xfffff)
+}
+
+/// A fresh directory under the system's temporary directory, removed with
+/// everything in it when dropped, also when the test fails.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// `<tmp>/<prefix>-<unique tag>`, created.
+    pub fn new(prefix: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("{prefix}-{}", unique_tag()));
+        std::fs::create_dir_all(&path).expect("creating a temporary directory");
+        Self(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Runs a command, panicking with its output if it fails.
@@ -736,7 +759,7 @@ pub fn stop_child(child: &mut Child, secs: u64) {
 }
 
 /// Flow records of a JSON-lines file (none if it does not exist yet).
-pub fn read_records(path: &std::path::Path) -> Vec<serde_json::Value> {
+pub fn read_records(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
