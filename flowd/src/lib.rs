@@ -10,6 +10,7 @@ pub mod doctor;
 pub mod export;
 pub mod flowtable;
 pub mod interfaces;
+pub mod listen;
 pub mod loader;
 pub mod notify;
 pub mod pcap;
