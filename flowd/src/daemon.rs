@@ -588,7 +588,14 @@ impl Shared {
             let c = lock(&self.config);
             (c.interfaces.clone(), c.xdp_attach_mode())
         };
-        let present = interfaces::list();
+        // A failed listing is "unknown": nothing is forgotten or attached.
+        let present = match interfaces::list() {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "cannot list interfaces; keeping every attachment as it is");
+                return;
+            }
+        };
         let wanted = interfaces::selected(&present, &patterns);
         let mut dp = lock(&self.dp);
         let attached: Vec<(u32, String)> = dp
@@ -697,12 +704,36 @@ const END_CHUNK: usize = 16_384;
 /// How often the drain loop reads the flow map's fill.
 const FILL_CHECK: Duration = Duration::from_millis(20);
 
+/// Raises the soft open-file limit to the hard limit: the default soft limit
+/// (1024 under systemd) is what a few idle HTTP clients can exhaust, and the
+/// hard limit is what the host allows this process anyway.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let soft = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+            info!(from = soft, to = lim.rlim_max, "raised the open-file limit");
+        } else {
+            warn!(soft, error = %std::io::Error::last_os_error(), "could not raise the open-file limit");
+        }
+    }
+}
+
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(source: ConfigSource) -> Result<()> {
     map_large_allocations();
     let cfg = source.load()?;
     check_privileges()?;
-    let present = interfaces::list();
+    raise_fd_limit();
+    let present = interfaces::list()?;
     for p in cfg
         .interfaces
         .iter()

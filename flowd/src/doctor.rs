@@ -73,7 +73,14 @@ pub fn run() -> Result<()> {
             Err(e) => line(false, "eBPF programs", e.to_string()),
         }
     }
-    for i in interfaces::list().into_iter().filter(|i| !i.loopback) {
+    let all = match interfaces::list() {
+        Ok(all) => all,
+        Err(e) => {
+            line(false, "interfaces", e.to_string());
+            Vec::new()
+        }
+    };
+    for i in all.into_iter().filter(|i| !i.loopback) {
         let driver = std::fs::read_link(format!("/sys/class/net/{}/device/driver", i.name))
             .ok()
             .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
