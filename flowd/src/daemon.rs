@@ -150,6 +150,8 @@ pub struct Shared {
     attach_errors: Mutex<BTreeMap<String, String>>,
     /// Reading the flow map's fill failed at the last check (logged once).
     fill_failing: AtomicBool,
+    /// The HTTP server's connections.
+    pub http: Arc<crate::listen::ConnStats>,
 }
 
 impl Shared {
@@ -216,6 +218,7 @@ impl Shared {
         s.drained_entries = d.entries;
         s.last_drain_entries = d.last_entries;
         s.drain_errors = d.errors;
+        s.http = self.http.snapshot();
         s
     }
 
@@ -791,6 +794,7 @@ pub fn run(source: ConfigSource) -> Result<()> {
         table: Mutex::new(FlowTable::new(cfg.table())),
         drain: Mutex::new(DrainStats::default()),
         ready: AtomicBool::new(false),
+        http: Arc::default(),
         names: Mutex::new(HashMap::new()),
         records: Mutex::new(records),
         ipfix: Mutex::new(ipfix),
@@ -878,7 +882,16 @@ pub fn run(source: ConfigSource) -> Result<()> {
         let app = server::router(Arc::clone(&shared));
         let Signals { hup, term, int } = signals;
         tokio::spawn(on_sighup(hup, Arc::clone(&shared), source.clone()));
-        crate::web::serve(listener, app, &cfg.web, tls, shutdown_signal(term, int)).await
+        let conns = Arc::clone(&shared.http);
+        crate::web::serve(
+            listener,
+            app,
+            &cfg.web,
+            tls,
+            conns,
+            shutdown_signal(term, int),
+        )
+        .await
     });
 
     notify::notify("STOPPING=1");

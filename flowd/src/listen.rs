@@ -68,6 +68,17 @@ pub struct ConnStats {
     pub accept_errors: AtomicU64,
 }
 
+impl ConnStats {
+    pub fn snapshot(&self) -> crate::export::metrics::HttpSnapshot {
+        crate::export::metrics::HttpSnapshot {
+            open: self.open.load(Ordering::Relaxed),
+            max: self.max.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            accept_errors: self.accept_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` completes, then lets open
 /// requests finish for up to 5 s.
 pub async fn serve(

@@ -8,6 +8,7 @@ mod dashboard;
 mod deploy;
 mod flows;
 mod ipfix;
+mod limits;
 mod live_replay;
 mod ops;
 mod prometheus;
