@@ -9,6 +9,8 @@
 
 use core::mem::size_of;
 
+pub mod proto;
+
 /// Layout version of every map below. Bump it whenever a map's key or value
 /// layout changes: pinned maps from another version are reset, not reused.
 pub const ABI_VERSION: u32 = 4;
@@ -95,9 +97,7 @@ const _: () = assert!(TCP_SEQ_CAPACITY.is_power_of_two());
 /// `Control::flags`: measure RTT (handshakes and TCP timestamps).
 pub const FLAG_RTT: u32 = 1;
 
-/// Direction of a packet relative to the monitored interface.
-pub const DIR_INGRESS: u8 = 0;
-pub const DIR_EGRESS: u8 = 1;
+pub use proto::{DIR_EGRESS, DIR_INGRESS};
 
 /// Index of the per-(slot, direction) counter block in `TOTALS`.
 #[inline(always)]

@@ -14,7 +14,7 @@ use aya_ebpf::{
 use flowd_common::{
     DIR_EGRESS, FLAG_RTT, FlowKey, FlowStats, IfaceCounters, RTT_HANDSHAKE, RTT_RECENT_SLOTS,
     RTT_TIMESTAMP, RttKey, RttSample, SEQ_TAG_VALID, SEQ_WAYS, SLOT_ARRAY_LEN, SeqSlot, counter,
-    key_word, seq_bucket, seq_hash, seq_tag, totals_index,
+    key_word, proto::tcp, seq_bucket, seq_hash, seq_tag, totals_index,
 };
 
 use crate::{
@@ -25,10 +25,6 @@ use crate::{
     parse::{Frame, L4Info, parse},
 };
 
-const TCP_FIN: u16 = 0x01;
-const TCP_SYN: u16 = 0x02;
-const TCP_RST: u16 = 0x04;
-const TCP_ACK: u16 = 0x10;
 const E2BIG: i32 = 7;
 const EEXIST: i32 = 17;
 
@@ -430,17 +426,17 @@ fn add_to<const SHARED: bool>(v: *mut FlowStats, info: &L4Info, packets: u64, by
             return;
         }
         let flags = info.tcp_flags;
-        if flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0 {
-            if flags & TCP_SYN != 0 {
+        if flags & (tcp::SYN | tcp::FIN | tcp::RST) != 0 {
+            if flags & tcp::SYN != 0 {
                 add32::<SHARED>(&raw mut (*v).syn, 1);
-                if flags & TCP_ACK != 0 {
+                if flags & tcp::ACK != 0 {
                     add32::<SHARED>(&raw mut (*v).synack, 1);
                 }
             }
-            if flags & TCP_FIN != 0 {
+            if flags & tcp::FIN != 0 {
                 add32::<SHARED>(&raw mut (*v).fin, 1);
             }
-            if flags & TCP_RST != 0 {
+            if flags & tcp::RST != 0 {
                 add32::<SHARED>(&raw mut (*v).rst, 1);
             }
         } else if info.tcp_window == 0 {
@@ -495,7 +491,7 @@ fn rtt(
     };
     let new_ts = info.has_ts && ts != 0 && ts != ts_last;
     let handshake =
-        flags & TCP_SYN != 0 || (pkt.direction != DIR_EGRESS && flags & TCP_ACK != 0 && young);
+        flags & tcp::SYN != 0 || (pkt.direction != DIR_EGRESS && flags & tcp::ACK != 0 && young);
     if !new_ts && !handshake {
         return;
     }
@@ -520,7 +516,7 @@ fn rtt(
     if pkt.direction == DIR_EGRESS {
         let t = now(pkt.ts_ns);
         clock.mark_probe(recent);
-        if flags & TCP_SYN != 0 {
+        if flags & tcp::SYN != 0 {
             k.token = info.tcp_seq.wrapping_add(1);
             let _ = RTT_PENDING.insert(&k, &t, 0);
         }
@@ -537,7 +533,7 @@ fn rtt(
     k.dst = key.src;
     k.sport = key.dport;
     k.dport = key.sport;
-    if handshake && flags & TCP_ACK != 0 {
+    if handshake && flags & tcp::ACK != 0 {
         k.token = info.tcp_ack;
         close_probe(&k, key, RTT_HANDSHAKE, pkt, totals);
     }

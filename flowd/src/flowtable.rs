@@ -6,17 +6,16 @@ use std::{
     hash::BuildHasher as _,
 };
 
-use flowd_common::{FlowKey, FlowStats};
+use flowd_common::{
+    FlowKey, FlowStats,
+    proto::{ip, tcp},
+};
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::{
     clock::TimeBase,
     connstate::{Side, conn_state},
 };
-
-const TCP_FIN: u16 = 0x01;
-const TCP_SYN: u16 = 0x02;
-const TCP_RST: u16 = 0x04;
 
 /// One unidirectional flow, cumulative since it was first seen.
 ///
@@ -129,9 +128,9 @@ impl Flow {
         self.dscp = d.dscp;
         // The kernel ORs flags without atomics; the counted ones are exact.
         self.tcp_flags |= d.tcp_flags
-            | if d.syn > 0 { TCP_SYN } else { 0 }
-            | if d.fin > 0 { TCP_FIN } else { 0 }
-            | if d.rst > 0 { TCP_RST } else { 0 };
+            | if d.syn > 0 { tcp::SYN } else { 0 }
+            | if d.fin > 0 { tcp::FIN } else { 0 }
+            | if d.rst > 0 { tcp::RST } else { 0 };
     }
 
     /// Its side of a TCP connection, for the connection state.
@@ -146,7 +145,7 @@ impl Flow {
 
     /// A TCP flow that sent FIN or RST: it may end after the close grace.
     fn closing(&self) -> bool {
-        self.key.proto == IPPROTO_TCP && (self.fin > 0 || self.rst > 0)
+        self.key.proto == ip::TCP && (self.fin > 0 || self.rst > 0)
     }
 }
 
@@ -648,10 +647,7 @@ impl FlowTable {
             let idle = now_ns.saturating_sub(last);
             let reason = if idle >= c.idle_timeout_ns {
                 Some(EndReason::Idle)
-            } else if f.key.proto == IPPROTO_TCP
-                && idle >= c.tcp_close_grace_ns
-                && self.tcp_closed(f)
-            {
+            } else if f.key.proto == ip::TCP && idle >= c.tcp_close_grace_ns && self.tcp_closed(f) {
                 Some(EndReason::EndOfFlow)
             } else {
                 None
@@ -834,7 +830,7 @@ impl FlowTable {
 
     /// Zeek's conn_state of a TCP flow's connection (None for other protocols).
     pub fn conn_state(&self, key: &FlowKey) -> Option<&'static str> {
-        if key.proto != IPPROTO_TCP {
+        if key.proto != ip::TCP {
             return None;
         }
         let this = self.get(key)?;
@@ -974,8 +970,6 @@ impl FlowTable {
     }
 }
 
-const IPPROTO_TCP: u8 = 6;
-
 /// Orders the two directions of a connection: the originator sent the first
 /// SYN; without SYNs, the side talking to a service port (as Zeek guesses);
 /// else the first packet's sender.
@@ -996,7 +990,7 @@ fn is_service_side(sport: u16, dport: u16) -> bool {
 /// Zeek's conn_state of `this` flow's connection, given its reverse
 /// direction if the table has it (None for protocols other than TCP).
 pub fn pair_conn_state(this: &Flow, rev: Option<&Flow>) -> Option<&'static str> {
-    if this.key.proto != IPPROTO_TCP {
+    if this.key.proto != ip::TCP {
         return None;
     }
     let Some(rev) = rev else {
@@ -1035,7 +1029,7 @@ mod tests {
             bytes,
             first_seen_ns: first,
             last_seen_ns: last,
-            syn: u32::from(flags & TCP_SYN != 0),
+            syn: u32::from(flags & tcp::SYN != 0),
             fin: 0,
             rst: 0,
             tcp_flags: flags,
@@ -1053,12 +1047,12 @@ mod tests {
             dport: 80,
             ..Default::default()
         };
-        t.apply(&k, &delta(2, 120, 10, 20, TCP_SYN), TimeBase::Capture);
-        t.apply(&k, &delta(3, 4500, 30, 25, 0x10), TimeBase::Capture);
+        t.apply(&k, &delta(2, 120, 10, 20, tcp::SYN), TimeBase::Capture);
+        t.apply(&k, &delta(3, 4500, 30, 25, tcp::ACK), TimeBase::Capture);
         let f = t.get(&k).unwrap();
         assert_eq!((f.packets, f.bytes), (5, 4620));
         assert_eq!((f.first_ns, f.last_ns), (10, 30));
-        assert_eq!(f.tcp_flags, TCP_SYN | 0x10);
+        assert_eq!(f.tcp_flags, tcp::SYN | tcp::ACK);
         assert_eq!(f.syn, 1);
         assert_eq!(t.len(), 1);
     }
@@ -1084,9 +1078,9 @@ mod tests {
             dport: a.sport,
             ..a
         };
-        let mut syn = delta(3, 180, 100, 300, TCP_SYN | TCP_FIN | 0x10);
+        let mut syn = delta(3, 180, 100, 300, tcp::SYN | tcp::FIN | tcp::ACK);
         syn.fin = 1;
-        let mut synack = delta(2, 120, 150, 310, TCP_SYN | TCP_FIN | 0x10);
+        let mut synack = delta(2, 120, 150, 310, tcp::SYN | tcp::FIN | tcp::ACK);
         synack.fin = 1;
         t.apply(&a, &syn, TimeBase::Capture);
         assert_eq!(t.conn_state(&a), Some("SH"));
@@ -1174,7 +1168,7 @@ mod tests {
             dport: 1,
             ..a
         };
-        let mut d = delta(3, 180, 10, 20, TCP_SYN | TCP_FIN);
+        let mut d = delta(3, 180, 10, 20, tcp::SYN | tcp::FIN);
         d.fin = 1;
         t.apply(&a, &d, TimeBase::Capture);
         t.apply(&b, &d, TimeBase::Capture);
@@ -1195,7 +1189,7 @@ mod tests {
         let mut d = delta(1, 60, 1, 1, 0);
         d.rst = 1;
         t.apply(&k, &d, TimeBase::Capture);
-        assert_eq!(t.get(&k).unwrap().tcp_flags, TCP_RST);
+        assert_eq!(t.get(&k).unwrap().tcp_flags, tcp::RST);
     }
 }
 
@@ -1274,7 +1268,7 @@ mod reference {
         }
 
         fn conn_state(&self, key: &FlowKey) -> Option<&'static str> {
-            if key.proto != IPPROTO_TCP {
+            if key.proto != ip::TCP {
                 return None;
             }
             let this = &self.flows[key];
@@ -1333,7 +1327,7 @@ mod reference {
                 };
                 let reason = if idle >= c.idle_timeout_ns {
                     Some(EndReason::Idle)
-                } else if f.key.proto == IPPROTO_TCP && idle >= c.tcp_close_grace_ns && closed {
+                } else if f.key.proto == ip::TCP && idle >= c.tcp_close_grace_ns && closed {
                     Some(EndReason::EndOfFlow)
                 } else {
                     None

@@ -5,7 +5,10 @@ use std::{
     net::{IpAddr, Ipv6Addr},
 };
 
-use flowd_common::{DIR_INGRESS, FlowKey};
+use flowd_common::{
+    FlowKey,
+    proto::{self, ip},
+};
 use serde_json::{Value, json};
 
 use crate::{
@@ -23,11 +26,7 @@ pub fn addr(a: &[u8; 16]) -> IpAddr {
 }
 
 pub fn direction(key: &FlowKey) -> &'static str {
-    if key.direction == DIR_INGRESS {
-        "ingress"
-    } else {
-        "egress"
-    }
+    proto::direction_name(key.direction)
 }
 
 /// One flow as a JSON object with the documented keys.
@@ -53,7 +52,7 @@ pub fn flow_json(flow: &Flow, device: &str) -> Value {
         "first_seen_ns": flow.first_ns,
         "last_seen_ns": flow.last_ns,
     });
-    if k.proto == 6 {
+    if k.proto == ip::TCP {
         v["synack"] = flow.synack.into();
         v["retrans"] = flow.retrans.into();
         v["zero_window"] = flow.zero_window.into();
@@ -250,7 +249,7 @@ impl<'a> Fields<'a> {
         r.set(key::RST, Field::Uint(flow.rst.into()));
         r.set(key::FIRST_SEEN_NS, Field::Uint(flow.first_ns));
         r.set(key::LAST_SEEN_NS, Field::Uint(flow.last_ns));
-        if k.proto == 6 {
+        if k.proto == ip::TCP {
             r.set(key::SYNACK, Field::Uint(flow.synack.into()));
             r.set(key::RETRANS, Field::Uint(flow.retrans.into()));
             r.set(key::ZERO_WINDOW, Field::Uint(flow.zero_window.into()));

@@ -19,7 +19,10 @@ use std::{
 };
 
 use anyhow::Context as _;
-use flowd_common::{DIR_INGRESS, FlowKey, FlowStats, IfaceCounters, REPLAY_META_MAGIC, counter};
+use flowd_common::{
+    DIR_INGRESS, FlowKey, FlowStats, IfaceCounters, REPLAY_META_MAGIC, counter,
+    proto::{ip, tcp},
+};
 use serde_json::{Value, json};
 use thiserror::Error;
 
@@ -882,13 +885,10 @@ impl Connection<'_> {
     }
 }
 
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_ICMPV6: u8 = 58;
-
 /// Whether an ICMP "port" (type * 256 + code) is an echo request.
 fn is_echo_request(key: &FlowKey) -> bool {
     let t = key.dport >> 8;
-    (key.proto == IPPROTO_ICMP && t == 8) || (key.proto == IPPROTO_ICMPV6 && t == 128)
+    (key.proto == ip::ICMP && t == 8) || (key.proto == ip::ICMPV6 && t == 128)
 }
 
 /// The key of the other direction of `key`'s connection: addresses and
@@ -901,11 +901,11 @@ pub fn reverse_key(key: &FlowKey) -> Option<FlowKey> {
     r.dst = key.src;
     let (t, code) = (key.dport >> 8, key.dport & 0xff);
     let rev_type = match (key.proto, t) {
-        (IPPROTO_ICMP, 8) => 0,
-        (IPPROTO_ICMP, 0) => 8,
-        (IPPROTO_ICMPV6, 128) => 129,
-        (IPPROTO_ICMPV6, 129) => 128,
-        (IPPROTO_ICMP | IPPROTO_ICMPV6, _) => return None,
+        (ip::ICMP, 8) => 0,
+        (ip::ICMP, 0) => 8,
+        (ip::ICMPV6, 128) => 129,
+        (ip::ICMPV6, 129) => 128,
+        (ip::ICMP | ip::ICMPV6, _) => return None,
         _ => {
             r.sport = key.dport;
             r.dport = key.sport;
@@ -1198,54 +1198,34 @@ fn duration_text(ns: u64) -> String {
 
 /// Ports as a person reads them: ICMP type/code, "-" where there are none.
 fn ports_text(key: &FlowKey) -> (String, String) {
-    match key.proto {
-        IPPROTO_ICMP | IPPROTO_ICMPV6 => (
+    if ip::is_icmp(key.proto) {
+        (
             "-".into(),
             format!("{}/{}", key.dport >> 8, key.dport & 0xff),
-        ),
-        6 | 17 | 132 | 136 => (key.sport.to_string(), key.dport.to_string()),
-        _ => ("-".into(), "-".into()),
+        )
+    } else if ip::has_ports(key.proto) {
+        (key.sport.to_string(), key.dport.to_string())
+    } else {
+        ("-".into(), "-".into())
     }
 }
 
 fn proto_name(proto: u8) -> String {
-    match proto {
-        1 => "icmp",
-        2 => "igmp",
-        4 => "ipip",
-        6 => "tcp",
-        17 => "udp",
-        41 => "ipv6",
-        47 => "gre",
-        50 => "esp",
-        51 => "ah",
-        58 => "icmp6",
-        89 => "ospf",
-        103 => "pim",
-        112 => "vrrp",
-        132 => "sctp",
-        136 => "udplite",
-        p => return p.to_string(),
+    match ip::name(proto) {
+        Some(n) => n.into(),
+        None => proto.to_string(),
     }
-    .into()
 }
 
 /// TCP flags nfdump-style: `UAPRSF`, a dot for each flag not seen.
 fn tcp_flags_text(proto: u8, flags: u16) -> String {
-    if proto != 6 {
+    if proto != ip::TCP {
         return String::new();
     }
-    [
-        (0x20, 'U'),
-        (0x10, 'A'),
-        (0x08, 'P'),
-        (0x04, 'R'),
-        (0x02, 'S'),
-        (0x01, 'F'),
-    ]
-    .iter()
-    .map(|&(bit, c)| if flags & bit != 0 { c } else { '.' })
-    .collect()
+    tcp::LETTERS
+        .iter()
+        .map(|&(bit, c)| if flags & bit != 0 { c } else { '.' })
+        .collect()
 }
 
 /// Bytes in SI units, as tshark prints them: `870 B`, `28.5 kB`, `1.2 MB`.

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flowd_common::{DIR_INGRESS, FlowKey};
+use flowd_common::{DIR_INGRESS, FlowKey, proto::ip};
 
 use crate::flowtable::{EndReason, Ended};
 
@@ -91,10 +91,6 @@ fn end_reason(r: EndReason) -> u8 {
         EndReason::Forced => 4,
         EndReason::Evicted => 5,
     }
-}
-
-fn is_icmp(proto: u8) -> bool {
-    proto == 1 || proto == 58
 }
 
 /// Builds IPFIX messages; keeps the sequence number of one observation domain.
@@ -222,7 +218,7 @@ impl Message {
             b.extend_from_slice(&k.dst);
         }
         // ICMP keeps type * 256 + code where a port would be.
-        let (sport, dport, icmp) = if is_icmp(k.proto) {
+        let (sport, dport, icmp) = if ip::is_icmp(k.proto) {
             (0, 0, k.dport)
         } else {
             (k.sport, k.dport, 0)

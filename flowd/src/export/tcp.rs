@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use flowd_common::{DIR_INGRESS, FlowKey, FlowStats};
+use flowd_common::{DIR_INGRESS, FlowKey, FlowStats, proto};
 
 use super::{
     groups::PeerGroups,
@@ -63,11 +63,7 @@ pub struct TcpSignals {
 }
 
 pub fn direction_label(key: &FlowKey) -> &'static str {
-    if key.direction == DIR_INGRESS {
-        "receive"
-    } else {
-        "transmit"
-    }
+    proto::direction_label(key.direction)
 }
 
 impl TcpSignals {
