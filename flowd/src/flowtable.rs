@@ -7,7 +7,7 @@ use std::{
 };
 
 use flowd_common::{
-    FlowKey, FlowStats,
+    FlowCounts, FlowKey, FlowStats,
     proto::{ip, tcp},
 };
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -25,24 +25,11 @@ use crate::{
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Flow {
     pub key: FlowKey,
-    pub packets: u64,
-    pub bytes: u64,
+    /// The kernel's counters, summed over the record (`seq_valid` unused).
+    pub counts: FlowCounts,
     /// Unix time, nanoseconds.
     pub first_ns: u64,
     pub last_ns: u64,
-    pub tcp_flags: u16,
-    pub syn: u32,
-    pub fin: u32,
-    pub rst: u32,
-    pub synack: u32,
-    /// TCP segments with data already seen (retransmissions, reordering).
-    pub retrans: u32,
-    pub zero_window: u32,
-    pub ce: u32,
-    pub ect0: u32,
-    pub ect1: u32,
-    /// DSCP of the latest packet.
-    pub dscp: u8,
     /// RTT seen on this flow (samples closed by its packets), ns.
     pub rtt_min_ns: u64,
     /// Smoothed RTT (RFC 6298 weights), ns.
@@ -90,62 +77,50 @@ impl Flow {
         };
     }
 
-    /// Whether adding `d` would overflow one of the `u32` counts.
+    /// Whether adding `d` would overflow one of the counts.
     fn would_overflow(&self, d: &FlowStats) -> bool {
-        [
-            (self.syn, d.syn),
-            (self.fin, d.fin),
-            (self.rst, d.rst),
-            (self.synack, d.synack),
-            (self.retrans, d.retrans),
-            (self.zero_window, d.zero_window),
-            (self.ce, d.ce),
-            (self.ect0, d.ect0),
-            (self.ect1, d.ect1),
-        ]
-        .iter()
-        .any(|(a, b)| a.checked_add(*b).is_none())
+        self.counts.checked_add(&d.counts).is_none()
     }
 
-    /// Adds one drained delta (the table checks `would_overflow` first).
-    pub fn add(&mut self, d: &FlowStats, time: TimeBase) {
+    /// Adds one drained delta. False, and nothing added, when a count
+    /// would overflow (the table checks `would_overflow` first).
+    #[must_use]
+    pub fn add(&mut self, d: &FlowStats, time: TimeBase) -> bool {
+        let Some(mut counts) = self.counts.checked_add(&d.counts) else {
+            return false;
+        };
+        // The kernel ORs flags without atomics; the counted ones are exact.
+        for (n, flag) in [
+            (d.counts.syn, tcp::SYN),
+            (d.counts.fin, tcp::FIN),
+            (d.counts.rst, tcp::RST),
+        ] {
+            if n > 0 {
+                counts.tcp_flags |= flag;
+            }
+        }
+        self.counts = counts;
         let first = time.to_unix_ns(d.first_seen_ns);
         // Last-seen comes from a coarser clock than first-seen in the kernel.
         let last = time.to_unix_ns(d.last_seen_ns).max(first);
-        self.packets += d.packets;
-        self.bytes += d.bytes;
         self.first_ns = self.first_ns.min(first);
         self.last_ns = self.last_ns.max(last);
-        self.syn += d.syn;
-        self.fin += d.fin;
-        self.rst += d.rst;
-        self.synack += d.synack;
-        self.retrans += d.retrans;
-        self.zero_window += d.zero_window;
-        self.ce += d.ce;
-        self.ect0 += d.ect0;
-        self.ect1 += d.ect1;
-        self.dscp = d.dscp;
-        // The kernel ORs flags without atomics; the counted ones are exact.
-        self.tcp_flags |= d.tcp_flags
-            | if d.syn > 0 { tcp::SYN } else { 0 }
-            | if d.fin > 0 { tcp::FIN } else { 0 }
-            | if d.rst > 0 { tcp::RST } else { 0 };
+        true
     }
 
     /// Its side of a TCP connection, for the connection state.
     fn side(&self) -> Side {
         Side {
-            packets: self.packets,
-            syn: u64::from(self.syn),
-            fin: u64::from(self.fin),
-            rst: u64::from(self.rst),
+            packets: self.counts.packets,
+            syn: u64::from(self.counts.syn),
+            fin: u64::from(self.counts.fin),
+            rst: u64::from(self.counts.rst),
         }
     }
 
     /// A TCP flow that sent FIN or RST: it may end after the close grace.
     fn closing(&self) -> bool {
-        self.key.proto == ip::TCP && (self.fin > 0 || self.rst > 0)
+        self.key.proto == ip::TCP && (self.counts.fin > 0 || self.counts.rst > 0)
     }
 }
 
@@ -393,7 +368,8 @@ impl FlowTable {
             }
             let f = &mut self.flows[s as usize];
             let (first, closing) = (f.first_ns, f.closing());
-            f.add(delta, time);
+            let added = f.add(delta, time);
+            debug_assert!(added, "checked by would_overflow");
             // The deadline moves earlier only through these.
             if refile || f.first_ns < first || f.closing() != closing {
                 self.unlink(s);
@@ -405,7 +381,8 @@ impl FlowTable {
             self.evict();
         }
         let mut f = Flow::new(*key);
-        f.add(delta, time);
+        let added = f.add(delta, time);
+        debug_assert!(added, "one delta fits a new record");
         if self.evict_bound.is_some_and(|b| (f.last_ns, *key) <= b) {
             // It would belong among the queued candidates.
             self.drop_evict_queue();
@@ -771,7 +748,7 @@ impl FlowTable {
     fn tcp_closed(&self, f: &Flow) -> bool {
         match self.reverse(&f.key) {
             Some(r) => crate::connstate::is_closed(&f.side(), &r.side()),
-            None => f.rst > 0,
+            None => f.counts.rst > 0,
         }
     }
 
@@ -975,7 +952,7 @@ impl FlowTable {
 /// else the first packet's sender.
 fn rank(f: &Flow) -> (bool, bool, u64) {
     (
-        f.syn == 0,
+        f.counts.syn == 0,
         is_service_side(f.key.sport, f.key.dport),
         f.first_ns,
     )
@@ -996,7 +973,7 @@ pub fn pair_conn_state(this: &Flow, rev: Option<&Flow>) -> Option<&'static str> 
     let Some(rev) = rev else {
         // Only one direction seen: from a service port, it is the responder's.
         return Some(
-            if this.syn == 0 && is_service_side(this.key.sport, this.key.dport) {
+            if this.counts.syn == 0 && is_service_side(this.key.sport, this.key.dport) {
                 conn_state(&Side::default(), &this.side())
             } else {
                 conn_state(&this.side(), &Side::default())
@@ -1015,7 +992,7 @@ pub fn pair_conn_state(this: &Flow, rev: Option<&Flow>) -> Option<&'static str> 
 fn pair_is_originator(this: &Flow, rev: Option<&Flow>) -> bool {
     match rev {
         Some(rev) => rank(this) <= rank(rev),
-        None => !(this.syn == 0 && is_service_side(this.key.sport, this.key.dport)),
+        None => !(this.counts.syn == 0 && is_service_side(this.key.sport, this.key.dport)),
     }
 }
 
@@ -1025,14 +1002,17 @@ mod tests {
 
     fn delta(packets: u64, bytes: u64, first: u64, last: u64, flags: u16) -> FlowStats {
         FlowStats {
-            packets,
-            bytes,
+            counts: FlowCounts {
+                packets,
+                bytes,
+                syn: u32::from(flags & tcp::SYN != 0),
+                fin: 0,
+                rst: 0,
+                tcp_flags: flags,
+                ..Default::default()
+            },
             first_seen_ns: first,
             last_seen_ns: last,
-            syn: u32::from(flags & tcp::SYN != 0),
-            fin: 0,
-            rst: 0,
-            tcp_flags: flags,
             ..Default::default()
         }
     }
@@ -1050,10 +1030,10 @@ mod tests {
         t.apply(&k, &delta(2, 120, 10, 20, tcp::SYN), TimeBase::Capture);
         t.apply(&k, &delta(3, 4500, 30, 25, tcp::ACK), TimeBase::Capture);
         let f = t.get(&k).unwrap();
-        assert_eq!((f.packets, f.bytes), (5, 4620));
+        assert_eq!((f.counts.packets, f.counts.bytes), (5, 4620));
         assert_eq!((f.first_ns, f.last_ns), (10, 30));
-        assert_eq!(f.tcp_flags, tcp::SYN | tcp::ACK);
-        assert_eq!(f.syn, 1);
+        assert_eq!(f.counts.tcp_flags, tcp::SYN | tcp::ACK);
+        assert_eq!(f.counts.syn, 1);
         assert_eq!(t.len(), 1);
     }
 
@@ -1079,9 +1059,9 @@ mod tests {
             ..a
         };
         let mut syn = delta(3, 180, 100, 300, tcp::SYN | tcp::FIN | tcp::ACK);
-        syn.fin = 1;
+        syn.counts.fin = 1;
         let mut synack = delta(2, 120, 150, 310, tcp::SYN | tcp::FIN | tcp::ACK);
-        synack.fin = 1;
+        synack.counts.fin = 1;
         t.apply(&a, &syn, TimeBase::Capture);
         assert_eq!(t.conn_state(&a), Some("SH"));
         t.apply(&b, &synack, TimeBase::Capture);
@@ -1115,10 +1095,10 @@ mod tests {
         let by_port = |p| ended.iter().find(|e| e.flow.key.sport == p).unwrap();
         assert_eq!(by_port(1).reason, EndReason::Idle);
         assert_eq!(by_port(2).reason, EndReason::Active);
-        assert_eq!(by_port(2).flow.packets, 2);
+        assert_eq!(by_port(2).flow.counts.packets, 2);
         // The active flow goes on with a fresh record.
         assert_eq!(t.len(), 1);
-        assert_eq!(t.get(&udp(2)).unwrap().packets, 0);
+        assert_eq!(t.get(&udp(2)).unwrap().counts.packets, 0);
         assert_eq!(t.stats().started, 2);
         assert_eq!(t.stats().ended, [1, 1, 0, 0, 0]);
     }
@@ -1169,7 +1149,7 @@ mod tests {
             ..a
         };
         let mut d = delta(3, 180, 10, 20, tcp::SYN | tcp::FIN);
-        d.fin = 1;
+        d.counts.fin = 1;
         t.apply(&a, &d, TimeBase::Capture);
         t.apply(&b, &d, TimeBase::Capture);
         assert!(t.expire(22).is_empty(), "still within the grace period");
@@ -1187,9 +1167,9 @@ mod tests {
         let mut t = FlowTable::default();
         let k = FlowKey::default();
         let mut d = delta(1, 60, 1, 1, 0);
-        d.rst = 1;
+        d.counts.rst = 1;
         t.apply(&k, &d, TimeBase::Capture);
-        assert_eq!(t.get(&k).unwrap().tcp_flags, tcp::RST);
+        assert_eq!(t.get(&k).unwrap().counts.tcp_flags, tcp::RST);
     }
 }
 
@@ -1212,7 +1192,7 @@ mod reference {
     impl RefTable {
         pub(super) fn apply(&mut self, key: &FlowKey, delta: &FlowStats) {
             if let Some(f) = self.flows.get_mut(key) {
-                f.add(delta, TimeBase::Capture);
+                assert!(f.add(delta, TimeBase::Capture));
                 return;
             }
             if self.flows.len() >= self.config.max_flows {
@@ -1228,7 +1208,7 @@ mod reference {
                 }
             }
             let mut f = Flow::new(*key);
-            f.add(delta, TimeBase::Capture);
+            assert!(f.add(delta, TimeBase::Capture));
             self.flows.insert(*key, f);
             self.stats.started += 1;
         }
@@ -1263,7 +1243,7 @@ mod reference {
             let this = &self.flows[key];
             match self.reverse(key) {
                 Some(rev) => rank(this) <= rank(rev),
-                None => !(this.syn == 0 && is_service_side(key.sport, key.dport)),
+                None => !(this.counts.syn == 0 && is_service_side(key.sport, key.dport)),
             }
         }
 
@@ -1273,11 +1253,13 @@ mod reference {
             }
             let this = &self.flows[key];
             let Some(rev) = self.reverse(key) else {
-                return Some(if this.syn == 0 && is_service_side(key.sport, key.dport) {
-                    conn_state(&Side::default(), &this.side())
-                } else {
-                    conn_state(&this.side(), &Side::default())
-                });
+                return Some(
+                    if this.counts.syn == 0 && is_service_side(key.sport, key.dport) {
+                        conn_state(&Side::default(), &this.side())
+                    } else {
+                        conn_state(&this.side(), &Side::default())
+                    },
+                );
             };
             let (o, r) = if rank(this) <= rank(rev) {
                 (this, rev)
@@ -1323,7 +1305,7 @@ mod reference {
                 let idle = now_ns.saturating_sub(last);
                 let closed = match rev {
                     Some(r) => crate::connstate::is_closed(&f.side(), &r.side()),
-                    None => f.rst > 0,
+                    None => f.counts.rst > 0,
                 };
                 let reason = if idle >= c.idle_timeout_ns {
                     Some(EndReason::Idle)
@@ -1380,8 +1362,11 @@ mod slab_tests {
 
     fn at(t: u64) -> FlowStats {
         FlowStats {
-            packets: 1,
-            bytes: 100,
+            counts: FlowCounts {
+                packets: 1,
+                bytes: 100,
+                ..Default::default()
+            },
             first_seen_ns: t,
             last_seen_ns: t,
             ..Default::default()
@@ -1440,7 +1425,7 @@ mod slab_tests {
         assert_eq!(t.len(), 1000);
         check(&t);
         for p in (1..1000).step_by(2).chain(1000..1500) {
-            assert_eq!(t.get(&udp(p)).map(|f| f.packets), Some(1));
+            assert_eq!(t.get(&udp(p)).map(|f| f.counts.packets), Some(1));
         }
         assert!(t.get(&udp(0)).is_none());
         assert_eq!(t.stats().started, 1500);
@@ -1500,17 +1485,20 @@ mod slab_tests {
         let mut t = FlowTable::default();
         let k = udp(1);
         let mut d = at(SEC);
-        d.ce = u32::MAX - 1;
+        d.counts.ce = u32::MAX - 1;
         t.apply(&k, &d, TimeBase::Capture);
         let mut d = at(2 * SEC);
-        d.ce = 3;
+        d.counts.ce = 3;
         t.apply(&k, &d, TimeBase::Capture);
         let f = t.get(&k).unwrap();
-        assert_eq!((f.ce, f.packets, f.first_ns), (3, 1, 2 * SEC));
+        assert_eq!((f.counts.ce, f.counts.packets, f.first_ns), (3, 1, 2 * SEC));
         let ended = t.expire(2 * SEC);
         assert_eq!(ended.len(), 1);
         assert_eq!(ended[0].reason, EndReason::Active);
-        assert_eq!((ended[0].flow.ce, ended[0].flow.packets), (u32::MAX - 1, 1));
+        assert_eq!(
+            (ended[0].flow.counts.ce, ended[0].flow.counts.packets),
+            (u32::MAX - 1, 1)
+        );
         check(&t);
     }
 
@@ -1654,10 +1642,10 @@ mod slab_tests {
                 let first = now.saturating_sub(rand(2 * SEC));
                 let mut d = at(first);
                 d.last_seen_ns = first + rand(SEC);
-                d.packets = 1 + rand(3);
-                d.syn = u32::from(rand(4) == 0);
-                d.fin = u32::from(rand(8) == 0);
-                d.rst = u32::from(rand(30) == 0);
+                d.counts.packets = 1 + rand(3);
+                d.counts.syn = u32::from(rand(4) == 0);
+                d.counts.fin = u32::from(rand(8) == 0);
+                d.counts.rst = u32::from(rand(30) == 0);
                 t.apply(&key, &d, TimeBase::Capture);
                 r.apply(&key, &d);
             }

@@ -957,9 +957,9 @@ pub fn connections(table: &FlowTable) -> Vec<Connection<'_>> {
 /// both directions' counters.
 pub fn connection_json(c: &Connection<'_>, device: &str) -> Value {
     let k = &c.fwd.key;
-    let (packets_rev, bytes_rev, flags_rev) = c
-        .rev
-        .map_or((0, 0, 0), |r| (r.packets, r.bytes, r.tcp_flags));
+    let (packets_rev, bytes_rev, flags_rev) = c.rev.map_or((0, 0, 0), |r| {
+        (r.counts.packets, r.counts.bytes, r.counts.tcp_flags)
+    });
     json!({
         "start": rfc3339_ns(c.start_ns()),
         "end": rfc3339_ns(c.end_ns()),
@@ -970,11 +970,11 @@ pub fn connection_json(c: &Connection<'_>, device: &str) -> Value {
         "dst": record::addr(&k.dst).to_string(),
         "sport": k.sport,
         "dport": k.dport,
-        "packets_fwd": c.fwd.packets,
-        "bytes_fwd": c.fwd.bytes,
+        "packets_fwd": c.fwd.counts.packets,
+        "bytes_fwd": c.fwd.counts.bytes,
         "packets_rev": packets_rev,
         "bytes_rev": bytes_rev,
-        "tcp_flags_fwd": c.fwd.tcp_flags,
+        "tcp_flags_fwd": c.fwd.counts.tcp_flags,
         "tcp_flags_rev": flags_rev,
         "first_seen_ns": c.start_ns(),
         "last_seen_ns": c.end_ns(),
@@ -986,9 +986,9 @@ pub fn connection_json(c: &Connection<'_>, device: &str) -> Value {
 pub fn connection_fields<'a>(c: &Connection<'a>, device: &'a str) -> Fields<'a> {
     use record::key;
     let k = &c.fwd.key;
-    let (packets_rev, bytes_rev, flags_rev) = c
-        .rev
-        .map_or((0, 0, 0), |r| (r.packets, r.bytes, r.tcp_flags));
+    let (packets_rev, bytes_rev, flags_rev) = c.rev.map_or((0, 0, 0), |r| {
+        (r.counts.packets, r.counts.bytes, r.counts.tcp_flags)
+    });
     let mut r = Fields::new();
     r.set(key::START, Field::Time(c.start_ns()));
     r.set(key::END, Field::Time(c.end_ns()));
@@ -999,11 +999,14 @@ pub fn connection_fields<'a>(c: &Connection<'a>, device: &'a str) -> Fields<'a> 
     r.set(key::DST, Field::Addr(&k.dst));
     r.set(key::SPORT, Field::Uint(k.sport.into()));
     r.set(key::DPORT, Field::Uint(k.dport.into()));
-    r.set(key::PACKETS_FWD, Field::Uint(c.fwd.packets));
-    r.set(key::BYTES_FWD, Field::Uint(c.fwd.bytes));
+    r.set(key::PACKETS_FWD, Field::Uint(c.fwd.counts.packets));
+    r.set(key::BYTES_FWD, Field::Uint(c.fwd.counts.bytes));
     r.set(key::PACKETS_REV, Field::Uint(packets_rev));
     r.set(key::BYTES_REV, Field::Uint(bytes_rev));
-    r.set(key::TCP_FLAGS_FWD, Field::Uint(c.fwd.tcp_flags.into()));
+    r.set(
+        key::TCP_FLAGS_FWD,
+        Field::Uint(c.fwd.counts.tcp_flags.into()),
+    );
     r.set(key::TCP_FLAGS_REV, Field::Uint(flags_rev.into()));
     r.set(key::FIRST_SEEN_NS, Field::Uint(c.start_ns()));
     r.set(key::LAST_SEEN_NS, Field::Uint(c.end_ns()));
@@ -1148,9 +1151,9 @@ fn flow_table(replay: &Replay) -> Rows {
         .map(|e| {
             let f = &e.flow;
             let mut r = endpoint_cells(&f.key, f.first_ns, f.last_ns);
-            r.push(f.packets.to_string());
-            r.push(human_bytes(f.bytes));
-            r.push(tcp_flags_text(f.key.proto, f.tcp_flags));
+            r.push(f.counts.packets.to_string());
+            r.push(human_bytes(f.counts.bytes));
+            r.push(tcp_flags_text(f.key.proto, f.counts.tcp_flags));
             r.push(e.state.unwrap_or("-").to_owned());
             r.push(e.reason.as_str().to_owned());
             r
@@ -1171,10 +1174,10 @@ fn connection_table(replay: &Replay) -> Rows {
         .iter()
         .map(|c| {
             let mut r = endpoint_cells(&c.fwd.key, c.start_ns(), c.end_ns());
-            r.push(c.fwd.packets.to_string());
-            r.push(human_bytes(c.fwd.bytes));
-            r.push(c.rev.map_or(0, |f| f.packets).to_string());
-            r.push(human_bytes(c.rev.map_or(0, |f| f.bytes)));
+            r.push(c.fwd.counts.packets.to_string());
+            r.push(human_bytes(c.fwd.counts.bytes));
+            r.push(c.rev.map_or(0, |f| f.counts.packets).to_string());
+            r.push(human_bytes(c.rev.map_or(0, |f| f.counts.bytes)));
             r
         })
         .collect();
@@ -1306,7 +1309,7 @@ fn send_ipfix(addr: std::net::SocketAddr, ended: &[Ended]) -> anyhow::Result<()>
 
 #[cfg(test)]
 mod tests {
-    use flowd_common::{FlowStats, ipv4_mapped};
+    use flowd_common::{FlowCounts, FlowStats, ipv4_mapped};
 
     use super::*;
 
@@ -1324,8 +1327,11 @@ mod tests {
 
     fn add(t: &mut FlowTable, k: FlowKey, packets: u64, first: u64) {
         let s = FlowStats {
-            packets,
-            bytes: packets * 100,
+            counts: FlowCounts {
+                packets,
+                bytes: packets * 100,
+                ..Default::default()
+            },
             first_seen_ns: first,
             last_seen_ns: first + 10,
             ..Default::default()
@@ -1359,8 +1365,8 @@ mod tests {
                     k.proto,
                     k.vlan,
                     k.dport,
-                    c.fwd.packets,
-                    c.rev.map_or(0, |r| r.packets),
+                    c.fwd.counts.packets,
+                    c.rev.map_or(0, |r| r.counts.packets),
                     c.start_ns(),
                 )
             })

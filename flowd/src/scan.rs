@@ -215,7 +215,9 @@ fn failed_attempt(f: &Flow, rev: Option<&Flow>) -> bool {
     match f.key.proto {
         ip::TCP => {
             // Only the originator's side (it sent the SYN) counts.
-            if f.syn == 0 || f.tcp_flags & tcp::ACK != 0 && rev.is_some_and(|r| r.syn > 0) {
+            if f.counts.syn == 0
+                || f.counts.tcp_flags & tcp::ACK != 0 && rev.is_some_and(|r| r.counts.syn > 0)
+            {
                 return false;
             }
             matches!(
@@ -230,7 +232,7 @@ fn failed_attempt(f: &Flow, rev: Option<&Flow>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use flowd_common::{FlowKey, FlowStats};
+    use flowd_common::{FlowCounts, FlowKey, FlowStats};
 
     use super::*;
     use crate::clock::TimeBase;
@@ -249,14 +251,17 @@ mod tests {
 
     fn stats(syn: u32, rst: u32, flags: u16, t: u64) -> FlowStats {
         FlowStats {
-            packets: 1,
-            bytes: 60,
+            counts: FlowCounts {
+                packets: 1,
+                bytes: 60,
+                syn,
+                fin: 0,
+                rst,
+                tcp_flags: flags,
+                ..Default::default()
+            },
             first_seen_ns: t,
             last_seen_ns: t,
-            syn,
-            fin: 0,
-            rst,
-            tcp_flags: flags,
             ..Default::default()
         }
     }

@@ -206,8 +206,8 @@ impl Message {
         let f = &e.flow;
         let k: &FlowKey = &f.key;
         let b = &mut self.buf;
-        b.extend_from_slice(&f.bytes.to_be_bytes());
-        b.extend_from_slice(&f.packets.to_be_bytes());
+        b.extend_from_slice(&f.counts.bytes.to_be_bytes());
+        b.extend_from_slice(&f.counts.packets.to_be_bytes());
         b.extend_from_slice(&(f.first_ns / 1_000_000).to_be_bytes());
         b.extend_from_slice(&(f.last_ns / 1_000_000).to_be_bytes());
         if v4 {
@@ -228,8 +228,8 @@ impl Message {
         b.extend_from_slice(&icmp.to_be_bytes());
         b.push(k.proto);
         // tcpControlBits: the 12 flag bits of the TCP header.
-        b.extend_from_slice(&(f.tcp_flags & 0x0fff).to_be_bytes());
-        b.push(f.dscp << 2);
+        b.extend_from_slice(&(f.counts.tcp_flags & 0x0fff).to_be_bytes());
+        b.push(f.counts.dscp << 2);
         let ingress = k.direction == DIR_INGRESS;
         b.push(u8::from(!ingress));
         let (in_if, out_if) = if ingress {
@@ -390,12 +390,15 @@ mod tests {
         Ended {
             flow: Flow {
                 key,
-                packets,
-                bytes: packets * 100,
+                counts: flowd_common::FlowCounts {
+                    packets,
+                    bytes: packets * 100,
+                    tcp_flags: 0x1b,
+                    dscp: 46,
+                    ..Default::default()
+                },
                 first_ns: 1_700_000_000_123_456_789,
                 last_ns: 1_700_000_001_987_654_321,
-                tcp_flags: 0x1b,
-                dscp: 46,
                 ..Flow::default()
             },
             state: None,
