@@ -10,6 +10,9 @@
 use core::mem::size_of;
 
 pub mod proto;
+pub mod replay;
+
+pub use replay::{REPLAY_META_MAGIC, ReplayMeta};
 
 /// Layout version of every map below. Bump it whenever a map's key or value
 /// layout changes: pinned maps from another version are reset, not reused.
@@ -399,18 +402,6 @@ pub struct Control {
     pub _pad: u32,
 }
 const _: () = assert!(size_of::<Control>() == 32);
-
-/// Metadata a replay hands the XDP program in front of the frame (the XDP
-/// metadata area): the frame's original length and its capture timestamp.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReplayMeta {
-    pub magic: u32,
-    pub wire_len: u32,
-    pub ts_ns: u64,
-}
-const _: () = assert!(size_of::<ReplayMeta>() == 16);
-pub const REPLAY_META_MAGIC: u32 = 0xf10d_0001;
 
 /// Counter indexes of one per-(interface, direction) block in `TOTALS`.
 ///

@@ -20,8 +20,9 @@ use std::{
 
 use anyhow::Context as _;
 use flowd_common::{
-    DIR_INGRESS, FlowKey, FlowStats, IfaceCounters, REPLAY_META_MAGIC, counter,
+    DIR_INGRESS, FlowKey, FlowStats, IfaceCounters, ReplayMeta, counter,
     proto::{ip, tcp},
+    replay as wire,
 };
 use serde_json::{Value, json};
 use thiserror::Error;
@@ -341,17 +342,6 @@ pub fn device_name(path: &Path) -> String {
     }
 }
 
-/// The metadata a test run carries in front of the frame: `ReplayMeta`,
-/// 16 bytes little-endian. A zero timestamp tells the program "live, use
-/// the kernel clock", so a capture time of exactly 0 becomes 1 ns.
-fn replay_meta(wire_len: u32, ts_ns: u64) -> [u8; 16] {
-    let mut m = [0u8; 16];
-    m[0..4].copy_from_slice(&REPLAY_META_MAGIC.to_le_bytes());
-    m[4..8].copy_from_slice(&wire_len.to_le_bytes());
-    m[8..16].copy_from_slice(&ts_ns.max(1).to_le_bytes());
-    m
-}
-
 /// The replay's flow tables and the records ended so far. They live on a
 /// thread of their own while the replay runs (the kernel work and the
 /// table work overlap); it gets the drains in order, so the result is the
@@ -446,7 +436,7 @@ impl Runner {
     }
 
     /// Runs a batch through the replay driver: its return value (the
-    /// iterations of its walk, or [`DRIVER_NONLINEAR`]).
+    /// iterations of its walk, or [`wire::NONLINEAR`]).
     fn run_batch(&self, batch: &mut Batch) -> Result<u32, SysError> {
         let prog = self
             .dp
@@ -576,7 +566,7 @@ fn replay_frames(
         if frame.len() < RUNT_FRAME.len() {
             frame = &RUNT_FRAME;
         }
-        let meta = replay_meta(p.orig_len, p.ts_ns);
+        let meta = ReplayMeta::new(p.orig_len, p.ts_ns).to_bytes();
         if r.batched {
             if !batch.fits(frame.len())
                 && let Err(e) = flush(r, &mut batch, &mut frames, &path_buf)
@@ -729,15 +719,10 @@ fn finish(replay: &mut Replay, mut tables: Tables, last_drain_ts: u64, reader: &
 /// kind); the driver refuses a batch that is not linear, and [`flush`] then
 /// runs its frames one per batch and lowers the size for the rest.
 pub const BATCH_BYTES: usize = 4096 - 256 - 320;
-/// Per frame in a batch: the metadata in front, the length behind.
-const CHUNK_OVERHEAD: usize = 16 + 4;
-/// The batch's first 16 bytes: 12 zero bytes and the end mark (u32::MAX).
-const END_CHUNK: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff];
-/// The driver's return value when the batch was not all linear data.
-const DRIVER_NONLINEAR: u32 = 1 << 31;
+const _: () = assert!(BATCH_BYTES <= wire::MAX_BATCH);
 
 /// Frames waiting for one test run of the replay driver, laid out as it
-/// reads them (flowd-ebpf `replay.rs`): the end mark, then chunks of
+/// reads them ([`flowd_common::replay`]): the end mark, then chunks of
 /// `meta | frame | len` in reverse capture order, filled from the end of
 /// the buffer toward its front.
 struct Batch {
@@ -756,32 +741,25 @@ impl Batch {
             buf: Box::new([0; BATCH_BYTES]),
             start: BATCH_BYTES,
             limit: BATCH_BYTES,
-            frames: Vec::with_capacity(BATCH_BYTES / (CHUNK_OVERHEAD + 14)),
+            frames: Vec::with_capacity(BATCH_BYTES / (wire::CHUNK_OVERHEAD + wire::MIN_FRAME)),
         }
     }
 
     fn fits(&self, frame_len: usize) -> bool {
-        BATCH_BYTES - self.start + frame_len + CHUNK_OVERHEAD + END_CHUNK.len() <= self.limit
+        BATCH_BYTES - self.start + frame_len + wire::CHUNK_OVERHEAD + wire::END_CHUNK.len()
+            <= self.limit
     }
 
     /// Adds a frame (the caller checked [`Batch::fits`], or the batch is
     /// empty: one frame of at most [`MAX_FRAME`] bytes always fits).
     fn push(&mut self, meta: &[u8; 16], frame: &[u8], offset: u64, number: u64) {
-        let at = self.start - frame.len() - CHUNK_OVERHEAD;
-        let chunk = &mut self.buf[at..self.start];
-        let (m, rest) = chunk.split_at_mut(16);
-        let (f, len) = rest.split_at_mut(frame.len());
-        m.copy_from_slice(meta);
-        f.copy_from_slice(frame);
-        len.copy_from_slice(&(frame.len() as u32).to_le_bytes());
-        self.start = at;
+        self.start = wire::put_chunk(&mut self.buf[..], self.start, meta, frame);
         self.frames.push((offset, number));
     }
 
     /// The test run's data: the end mark and the chunks.
     fn bytes(&mut self) -> &[u8] {
-        let at = self.start - END_CHUNK.len();
-        self.buf[at..self.start].copy_from_slice(&END_CHUNK);
+        let at = wire::put_end_mark(&mut self.buf[..], self.start);
         &self.buf[at..]
     }
 
@@ -804,7 +782,7 @@ fn flush(r: &Runner, batch: &mut Batch, frames: &mut u64, path: &Path) -> Result
         packet: first.1,
         source,
     })?;
-    if status == DRIVER_NONLINEAR && n > 1 {
+    if status == wire::NONLINEAR && n > 1 {
         // Nothing ran: the kernel's linear limit is smaller than assumed.
         return rerun_one_by_one(r, batch, frames, path);
     }
@@ -834,17 +812,15 @@ fn rerun_one_by_one(
     path: &Path,
 ) -> Result<(), ReplayError> {
     let all = std::mem::replace(batch, Batch::new());
-    batch.limit = MAX_FRAME + CHUNK_OVERHEAD + END_CHUNK.len();
+    batch.limit = MAX_FRAME + wire::CHUNK_OVERHEAD + wire::END_CHUNK.len();
     // Chunks from the buffer's end: the first frame's is last.
     let mut end = BATCH_BYTES;
     for &(offset, number) in &all.frames {
-        let len_at = end - 4;
-        let len = u32::from_le_bytes(all.buf[len_at..end].try_into().expect("4 bytes")) as usize;
-        let meta_at = len_at - len - 16;
-        let meta: [u8; 16] = all.buf[meta_at..meta_at + 16].try_into().expect("16 bytes");
-        batch.push(&meta, &all.buf[meta_at + 16..len_at], offset, number);
+        let (meta, frame, start) =
+            wire::chunk_before(&all.buf[..], end).expect("a chunk this batch wrote");
+        batch.push(&meta, frame, offset, number);
         flush(r, batch, frames, path)?;
-        end = meta_at;
+        end = start;
     }
     Ok(())
 }
@@ -1309,7 +1285,7 @@ fn send_ipfix(addr: std::net::SocketAddr, ended: &[Ended]) -> anyhow::Result<()>
 
 #[cfg(test)]
 mod tests {
-    use flowd_common::{FlowCounts, FlowStats, ipv4_mapped};
+    use flowd_common::{FlowCounts, FlowStats, REPLAY_META_MAGIC, ipv4_mapped};
 
     use super::*;
 
@@ -1424,9 +1400,34 @@ mod tests {
         assert!(out.is_empty());
     }
 
+    /// What a batch holds reads back chunk by chunk, newest first, as the
+    /// driver walks it (and the one-by-one rerun reads it).
+    #[test]
+    fn batch_chunks_read_back_from_the_end() {
+        let mut b = Batch::new();
+        let frames: [&[u8]; 2] = [&[1; 14], &[2; 60]];
+        for (i, f) in frames.iter().enumerate() {
+            let meta = ReplayMeta::new(f.len() as u32, 10 + i as u64).to_bytes();
+            b.push(&meta, f, i as u64, i as u64 + 1);
+        }
+        let n = b.bytes().len();
+        assert_eq!(n, 16 + 2 * wire::CHUNK_OVERHEAD + 14 + 60);
+        let mut end = BATCH_BYTES;
+        for (i, f) in frames.iter().enumerate() {
+            let (meta, frame, start) = wire::chunk_before(&b.buf[..], end).unwrap();
+            assert_eq!(
+                meta,
+                ReplayMeta::new(f.len() as u32, 10 + i as u64).to_bytes()
+            );
+            assert_eq!(frame, *f);
+            end = start;
+        }
+        assert_eq!(wire::chunk_before(&b.buf[..], end), None, "the end mark");
+    }
+
     #[test]
     fn meta_is_little_endian_and_never_zero_time() {
-        let m = replay_meta(1514, 0);
+        let m = ReplayMeta::new(1514, 0).to_bytes();
         assert_eq!(&m[0..4], &REPLAY_META_MAGIC.to_le_bytes());
         assert_eq!(&m[4..8], &1514u32.to_le_bytes());
         assert_eq!(&m[8..16], &1u64.to_le_bytes());
