@@ -14,7 +14,7 @@ use aya_ebpf::{
 use flowd_common::{
     DIR_EGRESS, FLAG_RTT, FlowKey, FlowStats, IfaceCounters, RTT_HANDSHAKE, RTT_RECENT_SLOTS,
     RTT_TIMESTAMP, RttKey, RttSample, SEQ_TAG_VALID, SEQ_WAYS, SLOT_ARRAY_LEN, SeqSlot, counter,
-    key_word, seq_bucket, seq_hash, seq_tag, totals_index,
+    key_word, proto::tcp, seq_bucket, seq_hash, seq_tag, totals_index,
 };
 
 use crate::{
@@ -25,10 +25,6 @@ use crate::{
     parse::{Frame, L4Info, parse},
 };
 
-const TCP_FIN: u16 = 0x01;
-const TCP_SYN: u16 = 0x02;
-const TCP_RST: u16 = 0x04;
-const TCP_ACK: u16 = 0x10;
 const E2BIG: i32 = 7;
 const EEXIST: i32 = 17;
 
@@ -321,7 +317,7 @@ fn update_flow(
     {
         if c.tag & SEQ_TAG_VALID != 0 {
             new.seq_next = c.seq_next;
-            new.seq_valid = 1;
+            new.counts.seq_valid = 1;
         }
         prev_ts = c.ts_last;
     }
@@ -414,50 +410,50 @@ fn add_to<const SHARED: bool>(v: *mut FlowStats, info: &L4Info, packets: u64, by
     // SAFETY: `v` points into a preallocated hash map value (or our stack
     // copy) that stays valid for this program run (RCU); fields are aligned.
     unsafe {
-        add64::<SHARED>(&raw mut (*v).packets, packets);
-        add64::<SHARED>(&raw mut (*v).bytes, bytes);
+        add64::<SHARED>(&raw mut (*v).counts.packets, packets);
+        add64::<SHARED>(&raw mut (*v).counts.bytes, bytes);
         if t > (*v).last_seen_ns {
             (&raw mut (*v).last_seen_ns).write_volatile(t);
         }
         match info.tos & 0x03 {
             0 => {}
-            1 => add32::<SHARED>(&raw mut (*v).ect1, packets as u32),
-            2 => add32::<SHARED>(&raw mut (*v).ect0, packets as u32),
-            _ => add32::<SHARED>(&raw mut (*v).ce, packets as u32),
+            1 => add32::<SHARED>(&raw mut (*v).counts.ect1, packets as u32),
+            2 => add32::<SHARED>(&raw mut (*v).counts.ect0, packets as u32),
+            _ => add32::<SHARED>(&raw mut (*v).counts.ce, packets as u32),
         }
-        (&raw mut (*v).dscp).write_volatile(info.tos >> 2);
+        (&raw mut (*v).counts.dscp).write_volatile(info.tos >> 2);
         if !info.tcp_full {
             return;
         }
         let flags = info.tcp_flags;
-        if flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0 {
-            if flags & TCP_SYN != 0 {
-                add32::<SHARED>(&raw mut (*v).syn, 1);
-                if flags & TCP_ACK != 0 {
-                    add32::<SHARED>(&raw mut (*v).synack, 1);
+        if flags & (tcp::SYN | tcp::FIN | tcp::RST) != 0 {
+            if flags & tcp::SYN != 0 {
+                add32::<SHARED>(&raw mut (*v).counts.syn, 1);
+                if flags & tcp::ACK != 0 {
+                    add32::<SHARED>(&raw mut (*v).counts.synack, 1);
                 }
             }
-            if flags & TCP_FIN != 0 {
-                add32::<SHARED>(&raw mut (*v).fin, 1);
+            if flags & tcp::FIN != 0 {
+                add32::<SHARED>(&raw mut (*v).counts.fin, 1);
             }
-            if flags & TCP_RST != 0 {
-                add32::<SHARED>(&raw mut (*v).rst, 1);
+            if flags & tcp::RST != 0 {
+                add32::<SHARED>(&raw mut (*v).counts.rst, 1);
             }
         } else if info.tcp_window == 0 {
-            add32::<SHARED>(&raw mut (*v).zero_window, packets as u32);
+            add32::<SHARED>(&raw mut (*v).counts.zero_window, packets as u32);
         }
-        if (*v).tcp_flags & flags != flags {
+        if (*v).counts.tcp_flags & flags != flags {
             // BPF v1 has no atomic OR; user space ORs counted SYN/FIN/RST back in.
-            (&raw mut (*v).tcp_flags).write_volatile((*v).tcp_flags | flags);
+            (&raw mut (*v).counts.tcp_flags).write_volatile((*v).counts.tcp_flags | flags);
         }
         // Data already seen: its end is not beyond the highest end so far.
         if info.tcp_payload > 0 {
             let end = info.tcp_seq.wrapping_add(info.tcp_payload);
-            if (*v).seq_valid != 0 && (*v).seq_next.wrapping_sub(end) as i32 >= 0 {
-                add32::<SHARED>(&raw mut (*v).retrans, packets as u32);
+            if (*v).counts.seq_valid != 0 && (*v).seq_next.wrapping_sub(end) as i32 >= 0 {
+                add32::<SHARED>(&raw mut (*v).counts.retrans, packets as u32);
             } else {
                 (&raw mut (*v).seq_next).write_volatile(end);
-                (&raw mut (*v).seq_valid).write_volatile(1);
+                (&raw mut (*v).counts.seq_valid).write_volatile(1);
             }
         }
     }
@@ -486,7 +482,10 @@ fn rtt(
     let flags = info.tcp_flags;
     // SAFETY: `v` points into a live map value for this program run.
     let (ts_last, young) = v.map_or((prev_ts, true), |v| unsafe {
-        ((*v).ts_last, (*v).syn > 0 && (*v).packets <= 3)
+        (
+            (*v).ts_last,
+            (*v).counts.syn > 0 && (*v).counts.packets <= 3,
+        )
     });
     let ts = if pkt.direction == DIR_EGRESS {
         info.ts_val
@@ -495,7 +494,7 @@ fn rtt(
     };
     let new_ts = info.has_ts && ts != 0 && ts != ts_last;
     let handshake =
-        flags & TCP_SYN != 0 || (pkt.direction != DIR_EGRESS && flags & TCP_ACK != 0 && young);
+        flags & tcp::SYN != 0 || (pkt.direction != DIR_EGRESS && flags & tcp::ACK != 0 && young);
     if !new_ts && !handshake {
         return;
     }
@@ -520,7 +519,7 @@ fn rtt(
     if pkt.direction == DIR_EGRESS {
         let t = now(pkt.ts_ns);
         clock.mark_probe(recent);
-        if flags & TCP_SYN != 0 {
+        if flags & tcp::SYN != 0 {
             k.token = info.tcp_seq.wrapping_add(1);
             let _ = RTT_PENDING.insert(&k, &t, 0);
         }
@@ -537,7 +536,7 @@ fn rtt(
     k.dst = key.src;
     k.sport = key.dport;
     k.dport = key.sport;
-    if handshake && flags & TCP_ACK != 0 {
+    if handshake && flags & tcp::ACK != 0 {
         k.token = info.tcp_ack;
         close_probe(&k, key, RTT_HANDSHAKE, pkt, totals);
     }

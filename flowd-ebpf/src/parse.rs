@@ -5,7 +5,7 @@
 //! against the end of the frame; variable offsets (IHL, extension headers)
 //! are clamped first so the verifier can bound them.
 
-use flowd_common::{FlowKey, FragKey, FragPorts, MAX_IPV6_EXT_HEADERS, counter};
+use flowd_common::{FlowKey, FragKey, FragPorts, MAX_IPV6_EXT_HEADERS, counter, proto::ip};
 
 use crate::maps::FRAGS;
 
@@ -89,19 +89,6 @@ const ETH_P_QINQ_OLD: u16 = 0x9100;
 const ETH_P_MPLS_UC: u16 = 0x8847;
 const ETH_P_MPLS_MC: u16 = 0x8848;
 const ETH_P_PPPOE_SESS: u16 = 0x8864;
-
-const IPPROTO_HOPOPTS: u8 = 0;
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_ROUTING: u8 = 43;
-const IPPROTO_FRAGMENT: u8 = 44;
-const IPPROTO_AH: u8 = 51;
-const IPPROTO_ICMPV6: u8 = 58;
-const IPPROTO_DSTOPTS: u8 = 60;
-const IPPROTO_MH: u8 = 135;
-const IPPROTO_SCTP: u8 = 132;
-const IPPROTO_UDPLITE: u8 = 136;
 
 const MAX_MPLS_LABELS: usize = 4;
 
@@ -257,21 +244,21 @@ fn parse_ipv6(f: &Frame, off: usize, key: &mut FlowKey, info: &mut L4Info) -> us
     let mut i = 0;
     loop {
         match next {
-            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_MH => {
+            ip::HOPOPTS | ip::ROUTING | ip::DSTOPTS | ip::MH => {
                 let Some(e) = f.bytes::<2>(l4) else {
                     return counter::OUT_TRUNCATED;
                 };
                 next = e[0];
                 l4 += (e[1] as usize + 1) * 8;
             }
-            IPPROTO_AH => {
+            ip::AH => {
                 let Some(e) = f.bytes::<2>(l4) else {
                     return counter::OUT_TRUNCATED;
                 };
                 next = e[0];
                 l4 += (e[1] as usize + 2) * 4;
             }
-            IPPROTO_FRAGMENT => {
+            ip::FRAGMENT => {
                 let Some(e) = f.bytes::<8>(l4) else {
                     return counter::OUT_TRUNCATED;
                 };
@@ -393,7 +380,7 @@ fn frag_key(key: &FlowKey, id: u32, proto: u8) -> FragKey {
 #[inline(always)]
 fn parse_l4(f: &Frame, l4: usize, key: &mut FlowKey, info: &mut L4Info) -> usize {
     match key.proto {
-        IPPROTO_TCP => {
+        ip::TCP => {
             let Some(t) = f.bytes::<20>(l4) else {
                 return counter::OUT_L4_TRUNCATED;
             };
@@ -410,7 +397,7 @@ fn parse_l4(f: &Frame, l4: usize, key: &mut FlowKey, info: &mut L4Info) -> usize
             tcp_timestamps(f, l4, doff, info);
             counter::OUT_FLOW
         }
-        IPPROTO_UDP | IPPROTO_UDPLITE => {
+        ip::UDP | ip::UDPLITE => {
             let Some(u) = f.bytes::<8>(l4) else {
                 return counter::OUT_L4_TRUNCATED;
             };
@@ -419,7 +406,7 @@ fn parse_l4(f: &Frame, l4: usize, key: &mut FlowKey, info: &mut L4Info) -> usize
             info.header_end = (l4 + 8) as u32;
             counter::OUT_FLOW
         }
-        IPPROTO_SCTP => {
+        ip::SCTP => {
             let Some(s) = f.bytes::<12>(l4) else {
                 return counter::OUT_L4_TRUNCATED;
             };
@@ -427,7 +414,7 @@ fn parse_l4(f: &Frame, l4: usize, key: &mut FlowKey, info: &mut L4Info) -> usize
             key.dport = u16::from_be_bytes([s[2], s[3]]);
             counter::OUT_FLOW
         }
-        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+        ip::ICMP | ip::ICMPV6 => {
             let Some(c) = f.bytes::<2>(l4) else {
                 return counter::OUT_L4_TRUNCATED;
             };

@@ -4,9 +4,7 @@
 //! packet and its [`flowd_common::ReplayMeta`] as the XDP metadata, exactly
 //! as a test run of `flowd_ingress` with one frame would see them.
 //!
-//! Batch layout (written by `flowd/src/replay.rs`), chunks in reverse
-//! capture order so the program can walk from the end of the buffer and only
-//! ever shrink the packet's tail:
+//! Batch layout ([`flowd_common::replay`], which the daemon writes with):
 //!
 //! ```text
 //! [end mark] [chunk n-1] ... [chunk 1] [chunk 0]
@@ -36,25 +34,9 @@ use aya_ebpf::{
     macros::xdp,
     programs::XdpContext,
 };
-use flowd_common::ReplayMeta;
-
-/// Bytes after each frame: its length.
-const TRAILER: usize = 4;
-const META: usize = size_of::<ReplayMeta>();
-/// The length that marks the end of a batch, in a chunk of [`END_CHUNK`] bytes.
-const END_MARK: u32 = u32::MAX;
-const END_CHUNK: usize = 16;
-/// The kernel keeps at least an Ethernet header between data and data_end.
-const MIN_FRAME: usize = 14;
-/// A batch is linear: at most a page minus XDP headroom and
-/// `skb_shared_info`; anything longer is malformed here.
-const MAX_BATCH: usize = 4096;
-/// Upper bound of iterations: frames per batch (4096 / (16 + 14 + 4) < 127)
-/// plus the end mark.
-const MAX_STEPS: u32 = 128;
-/// The return value when the batch is not all linear data (the kernel's
-/// linear limit is smaller than user space assumed); nothing ran.
-const NONLINEAR: u32 = 1 << 31;
+use flowd_common::replay::{
+    END_CHUNK, END_MARK, MAX_BATCH, MAX_STEPS, META, MIN_FRAME, NONLINEAR, TRAILER,
+};
 
 /// What the callback gets: the context, nothing it writes.
 #[repr(C)]
@@ -91,7 +73,7 @@ extern "C" fn step(_index: u64, walk: *mut c_void) -> i64 {
 #[inline(always)]
 fn run_last_frame(ctx: &XdpContext) -> bool {
     let total = ctx.data_end() - ctx.data();
-    if total < END_CHUNK || total > MAX_BATCH {
+    if total < END_CHUNK.len() || total > MAX_BATCH {
         return false;
     }
     // Opaque to LLVM, which would otherwise fold `data + (end - data - 4)`
@@ -108,7 +90,7 @@ fn run_last_frame(ctx: &XdpContext) -> bool {
     }
     let len = len as usize;
     // Room for the metadata in front and the end mark before that.
-    if len < MIN_FRAME || len + META + END_CHUNK > off {
+    if len < MIN_FRAME || len + META + END_CHUNK.len() > off {
         return false;
     }
     let head = (off - len) as i32;

@@ -258,8 +258,8 @@ impl Shared {
                 };
                 Some(TopTcp {
                     rtt: with.map(|f| (f.rtt_min_ns, f.rtt_srtt_ns)),
-                    segments: f.packets,
-                    retransmitted: u64::from(f.retrans),
+                    segments: f.counts.packets,
+                    retransmitted: u64::from(f.counts.retrans),
                 })
             })
             .collect()

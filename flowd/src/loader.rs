@@ -746,7 +746,7 @@ impl Datapath {
         let mut seq_now: Vec<(u64, SeqSlot)> = Vec::new();
         let mut sink = sink;
         let n = sys::drain_hash(fd, name, DRAIN_BATCH, |k: &FlowKey, v: &FlowStats| {
-            if v.seq_valid != 0 {
+            if v.counts.seq_valid != 0 {
                 let hash = seq_hash(k);
                 seq_now.push((
                     hash,

@@ -5,7 +5,10 @@ use std::{
     net::{IpAddr, Ipv6Addr},
 };
 
-use flowd_common::{DIR_INGRESS, FlowKey};
+use flowd_common::{
+    FlowKey,
+    proto::{self, ip},
+};
 use serde_json::{Value, json};
 
 use crate::{
@@ -23,11 +26,7 @@ pub fn addr(a: &[u8; 16]) -> IpAddr {
 }
 
 pub fn direction(key: &FlowKey) -> &'static str {
-    if key.direction == DIR_INGRESS {
-        "ingress"
-    } else {
-        "egress"
-    }
+    proto::direction_name(key.direction)
 }
 
 /// One flow as a JSON object with the documented keys.
@@ -44,31 +43,31 @@ pub fn flow_json(flow: &Flow, device: &str) -> Value {
         "sport": k.sport,
         "dport": k.dport,
         "proto": k.proto,
-        "packets": flow.packets,
-        "bytes": flow.bytes,
-        "tcp_flags": flow.tcp_flags,
-        "syn": flow.syn,
-        "fin": flow.fin,
-        "rst": flow.rst,
+        "packets": flow.counts.packets,
+        "bytes": flow.counts.bytes,
+        "tcp_flags": flow.counts.tcp_flags,
+        "syn": flow.counts.syn,
+        "fin": flow.counts.fin,
+        "rst": flow.counts.rst,
         "first_seen_ns": flow.first_ns,
         "last_seen_ns": flow.last_ns,
     });
-    if k.proto == 6 {
-        v["synack"] = flow.synack.into();
-        v["retrans"] = flow.retrans.into();
-        v["zero_window"] = flow.zero_window.into();
+    if k.proto == ip::TCP {
+        v["synack"] = flow.counts.synack.into();
+        v["retrans"] = flow.counts.retrans.into();
+        v["zero_window"] = flow.counts.zero_window.into();
         if flow.rtt_samples > 0 {
             v["rtt_min_ns"] = flow.rtt_min_ns.into();
             v["rtt_srtt_ns"] = flow.rtt_srtt_ns.into();
             v["rtt_samples"] = flow.rtt_samples.into();
         }
     }
-    if (flow.ce | flow.ect0 | flow.ect1) != 0 {
-        v["ecn_ce"] = flow.ce.into();
-        v["ecn_ect0"] = flow.ect0.into();
-        v["ecn_ect1"] = flow.ect1.into();
+    if (flow.counts.ce | flow.counts.ect0 | flow.counts.ect1) != 0 {
+        v["ecn_ce"] = flow.counts.ce.into();
+        v["ecn_ect0"] = flow.counts.ect0.into();
+        v["ecn_ect1"] = flow.counts.ect1.into();
     }
-    v["dscp"] = flow.dscp.into();
+    v["dscp"] = flow.counts.dscp.into();
     v
 }
 
@@ -242,18 +241,21 @@ impl<'a> Fields<'a> {
         r.set(key::SPORT, Field::Uint(k.sport.into()));
         r.set(key::DPORT, Field::Uint(k.dport.into()));
         r.set(key::PROTO, Field::Uint(k.proto.into()));
-        r.set(key::PACKETS, Field::Uint(flow.packets));
-        r.set(key::BYTES, Field::Uint(flow.bytes));
-        r.set(key::TCP_FLAGS, Field::Uint(flow.tcp_flags.into()));
-        r.set(key::SYN, Field::Uint(flow.syn.into()));
-        r.set(key::FIN, Field::Uint(flow.fin.into()));
-        r.set(key::RST, Field::Uint(flow.rst.into()));
+        r.set(key::PACKETS, Field::Uint(flow.counts.packets));
+        r.set(key::BYTES, Field::Uint(flow.counts.bytes));
+        r.set(key::TCP_FLAGS, Field::Uint(flow.counts.tcp_flags.into()));
+        r.set(key::SYN, Field::Uint(flow.counts.syn.into()));
+        r.set(key::FIN, Field::Uint(flow.counts.fin.into()));
+        r.set(key::RST, Field::Uint(flow.counts.rst.into()));
         r.set(key::FIRST_SEEN_NS, Field::Uint(flow.first_ns));
         r.set(key::LAST_SEEN_NS, Field::Uint(flow.last_ns));
-        if k.proto == 6 {
-            r.set(key::SYNACK, Field::Uint(flow.synack.into()));
-            r.set(key::RETRANS, Field::Uint(flow.retrans.into()));
-            r.set(key::ZERO_WINDOW, Field::Uint(flow.zero_window.into()));
+        if k.proto == ip::TCP {
+            r.set(key::SYNACK, Field::Uint(flow.counts.synack.into()));
+            r.set(key::RETRANS, Field::Uint(flow.counts.retrans.into()));
+            r.set(
+                key::ZERO_WINDOW,
+                Field::Uint(flow.counts.zero_window.into()),
+            );
             if flow.rtt_samples > 0 {
                 r.set(key::RTT_MIN_NS, Field::Uint(flow.rtt_min_ns));
                 r.set(key::RTT_SRTT_NS, Field::Uint(flow.rtt_srtt_ns));
@@ -261,12 +263,12 @@ impl<'a> Fields<'a> {
             }
         }
         // The same test as flow_json's.
-        if (flow.ce | flow.ect0 | flow.ect1) != 0 {
-            r.set(key::ECN_CE, Field::Uint(flow.ce.into()));
-            r.set(key::ECN_ECT0, Field::Uint(flow.ect0.into()));
-            r.set(key::ECN_ECT1, Field::Uint(flow.ect1.into()));
+        if (flow.counts.ce | flow.counts.ect0 | flow.counts.ect1) != 0 {
+            r.set(key::ECN_CE, Field::Uint(flow.counts.ce.into()));
+            r.set(key::ECN_ECT0, Field::Uint(flow.counts.ect0.into()));
+            r.set(key::ECN_ECT1, Field::Uint(flow.counts.ect1.into()));
         }
-        r.set(key::DSCP, Field::Uint(flow.dscp.into()));
+        r.set(key::DSCP, Field::Uint(flow.counts.dscp.into()));
         r
     }
 
@@ -459,21 +461,24 @@ mod tests {
                 dport: 443,
                 ..Default::default()
             },
-            packets: 12,
-            bytes: 3400,
+            counts: flowd_common::FlowCounts {
+                packets: 12,
+                bytes: 3400,
+                tcp_flags: 0x1b,
+                syn: 1,
+                fin: 2,
+                rst: 0,
+                synack: 1,
+                retrans: 3,
+                zero_window: 4,
+                ce: 1,
+                ect0: if ecn { 5 } else { 0 },
+                ect1: 0,
+                dscp: 46,
+                seq_valid: 0,
+            },
             first_ns: 1_300_475_167_096_535_000,
             last_ns: 1_300_475_168_000_000_001,
-            tcp_flags: 0x1b,
-            syn: 1,
-            fin: 2,
-            rst: 0,
-            synack: 1,
-            retrans: 3,
-            zero_window: 4,
-            ce: 1,
-            ect0: if ecn { 5 } else { 0 },
-            ect1: 0,
-            dscp: 46,
             rtt_min_ns: if rtt { 1000 } else { 0 },
             rtt_srtt_ns: if rtt { 1500 } else { 0 },
             rtt_samples: u32::from(rtt),
@@ -493,7 +498,7 @@ mod tests {
         ] {
             let mut f = flow(proto, rtt, ecn);
             if !ecn {
-                f.ce = 0;
+                f.counts.ce = 0;
             }
             let e = Ended {
                 flow: f,

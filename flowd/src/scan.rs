@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use flowd_common::proto::{ip, tcp};
 use hashbrown::HashMap;
 
 use serde::Serialize;
@@ -211,12 +212,12 @@ impl ScanDetector {
 /// it) is a failed attempt: a SYN nobody answered or that was refused, a
 /// UDP datagram without an answer.
 fn failed_attempt(f: &Flow, rev: Option<&Flow>) -> bool {
-    const TCP: u8 = 6;
-    const UDP: u8 = 17;
     match f.key.proto {
-        TCP => {
+        ip::TCP => {
             // Only the originator's side (it sent the SYN) counts.
-            if f.syn == 0 || f.tcp_flags & 0x10 != 0 && rev.is_some_and(|r| r.syn > 0) {
+            if f.counts.syn == 0
+                || f.counts.tcp_flags & tcp::ACK != 0 && rev.is_some_and(|r| r.counts.syn > 0)
+            {
                 return false;
             }
             matches!(
@@ -224,14 +225,14 @@ fn failed_attempt(f: &Flow, rev: Option<&Flow>) -> bool {
                 Some("S0" | "REJ" | "RSTOS0" | "SH")
             )
         }
-        UDP => rev.is_none(),
+        ip::UDP => rev.is_none(),
         _ => false,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use flowd_common::{FlowKey, FlowStats};
+    use flowd_common::{FlowCounts, FlowKey, FlowStats};
 
     use super::*;
     use crate::clock::TimeBase;
@@ -250,14 +251,17 @@ mod tests {
 
     fn stats(syn: u32, rst: u32, flags: u16, t: u64) -> FlowStats {
         FlowStats {
-            packets: 1,
-            bytes: 60,
+            counts: FlowCounts {
+                packets: 1,
+                bytes: 60,
+                syn,
+                fin: 0,
+                rst,
+                tcp_flags: flags,
+                ..Default::default()
+            },
             first_seen_ns: t,
             last_seen_ns: t,
-            syn,
-            fin: 0,
-            rst,
-            tcp_flags: flags,
             ..Default::default()
         }
     }

@@ -10,6 +10,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
+use flowd_common::proto::ip;
 use serde_json::Value;
 
 use crate::replay::human_bytes;
@@ -113,23 +114,25 @@ fn endpoint(addr: &str, port: u64, proto: u64) -> String {
     } else {
         addr.to_owned()
     };
-    match proto {
-        1 | 58 => format!("{a} icmp {}/{}", port >> 8, port & 0xff),
-        6 | 17 | 132 | 136 => format!("{a}:{port}"),
-        _ => a,
+    let proto = u8::try_from(proto).unwrap_or(0);
+    if ip::is_icmp(proto) {
+        format!("{a} icmp {}/{}", port >> 8, port & 0xff)
+    } else if ip::has_ports(proto) {
+        format!("{a}:{port}")
+    } else {
+        a
     }
 }
 
 fn proto_name(p: u64) -> String {
-    match p {
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        58 => "icmpv6".into(),
-        132 => "sctp".into(),
-        136 => "udplite".into(),
-        n => n.to_string(),
+    match u8::try_from(p).ok().and_then(ip::name) {
+        Some(n) => n.into(),
+        None => p.to_string(),
     }
+}
+
+fn is_icmp(p: u64) -> bool {
+    u8::try_from(p).is_ok_and(ip::is_icmp)
 }
 
 /// The text of one view. `prev`: the previous answer and when it came, for
@@ -202,12 +205,8 @@ pub fn render(addr: SocketAddr, now: &Value, prev: Option<(&Value, f64)>) -> Str
             proto_name(proto),
             endpoint(
                 f["src"].as_str().unwrap_or("?"),
-                if proto == 1 || proto == 58 {
-                    0
-                } else {
-                    n(f, "sport")
-                },
-                if proto == 1 || proto == 58 { 0 } else { proto }
+                if is_icmp(proto) { 0 } else { n(f, "sport") },
+                if is_icmp(proto) { 0 } else { proto }
             ),
             endpoint(f["dst"].as_str().unwrap_or("?"), n(f, "dport"), proto),
         ));

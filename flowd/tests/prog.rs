@@ -28,10 +28,10 @@ fn all(outcome: usize, n: u64, bytes: u64) -> IfaceCounters {
 fn tcp_stats(packets: u64, bytes: u64, first: u64, last: u64, flags: &[u16]) -> FlowStats {
     let mut s = stats(packets, bytes, first, last);
     for f in flags {
-        s.tcp_flags |= f;
-        s.syn += (f & TCP_SYN != 0) as u32;
-        s.fin += (f & TCP_FIN != 0) as u32;
-        s.rst += (f & TCP_RST != 0) as u32;
+        s.counts.tcp_flags |= f;
+        s.counts.syn += (f & TCP_SYN != 0) as u32;
+        s.counts.fin += (f & TCP_FIN != 0) as u32;
+        s.counts.rst += (f & TCP_RST != 0) as u32;
     }
     s
 }
@@ -474,7 +474,7 @@ fn ipv6_fragment_with_headers_in_the_fragmentable_part() {
     let flows = h.drain();
     assert_eq!(flows.len(), 2, "{flows:#?}");
     for i in 0..2 {
-        assert_eq!(flows[&key6(P_UDP, 8000 + i, 4500)].packets, 2);
+        assert_eq!(flows[&key6(P_UDP, 8000 + i, 4500)].counts.packets, 2);
     }
 }
 
@@ -611,7 +611,12 @@ fn tcp_flags_are_ored_and_counted() {
     );
     let main = tcp_stats(10, bytes, 100, 109, &seq);
     assert_eq!(
-        (main.tcp_flags, main.syn, main.fin, main.rst),
+        (
+            main.counts.tcp_flags,
+            main.counts.syn,
+            main.counts.fin,
+            main.counts.rst
+        ),
         (0x1ff, 3, 2, 2)
     );
     assert_flows(
@@ -785,7 +790,7 @@ fn replay_meta_sets_length_and_time() {
         stats(2, 10514, 1_000_000_000, 2_500_000_000)
     );
     let live = flows[&key4(P_UDP, 4002, 4003)];
-    assert_eq!((live.packets, live.bytes), (2, 120));
+    assert_eq!((live.counts.packets, live.counts.bytes), (2, 120));
     // The kernel clock, not the 7 in the bogus metadata.
     assert!(live.first_seen_ns > 7 && live.last_seen_ns > 7, "{live:?}");
 }
@@ -871,7 +876,7 @@ fn live_timestamps_are_ordered() {
     let flows = h.drain();
     assert_eq!(flows.len(), 2);
     for (k, v) in flows {
-        assert_eq!(v.packets, 3);
+        assert_eq!(v.counts.packets, 3);
         assert!(v.last_seen_ns >= v.first_seen_ns, "{k:?} {v:?}");
     }
 }
@@ -952,7 +957,11 @@ fn retransmission_across_a_flip() {
     }
     let first = h.drain_raw();
     assert_eq!(first.len(), 2 * ports.len());
-    assert!(first.values().all(|v| v.retrans == 0 && v.seq_valid == 1));
+    assert!(
+        first
+            .values()
+            .all(|v| v.counts.retrans == 0 && v.counts.seq_valid == 1)
+    );
     for p in ports.clone() {
         // The same 100 bytes again, then the next 100.
         h.xdp(&seg(p, 5000));
@@ -962,7 +971,7 @@ fn retransmission_across_a_flip() {
     let second = h.drain_raw();
     assert_eq!(second.len(), 2 * ports.len());
     for (k, v) in &second {
-        assert_eq!(v.retrans, 1, "{k:?} {v:?}");
+        assert_eq!(v.counts.retrans, 1, "{k:?} {v:?}");
         let next = if k.direction == DIR_INGRESS {
             5200
         } else {
@@ -996,7 +1005,9 @@ fn check_conservation(
     let (p, b) = flows
         .iter()
         .filter(|(k, _)| k.direction == direction)
-        .fold((0, 0), |(p, b), (_, v)| (p + v.packets, b + v.bytes));
+        .fold((0, 0), |(p, b), (_, v)| {
+            (p + v.counts.packets, b + v.counts.bytes)
+        });
     assert_eq!(p + c.c[OVERFLOW_PACKETS], flow_outcomes(c), "{c:?}");
     assert_eq!(
         c.c[OVERFLOW_PACKETS],

@@ -123,10 +123,9 @@ fn check_consistent(name: &str, r: &Replay) {
     let outcomes: u64 = counter::OUTCOMES.map(|i| r.rx.c[i]).sum();
     assert_eq!(outcomes, r.frames, "{name}: one outcome per frame");
     assert_eq!(r.rx.c[counter::OVERFLOW_PACKETS], 0, "{name}: nothing lost");
-    let (packets, bytes) = r
-        .table
-        .iter()
-        .fold((0, 0), |(p, b), f| (p + f.packets, b + f.bytes));
+    let (packets, bytes) = r.table.iter().fold((0, 0), |(p, b), f| {
+        (p + f.counts.packets, b + f.counts.bytes)
+    });
     assert_eq!(
         packets,
         r.frames_in_flows(),
@@ -286,7 +285,10 @@ fn flowd_table(r: &Replay) -> BTreeMap<RefKey, (u64, u64)> {
             k.dport,
             k.vlan,
         );
-        assert!(out.insert(key, (f.packets, f.bytes)).is_none());
+        assert!(
+            out.insert(key, (f.counts.packets, f.counts.bytes))
+                .is_none()
+        );
     }
     out
 }
@@ -581,7 +583,7 @@ fn known_flows() {
         .table
         .iter()
         .filter(|f| f.key.dport == 80)
-        .map(|f| (f.key.vlan, f.packets, f.bytes))
+        .map(|f| (f.key.vlan, f.counts.packets, f.counts.bytes))
         .collect();
     vlans.sort();
     assert_eq!(vlans, vec![(0, 7, 610), (10, 7, 666), (42, 7, 638)]);
@@ -713,7 +715,10 @@ fn file_cut_mid_record() {
     assert_eq!(r.frames, 1);
     let f: Vec<_> = r.table.iter().collect();
     // caplen 200, orig_len 282: bytes are the original length, like frame.len.
-    assert_eq!((f.len(), f[0].packets, f[0].bytes), (1, 1, 282));
+    assert_eq!(
+        (f.len(), f[0].counts.packets, f[0].counts.bytes),
+        (1, 1, 282)
+    );
 }
 
 fn pcap_header(link_type: u32) -> Vec<u8> {
@@ -981,7 +986,15 @@ fn link_types_and_byte_orders() {
     let mut got: Vec<(u16, u16, u64, u64, u64)> = r
         .table
         .iter()
-        .map(|f| (f.key.sport, f.key.vlan, f.packets, f.bytes, f.first_ns))
+        .map(|f| {
+            (
+                f.key.sport,
+                f.key.vlan,
+                f.counts.packets,
+                f.counts.bytes,
+                f.first_ns,
+            )
+        })
         .collect();
     got.sort();
     let s = t0 * 1_000_000_000;
@@ -1024,7 +1037,7 @@ fn link_types_and_byte_orders() {
     let fl: Vec<_> = r.table.iter().collect();
     assert_eq!(fl.len(), 1);
     assert_eq!(
-        (fl[0].key.sport, fl[0].packets, fl[0].bytes),
+        (fl[0].key.sport, fl[0].counts.packets, fl[0].counts.bytes),
         (2001, 1, f.len() as u64)
     );
     assert_eq!(fl[0].first_ns, 1_600_000_000_250_000_000);

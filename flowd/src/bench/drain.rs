@@ -10,7 +10,9 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
-use flowd_common::{DEFAULT_FLOW_CAPACITY, DIR_INGRESS, FlowKey, FlowStats, ipv4_mapped, maps};
+use flowd_common::{
+    DEFAULT_FLOW_CAPACITY, DIR_INGRESS, FlowCounts, FlowKey, FlowStats, ipv4_mapped, maps,
+};
 
 use super::{
     Plan, Targets,
@@ -81,8 +83,11 @@ pub(super) fn fill(map: BorrowedFd<'_>, n: u32, copies: usize) -> anyhow::Result
             keys.push(bench_key(i));
             for _ in 0..copies {
                 values.push(FlowStats {
-                    packets: 1,
-                    bytes: 64,
+                    counts: FlowCounts {
+                        packets: 1,
+                        bytes: 64,
+                        ..Default::default()
+                    },
                     first_seen_ns: 1,
                     last_seen_ns: 1,
                     ..Default::default()
@@ -199,7 +204,7 @@ pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
                 let m = (j + rep) % METHODS.len();
                 fill(map.as_fd(), n, 1)?;
                 let mut packets = 0u64;
-                let sink = |_: &FlowKey, v: &FlowStats| packets += v.packets;
+                let sink = |_: &FlowKey, v: &FlowStats| packets += v.counts.packets;
                 let cpu = thread_cpu_ns();
                 let t = Instant::now();
                 let count = match METHODS[m] {
@@ -326,11 +331,14 @@ fn absorb_into_a_full_table(reps: usize) {
                 // A million new flows per second of capture clock.
                 let ts = base + i * 1_000;
                 let d = FlowStats {
-                    packets: 1,
-                    bytes: 60,
+                    counts: FlowCounts {
+                        packets: 1,
+                        bytes: 60,
+                        syn: 1,
+                        ..Default::default()
+                    },
                     first_seen_ns: ts,
                     last_seen_ns: ts,
-                    syn: 1,
                     ..FlowStats::default()
                 };
                 t.apply(&key, &d, TimeBase::Capture);

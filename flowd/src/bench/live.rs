@@ -152,7 +152,7 @@ fn one_run(pair: &Pair, rx: &mut Receiver, g: &Generator, frames: u64) -> anyhow
         let mut flow_packets = 0;
         rx.dp.drain_all(|k, v| {
             if k.direction == DIR_INGRESS && k.dport == DPORT {
-                flow_packets += v.packets;
+                flow_packets += v.counts.packets;
             }
         })?;
         ensure!(t1.1 == t0.1, "flowd overflowed during the live run");

@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::{Context as _, ensure};
-use flowd_common::{FlowKey, FlowStats, maps};
+use flowd_common::{FlowCounts, FlowKey, FlowStats, maps};
 
 use super::{
     Plan, Targets,
@@ -42,8 +42,11 @@ fn hashbrown_buckets(n: usize) -> usize {
 
 fn delta(n: u32) -> FlowStats {
     FlowStats {
-        packets: 1,
-        bytes: 64,
+        counts: FlowCounts {
+            packets: 1,
+            bytes: 64,
+            ..Default::default()
+        },
         first_seen_ns: 1_000_000_000 + u64::from(n),
         last_seen_ns: 1_000_000_000 + u64::from(n),
         ..Default::default()

@@ -426,7 +426,7 @@ pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
                     // them out, and leave an empty map for the next pass.
                     let mut fresh = 0u32;
                     dp.drain_all(|k, v| {
-                        if k.direction == dir && v.packets == 1 {
+                        if k.direction == dir && v.counts.packets == 1 {
                             fresh += 1;
                         }
                     })?;

@@ -6,8 +6,8 @@
 use std::time::Instant;
 
 use flowd_common::{
-    DEFAULT_FLOW_CAPACITY, DIR_EGRESS, DIR_INGRESS, FlowKey, FlowStats, IfaceCounters, counter,
-    ipv4_mapped,
+    DEFAULT_FLOW_CAPACITY, DIR_EGRESS, DIR_INGRESS, FlowCounts, FlowKey, FlowStats, IfaceCounters,
+    counter, ipv4_mapped,
 };
 
 use super::{Plan, Targets, sep, summarize};
@@ -63,12 +63,15 @@ fn key(i: u32) -> (FlowKey, &'static str) {
 
 fn delta(i: u32) -> FlowStats {
     FlowStats {
-        packets: 1 + u64::from(i % 97),
-        bytes: 64 * (1 + u64::from(i % 1009)),
+        counts: FlowCounts {
+            packets: 1 + u64::from(i % 97),
+            bytes: 64 * (1 + u64::from(i % 1009)),
+            syn: u32::from(i.is_multiple_of(7)),
+            synack: u32::from(i.is_multiple_of(14)),
+            ..Default::default()
+        },
         first_seen_ns: 1,
         last_seen_ns: 2,
-        syn: u32::from(i.is_multiple_of(7)),
-        synack: u32::from(i.is_multiple_of(14)),
         ..Default::default()
     }
 }

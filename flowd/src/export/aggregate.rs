@@ -503,8 +503,8 @@ impl Aggregator {
     /// Adds one drained delta of a flow seen on `device`.
     pub fn absorb(&mut self, key: &FlowKey, delta: &FlowStats, device: &str) {
         let c = Counts {
-            packets: delta.packets,
-            bytes: delta.bytes,
+            packets: delta.counts.packets,
+            bytes: delta.counts.bytes,
         };
         if c.is_zero() {
             return;
@@ -702,7 +702,7 @@ impl Aggregator {
 
 #[cfg(test)]
 mod tests {
-    use flowd_common::{DIR_EGRESS, ipv4_mapped};
+    use flowd_common::{DIR_EGRESS, FlowCounts, ipv4_mapped};
 
     #[test]
     fn window_positions_stay_indexed_after_removals() {
@@ -758,8 +758,11 @@ mod tests {
 
     fn stats(packets: u64, bytes: u64) -> FlowStats {
         FlowStats {
-            packets,
-            bytes,
+            counts: FlowCounts {
+                packets,
+                bytes,
+                ..Default::default()
+            },
             ..Default::default()
         }
     }

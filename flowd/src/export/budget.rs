@@ -87,7 +87,7 @@ pub fn plan(agg: &AggSnapshot, fixed: usize) -> Plan {
 
 #[cfg(test)]
 mod tests {
-    use flowd_common::{DIR_INGRESS, FlowKey, FlowStats, ipv4_mapped};
+    use flowd_common::{DIR_INGRESS, FlowCounts, FlowKey, FlowStats, ipv4_mapped};
 
     use super::*;
     use crate::export::aggregate::{AggConfig, Aggregator, Dim};
@@ -113,8 +113,11 @@ mod tests {
                 ..Default::default()
             };
             let d = FlowStats {
-                packets: 1,
-                bytes: scale * (u64::from(i) + 1),
+                counts: FlowCounts {
+                    packets: 1,
+                    bytes: scale * (u64::from(i) + 1),
+                    ..Default::default()
+                },
                 ..Default::default()
             };
             a.absorb(&k, &d, "eth0");

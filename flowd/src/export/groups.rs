@@ -10,29 +10,35 @@ use std::{
     str::FromStr,
 };
 
+use flowd_common::proto::ip;
 use thiserror::Error;
 
 /// The group of everything no list names, and the target of folding.
 pub const OTHER: &str = "other";
 
-/// Protocols with a group of their own (IANA number, label value); the rest
+/// Protocols with a group of their own (named by [`ip::name`]); the rest
 /// are `other` in the `proto` dimension.
-pub const PROTOCOLS: [(u8, &str); 8] = [
-    (6, "tcp"),
-    (17, "udp"),
-    (1, "icmp"),
-    (58, "icmpv6"),
-    (132, "sctp"),
-    (47, "gre"),
-    (50, "esp"),
-    (2, "igmp"),
+pub const PROTOCOLS: [u8; 8] = [
+    ip::TCP,
+    ip::UDP,
+    ip::ICMP,
+    ip::ICMPV6,
+    ip::SCTP,
+    ip::GRE,
+    ip::ESP,
+    ip::IGMP,
 ];
+
+/// The name of a protocol of [`PROTOCOLS`] (each has one in the table).
+fn group_name(proto: u8) -> &'static str {
+    ip::name(proto).unwrap_or(OTHER)
+}
 
 /// Group names of the `proto` dimension, `other` last.
 pub fn proto_names() -> Vec<String> {
     PROTOCOLS
         .iter()
-        .map(|(_, n)| (*n).to_owned())
+        .map(|p| group_name(*p).to_owned())
         .chain([OTHER.to_owned()])
         .collect()
 }
@@ -41,23 +47,18 @@ pub fn proto_names() -> Vec<String> {
 pub fn proto_group(proto: u8) -> usize {
     PROTOCOLS
         .iter()
-        .position(|(p, _)| *p == proto)
+        .position(|p| *p == proto)
         .unwrap_or(PROTOCOLS.len())
 }
 
 /// A protocol as a label value: its name when it has a group, else its
 /// number (at most 256 values).
 pub fn proto_label(proto: u8) -> Cow<'static, str> {
-    match PROTOCOLS.iter().find(|(p, _)| *p == proto) {
-        Some((_, n)) => Cow::Borrowed(n),
-        None => Cow::Owned(proto.to_string()),
+    if PROTOCOLS.contains(&proto) {
+        Cow::Borrowed(group_name(proto))
+    } else {
+        Cow::Owned(proto.to_string())
     }
-}
-
-/// Protocols whose flow keys carry ports (ICMP's `dport` is type and code).
-fn has_ports(proto: u8) -> bool {
-    // TCP, UDP, DCCP, SCTP, UDP-Lite.
-    matches!(proto, 6 | 17 | 33 | 132 | 136)
 }
 
 /// One service of the port map.
@@ -159,7 +160,7 @@ impl ServiceMap {
     /// neither is, or the protocol has no ports.
     pub fn group(&self, proto: u8, sport: u16, dport: u16) -> usize {
         let other = self.names.len() - 1;
-        if !has_ports(proto) {
+        if !ip::has_ports(proto) {
             return other;
         }
         let (lo, hi) = if sport <= dport {
@@ -361,6 +362,7 @@ mod tests {
         let names = proto_names();
         assert_eq!(names[proto_group(6)], "tcp");
         assert_eq!(names[proto_group(58)], "icmpv6");
+        assert!(PROTOCOLS.iter().all(|p| ip::name(*p).is_some()));
         assert_eq!(names[proto_group(89)], "other");
         assert_eq!(proto_label(17), "udp");
         assert_eq!(proto_label(89), "89");

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flowd_common::{DIR_INGRESS, FlowKey};
+use flowd_common::{DIR_INGRESS, FlowKey, proto::ip};
 
 use crate::flowtable::{EndReason, Ended};
 
@@ -91,10 +91,6 @@ fn end_reason(r: EndReason) -> u8 {
         EndReason::Forced => 4,
         EndReason::Evicted => 5,
     }
-}
-
-fn is_icmp(proto: u8) -> bool {
-    proto == 1 || proto == 58
 }
 
 /// Builds IPFIX messages; keeps the sequence number of one observation domain.
@@ -210,8 +206,8 @@ impl Message {
         let f = &e.flow;
         let k: &FlowKey = &f.key;
         let b = &mut self.buf;
-        b.extend_from_slice(&f.bytes.to_be_bytes());
-        b.extend_from_slice(&f.packets.to_be_bytes());
+        b.extend_from_slice(&f.counts.bytes.to_be_bytes());
+        b.extend_from_slice(&f.counts.packets.to_be_bytes());
         b.extend_from_slice(&(f.first_ns / 1_000_000).to_be_bytes());
         b.extend_from_slice(&(f.last_ns / 1_000_000).to_be_bytes());
         if v4 {
@@ -222,7 +218,7 @@ impl Message {
             b.extend_from_slice(&k.dst);
         }
         // ICMP keeps type * 256 + code where a port would be.
-        let (sport, dport, icmp) = if is_icmp(k.proto) {
+        let (sport, dport, icmp) = if ip::is_icmp(k.proto) {
             (0, 0, k.dport)
         } else {
             (k.sport, k.dport, 0)
@@ -232,8 +228,8 @@ impl Message {
         b.extend_from_slice(&icmp.to_be_bytes());
         b.push(k.proto);
         // tcpControlBits: the 12 flag bits of the TCP header.
-        b.extend_from_slice(&(f.tcp_flags & 0x0fff).to_be_bytes());
-        b.push(f.dscp << 2);
+        b.extend_from_slice(&(f.counts.tcp_flags & 0x0fff).to_be_bytes());
+        b.push(f.counts.dscp << 2);
         let ingress = k.direction == DIR_INGRESS;
         b.push(u8::from(!ingress));
         let (in_if, out_if) = if ingress {
@@ -394,12 +390,15 @@ mod tests {
         Ended {
             flow: Flow {
                 key,
-                packets,
-                bytes: packets * 100,
+                counts: flowd_common::FlowCounts {
+                    packets,
+                    bytes: packets * 100,
+                    tcp_flags: 0x1b,
+                    dscp: 46,
+                    ..Default::default()
+                },
                 first_ns: 1_700_000_000_123_456_789,
                 last_ns: 1_700_000_001_987_654_321,
-                tcp_flags: 0x1b,
-                dscp: 46,
                 ..Flow::default()
             },
             state: None,

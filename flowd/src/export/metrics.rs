@@ -72,7 +72,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use flowd_common::{DIR_INGRESS, IfaceCounters, counter};
+use flowd_common::{DIR_EGRESS, DIR_INGRESS, IfaceCounters, counter};
 
 use super::{
     aggregate::{AggSnapshot, Dim, FoldReason},
@@ -486,11 +486,7 @@ fn one(v: u64) -> Vec<(Labels, Num)> {
 }
 
 fn dir_label(direction: u8) -> &'static str {
-    if direction == DIR_INGRESS {
-        "receive"
-    } else {
-        "transmit"
-    }
+    flowd_common::proto::direction_label(direction)
 }
 
 /// The families whose series the configuration makes, not the traffic.
@@ -530,7 +526,8 @@ fn fixed_families(s: &Snapshot) -> Vec<Family> {
     let mut races = Vec::new();
     let mut frag_fail = Vec::new();
     for i in &s.ifaces {
-        for (dir, c) in [("receive", &i.rx), ("transmit", &i.tx)] {
+        for (dir, c) in [(DIR_INGRESS, &i.rx), (DIR_EGRESS, &i.tx)] {
+            let dir = dir_label(dir);
             let l = |extra: Option<(&'static str, &str)>| {
                 let mut v = labels([("device", &i.device), ("direction", dir)]);
                 if let Some((k, val)) = extra {

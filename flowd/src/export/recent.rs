@@ -72,8 +72,8 @@ impl RecentTop {
         self.pending.extend(
             batch
                 .iter()
-                .filter(|(_, v)| v.packets > 0)
-                .map(|(k, v)| (*k, v.packets, v.bytes)),
+                .filter(|(_, v)| v.counts.packets > 0)
+                .map(|(k, v)| (*k, v.counts.packets, v.counts.bytes)),
         );
         if self.pending.len() > 2 * PER_DRAIN {
             keep_heaviest(&mut self.pending, PER_DRAIN);
@@ -135,6 +135,8 @@ impl RecentTop {
 
 #[cfg(test)]
 mod tests {
+    use flowd_common::FlowCounts;
+
     use super::*;
 
     fn key(port: u16) -> FlowKey {
@@ -147,8 +149,11 @@ mod tests {
 
     fn stats(packets: u64, bytes: u64) -> FlowStats {
         FlowStats {
-            packets,
-            bytes,
+            counts: FlowCounts {
+                packets,
+                bytes,
+                ..Default::default()
+            },
             ..FlowStats::default()
         }
     }

@@ -103,13 +103,16 @@ mod tests {
                 ifindex: 3,
                 ..FlowKey::default()
             },
-            packets: 7,
-            bytes: 7000,
+            counts: flowd_common::FlowCounts {
+                packets: 7,
+                bytes: 7000,
+                syn: 1,
+                retrans: 2,
+                ce: 1,
+                ..Default::default()
+            },
             first_ns: 1_795_000_000_000_000_001,
             last_ns: 1_795_000_001_000_000_000,
-            syn: 1,
-            retrans: 2,
-            ce: 1,
             ..Flow::default()
         };
         let ended = [

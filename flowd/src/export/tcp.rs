@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use flowd_common::{DIR_INGRESS, FlowKey, FlowStats};
+use flowd_common::{DIR_INGRESS, FlowKey, FlowStats, proto};
 
 use super::{
     groups::PeerGroups,
@@ -63,11 +63,7 @@ pub struct TcpSignals {
 }
 
 pub fn direction_label(key: &FlowKey) -> &'static str {
-    if key.direction == DIR_INGRESS {
-        "receive"
-    } else {
-        "transmit"
-    }
+    proto::direction_label(key.direction)
 }
 
 impl TcpSignals {
@@ -91,35 +87,38 @@ impl TcpSignals {
 
     /// Adds one drained delta.
     pub fn absorb(&mut self, key: &FlowKey, d: &FlowStats, device: &str) {
-        const TCP: u8 = 6;
         // The kernel keeps each flow's latest DSCP: the delta's packets go there.
         *self
             .snap
             .dscp
-            .entry((device.to_owned(), direction_label(key), dscp_class(d.dscp)))
-            .or_default() += d.packets;
-        if d.ce + d.ect0 + d.ect1 > 0 {
+            .entry((
+                device.to_owned(),
+                direction_label(key),
+                dscp_class(d.counts.dscp),
+            ))
+            .or_default() += d.counts.packets;
+        if d.counts.ce + d.counts.ect0 + d.counts.ect1 > 0 {
             let ip = self
                 .snap
                 .ip
                 .entry((device.to_owned(), direction_label(key)))
                 .or_default();
-            ip.ce += u64::from(d.ce);
-            ip.ect0 += u64::from(d.ect0);
-            ip.ect1 += u64::from(d.ect1);
+            ip.ce += u64::from(d.counts.ce);
+            ip.ect0 += u64::from(d.counts.ect0);
+            ip.ect1 += u64::from(d.counts.ect1);
         }
-        if key.proto != TCP {
+        if key.proto != proto::ip::TCP {
             return;
         }
         let k = (device.to_owned(), direction_label(key), self.peer(key));
         let c = self.snap.tcp.entry(k).or_default();
-        c.segments += d.packets;
+        c.segments += d.counts.packets;
         // The kernel counts every SYN, and those with ACK separately.
-        c.syn += u64::from(d.syn.saturating_sub(d.synack));
-        c.synack += u64::from(d.synack);
-        c.rst += u64::from(d.rst);
-        c.retransmitted += u64::from(d.retrans);
-        c.zero_window += u64::from(d.zero_window);
+        c.syn += u64::from(d.counts.syn.saturating_sub(d.counts.synack));
+        c.synack += u64::from(d.counts.synack);
+        c.rst += u64::from(d.counts.rst);
+        c.retransmitted += u64::from(d.counts.retrans);
+        c.zero_window += u64::from(d.counts.zero_window);
     }
 
     /// Counts an ended connection once (its originator's record).

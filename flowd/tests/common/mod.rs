@@ -8,8 +8,8 @@ use flowd::{
     sys::{self, SysError},
 };
 use flowd_common::{
-    DIR_EGRESS, DIR_INGRESS, FlowKey, FlowStats, IfaceCounters, REPLAY_META_MAGIC, counter,
-    ipv4_mapped,
+    DIR_EGRESS, DIR_INGRESS, FlowCounts, FlowKey, FlowStats, IfaceCounters, REPLAY_META_MAGIC,
+    counter, ipv4_mapped,
 };
 
 /// `BPF_PROG_TEST_RUN` without `ingress_ifindex` (XDP) or a device (TC)
@@ -248,8 +248,11 @@ pub(crate) fn key6(proto: u8, sport: u16, dport: u16) -> FlowKey {
 /// Flow counters of replayed packets whose capture times were `ts`.
 pub(crate) fn stats(packets: u64, bytes: u64, first_ns: u64, last_ns: u64) -> FlowStats {
     FlowStats {
-        packets,
-        bytes,
+        counts: FlowCounts {
+            packets,
+            bytes,
+            ..Default::default()
+        },
         first_seen_ns: first_ns,
         last_seen_ns: last_ns,
         ..Default::default()
@@ -375,15 +378,18 @@ impl Harness {
         let mut flows = self.drain_raw();
         for v in flows.values_mut() {
             *v = FlowStats {
-                synack: 0,
-                retrans: 0,
-                zero_window: 0,
-                ce: 0,
-                ect0: 0,
-                ect1: 0,
-                dscp: 0,
+                counts: FlowCounts {
+                    synack: 0,
+                    retrans: 0,
+                    zero_window: 0,
+                    ce: 0,
+                    ect0: 0,
+                    ect1: 0,
+                    dscp: 0,
+                    seq_valid: 0,
+                    ..v.counts
+                },
                 seq_next: 0,
-                seq_valid: 0,
                 ts_last: 0,
                 ..*v
             };

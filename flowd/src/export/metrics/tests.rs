@@ -5,7 +5,7 @@ use std::{
     time::Instant,
 };
 
-use flowd_common::{DIR_EGRESS, DIR_INGRESS, FlowKey, FlowStats, ipv4_mapped};
+use flowd_common::{DIR_EGRESS, DIR_INGRESS, FlowCounts, FlowKey, FlowStats, ipv4_mapped};
 
 use super::*;
 use crate::export::aggregate::{AggConfig, Aggregator};
@@ -107,8 +107,11 @@ fn rich() -> Snapshot {
 
 fn stats(packets: u64, bytes: u64) -> FlowStats {
     FlowStats {
-        packets,
-        bytes,
+        counts: FlowCounts {
+            packets,
+            bytes,
+            ..Default::default()
+        },
         ..Default::default()
     }
 }
