@@ -14,13 +14,13 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use flowd_common::{DIR_EGRESS, DIR_INGRESS, FlowKey, FlowStats, IfaceCounters};
+use flowd_common::{DIR_EGRESS, DIR_INGRESS, FlowKey, IfaceCounters};
 use serde_json::Value;
 use tracing::{error, info, warn};
 
 use crate::{
-    clock::TimeBase,
     config::Config,
+    drain,
     export::{
         aggregate::Aggregator,
         groups::PeerGroups,
@@ -30,7 +30,7 @@ use crate::{
         records::RecordSink,
         tcp::TcpSignals,
     },
-    flowtable::{EndReason, Ended, FlowTable},
+    flowtable::{EndReason, FlowTable},
     interfaces,
     loader::Datapath,
     notify, record,
@@ -102,16 +102,16 @@ impl ConfigSource {
 }
 
 #[derive(Debug, Clone)]
-struct DrainStats {
-    drains: u64,
+pub(crate) struct DrainStats {
+    pub(crate) drains: u64,
     /// Drains started before the interval because the map was filling.
-    early: u64,
+    pub(crate) early: u64,
     /// Entries in the generation being written, at the last check.
-    fill: u64,
-    entries: u64,
-    last_entries: u64,
-    errors: u64,
-    seconds: HistogramSnapshot,
+    pub(crate) fill: u64,
+    pub(crate) entries: u64,
+    pub(crate) last_entries: u64,
+    pub(crate) errors: u64,
+    pub(crate) seconds: HistogramSnapshot,
 }
 
 impl Default for DrainStats {
@@ -133,23 +133,23 @@ impl Default for DrainStats {
 
 /// State shared by the drain loop and the HTTP handlers.
 pub struct Shared {
-    dp: Mutex<Datapath>,
-    table: Mutex<FlowTable>,
-    drain: Mutex<DrainStats>,
-    ready: AtomicBool,
-    names: Mutex<HashMap<u32, String>>,
-    records: Mutex<Option<RecordSink>>,
-    ipfix: Mutex<Option<IpfixExporter>>,
+    pub(crate) dp: Mutex<Datapath>,
+    pub(crate) table: Mutex<FlowTable>,
+    pub(crate) drain: Mutex<DrainStats>,
+    pub(crate) ready: AtomicBool,
+    pub(crate) names: Mutex<HashMap<u32, String>>,
+    pub(crate) records: Mutex<Option<RecordSink>>,
+    pub(crate) ipfix: Mutex<Option<IpfixExporter>>,
     /// The heaviest flows of the last drains, for the live view.
-    recent: Mutex<RecentTop>,
-    agg: Mutex<Aggregator>,
-    scan: Mutex<ScanDetector>,
-    tcp: Mutex<TcpSignals>,
-    config: Mutex<Config>,
+    pub(crate) recent: Mutex<RecentTop>,
+    pub(crate) agg: Mutex<Aggregator>,
+    pub(crate) scan: Mutex<ScanDetector>,
+    pub(crate) tcp: Mutex<TcpSignals>,
+    pub(crate) config: Mutex<Config>,
     /// Interface names whose attach failed, with the error last logged.
-    attach_errors: Mutex<BTreeMap<String, String>>,
+    pub(crate) attach_errors: Mutex<BTreeMap<String, String>>,
     /// Reading the flow map's fill failed at the last check (logged once).
-    fill_failing: AtomicBool,
+    pub(crate) fill_failing: AtomicBool,
 }
 
 impl Shared {
@@ -341,182 +341,6 @@ impl Shared {
             .collect()
     }
 
-    /// One drain into the flow table. Deltas are absorbed in chunks while
-    /// the drain runs, so a drain never holds its whole batch (65,536
-    /// deltas are 8 MiB).
-    fn drain_once(&self) {
-        let mut samples: Vec<flowd_common::RttSample> = Vec::new();
-        let mut chunk: Vec<(FlowKey, FlowStats)> = Vec::with_capacity(ABSORB_CHUNK);
-        let mut absorbed = 0;
-        let mut absorbing = Duration::ZERO;
-        let t0 = Instant::now();
-        let r = {
-            let mut dp = lock(&self.dp);
-            dp.drain_rtt(|s| samples.push(*s));
-            dp.drain(|k, v| {
-                chunk.push((*k, *v));
-                if chunk.len() == ABSORB_CHUNK {
-                    let t = Instant::now();
-                    self.apply(&chunk);
-                    absorbed += chunk.len();
-                    chunk.clear();
-                    absorbing += t.elapsed();
-                }
-            })
-        };
-        // The drain's own time, as before chunking.
-        lock(&self.drain)
-            .seconds
-            .observe(t0.elapsed().saturating_sub(absorbing).as_secs_f64());
-        self.apply(&chunk);
-        absorbed += chunk.len();
-        drop(chunk);
-        self.finish(r.map(|_| absorbed), false);
-        self.absorb_rtt(&samples);
-        release_freed_memory();
-    }
-
-    /// Whether the generation the programs write to has reached
-    /// `drain_at_fill_percent` of its capacity (and records its fill).
-    fn filling(&self) -> bool {
-        let percent = lock(&self.config).drain_at_fill_percent;
-        let (fill, capacity) = {
-            let dp = lock(&self.dp);
-            match dp.active_inserts() {
-                Ok(n) => (n, u64::from(dp.capacity())),
-                Err(e) => {
-                    // Once, not every 20 ms.
-                    if !self.fill_failing.swap(true, Ordering::Relaxed) {
-                        warn!(error = %e, "reading the flow map's fill failed; draining every interval only until it works again");
-                    }
-                    return false;
-                }
-            }
-        };
-        if self.fill_failing.swap(false, Ordering::Relaxed) {
-            info!("reading the flow map's fill works again");
-        }
-        lock(&self.drain).fill = fill;
-        percent > 0 && fill * 100 >= capacity * u64::from(percent)
-    }
-
-    /// RTT samples to their flows (after the drain, so new flows exist)
-    /// and to the per-device histograms.
-    fn absorb_rtt(&self, samples: &[flowd_common::RttSample]) {
-        if samples.is_empty() {
-            return;
-        }
-        let names = lock(&self.names).clone();
-        let mut table = lock(&self.table);
-        let mut tcp = lock(&self.tcp);
-        for s in samples {
-            let dev = names.get(&s.key.ifindex).map_or("unknown", String::as_str);
-            let min = table.rtt(&s.key, s.rtt_ns);
-            tcp.rtt(&s.key, dev, s.rtt_ns, min);
-        }
-    }
-
-    /// Adds a drained batch to the table, then ends what timed out (or,
-    /// at shutdown, everything) and writes those records.
-    fn absorb(&self, r: Result<Vec<(FlowKey, FlowStats)>, crate::loader::LoadError>, last: bool) {
-        let r = r.map(|batch| {
-            self.apply(&batch);
-            batch.len()
-        });
-        self.finish(r, last);
-    }
-
-    /// Adds drained deltas to the table and the exporters.
-    fn apply(&self, batch: &[(FlowKey, FlowStats)]) {
-        if batch.is_empty() {
-            return;
-        }
-        let mut table = lock(&self.table);
-        let time = TimeBase::live();
-        let names = lock(&self.names);
-        let mut agg = lock(&self.agg);
-        let mut tcp = lock(&self.tcp);
-        for (k, v) in batch {
-            table.apply(k, v, time);
-            let dev = names.get(&k.ifindex).map_or("unknown", String::as_str);
-            agg.absorb(k, v, dev);
-            tcp.absorb(k, v, dev);
-        }
-        lock(&self.recent).add(batch);
-    }
-
-    /// Counts a drain of `r` deltas (already applied), then ends what timed
-    /// out (or, at shutdown, everything) and writes those records.
-    fn finish(&self, r: Result<usize, crate::loader::LoadError>, last: bool) {
-        let ended = {
-            let mut d = lock(&self.drain);
-            let mut table = lock(&self.table);
-            match r {
-                Ok(n) => {
-                    lock(&self.agg).tick(crate::clock::realtime_ns());
-                    d.drains += 1;
-                    d.entries += n as u64;
-                    d.last_entries = n as u64;
-                }
-                Err(e) => {
-                    d.errors += 1;
-                    error!(error = %e, "drain failed");
-                }
-            }
-            lock(&self.recent).close(crate::clock::realtime_ns());
-            if last {
-                // Written chunk by chunk: with a million flows, all the
-                // records at once would double the daemon's memory.
-                table.end_all_in_chunks(END_CHUNK, |chunk| self.write_records(&chunk));
-                Vec::new()
-            } else {
-                let now = crate::clock::realtime_ns();
-                lock(&self.scan).observe(&table, now);
-                table.expire(now)
-            }
-        };
-        self.write_records(&ended);
-    }
-
-    fn device(&self, ifindex: u32) -> String {
-        lock(&self.names)
-            .get(&ifindex)
-            .cloned()
-            .unwrap_or_else(|| format!("if{ifindex}"))
-    }
-
-    fn write_records(&self, ended: &[Ended]) {
-        if ended.is_empty() {
-            return;
-        }
-        let devices: Vec<String> = ended
-            .iter()
-            .map(|e| self.device(e.flow.key.ifindex))
-            .collect();
-        {
-            let mut tcp = lock(&self.tcp);
-            for (e, dev) in ended.iter().zip(&devices) {
-                tcp.connection(e, dev);
-            }
-        }
-        if let Some(x) = lock(&self.ipfix).as_mut() {
-            let now_s = (crate::clock::realtime_ns() / 1_000_000_000) as u32;
-            if let Err(e) = x.export(ended, now_s)
-                && x.should_log_error()
-            {
-                warn!(collector = %x.collector(), error = %e, dropped_total = x.stats.records_dropped,
-                    "sending IPFIX records failed (counted in flowd_ipfix_records_dropped_total)");
-            }
-        }
-        let mut sink = lock(&self.records);
-        let Some(sink) = sink.as_mut() else {
-            return;
-        };
-        if let Err(e) = sink.write_ended(ended, &devices) {
-            error!(error = %e, records = ended.len(), "writing flow records failed");
-        }
-    }
-
     /// SIGHUP: reopen the records file (logrotate).
     fn reopen_records(&self) {
         if let Some(sink) = lock(&self.records).as_mut() {
@@ -527,9 +351,6 @@ impl Shared {
         }
     }
 }
-
-/// Deltas absorbed at a time while a drain runs (512 KiB).
-const ABSORB_CHUNK: usize = 4096;
 
 /// Serves every allocation of 128 KiB or more with its own mapping, given
 /// back when freed: a drain's large, short-lived buffers (ended records,
@@ -543,17 +364,7 @@ fn map_large_allocations() {
     }
 }
 
-/// Hands the heap memory a drain freed (its batch, ended records) back to
-/// the kernel, so RSS follows the live flows rather than the largest drain.
-fn release_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: glibc's malloc_trim has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic elsewhere must not take the exporter down with it.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -691,12 +502,6 @@ impl Shared {
     }
 }
 
-/// Records written at a time when every flow ends (shutdown).
-const END_CHUNK: usize = 16_384;
-
-/// How often the drain loop reads the flow map's fill.
-const FILL_CHECK: Duration = Duration::from_millis(20);
-
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(source: ConfigSource) -> Result<()> {
     map_large_allocations();
@@ -801,12 +606,9 @@ pub fn run(source: ConfigSource) -> Result<()> {
         let stop = Arc::clone(&stop);
         let watchdog = notify::watchdog_interval().map(|w| w / 2);
         thread::Builder::new().name("drain".into()).spawn(move || {
-            let mut next = Instant::now();
             let mut next_scan = Instant::now() + Duration::from_secs(1);
             let mut next_ping = Instant::now();
-            let mut next_fill = Instant::now();
-            while !stop.load(Ordering::Relaxed) {
-                let now = Instant::now();
+            drain::run(&shared, &stop, |now| {
                 if let Some(w) = watchdog
                     && now >= next_ping
                 {
@@ -817,29 +619,7 @@ pub fn run(source: ConfigSource) -> Result<()> {
                     shared.reconcile();
                     next_scan = now + Duration::from_secs(1);
                 }
-                if now >= next_fill {
-                    next_fill = now + FILL_CHECK;
-                    if shared.filling() {
-                        lock(&shared.drain).early += 1;
-                        shared.drain_once();
-                        continue;
-                    }
-                }
-                if now < next {
-                    thread::sleep(
-                        (next - now)
-                            .min(next_fill - now)
-                            .min(Duration::from_millis(50)),
-                    );
-                    continue;
-                }
-                let interval = lock(&shared.config).drain_interval();
-                next += interval;
-                if next < now {
-                    next = now + interval;
-                }
-                shared.drain_once();
-            }
+            });
         })?
     };
 

@@ -7,6 +7,7 @@ pub mod config;
 pub mod connstate;
 pub mod daemon;
 pub mod doctor;
+pub mod drain;
 pub mod export;
 pub mod flowtable;
 pub mod interfaces;

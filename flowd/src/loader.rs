@@ -26,7 +26,7 @@ use flowd_common::{
 use thiserror::Error;
 use tracing::{info, warn};
 
-use crate::sys::{self, JiffyClock, ProgramWait, SysError};
+use crate::sys::{self, JiffyClock, SysError};
 
 /// The eBPF object, built by build.rs from flowd-ebpf.
 pub static EBPF_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowd"));
@@ -164,7 +164,6 @@ impl Attached {
 /// The loaded programs and maps.
 pub struct Datapath {
     ebpf: Ebpf,
-    wait: ProgramWait,
     active_gen: u32,
     capacity: u32,
     /// `<pin_path>/v<ABI>` when maps and links are pinned.
@@ -310,7 +309,6 @@ impl Datapath {
         };
         let mut dp = Self {
             ebpf,
-            wait: ProgramWait::new()?,
             active_gen: 0,
             capacity,
             pin_dir,
@@ -340,6 +338,18 @@ impl Datapath {
 
     pub fn capacity(&self) -> u32 {
         self.capacity
+    }
+
+    /// The generation the programs write to.
+    pub(crate) fn active_gen(&self) -> u32 {
+        self.active_gen
+    }
+
+    /// Whether a program may be running on the flow maps: one is attached,
+    /// or (with pins) an earlier flowd's may be. A replay runs its programs
+    /// only inside test runs, which have returned by the time it drains.
+    pub(crate) fn may_have_writers(&self) -> bool {
+        !self.interfaces.is_empty() || self.pin_dir.is_some()
     }
 
     /// Attaches XDP (ingress) and TC (egress) to `iface`. With pinning, a
@@ -691,7 +701,8 @@ impl Datapath {
             .map_err(|source| LoadError::Map { map: name, source })
     }
 
-    fn set_active_gen(&mut self, generation: u32) -> Result<(), LoadError> {
+    /// Switches the programs to write `generation` (0 or 1).
+    pub(crate) fn set_active_gen(&mut self, generation: u32) -> Result<(), LoadError> {
         self.active_gen = generation;
         self.write_control()
     }
@@ -719,7 +730,11 @@ impl Datapath {
         self.jiffy
     }
 
-    fn flow_map_fd(&self, generation: u32) -> Result<(&'static str, BorrowedFd<'_>), LoadError> {
+    /// The flow map of `generation`, with its name.
+    pub(crate) fn flow_map_fd(
+        &self,
+        generation: u32,
+    ) -> Result<(&'static str, BorrowedFd<'_>), LoadError> {
         let name = if generation == 0 {
             maps::FLOWS_0
         } else {
@@ -731,39 +746,6 @@ impl Datapath {
         }
     }
 
-    /// One drain: flip the generation, wait out programs still writing to the
-    /// old one, then read and delete all of it. Returns the entries drained.
-    pub fn drain(&mut self, sink: impl FnMut(&FlowKey, &FlowStats)) -> Result<usize, LoadError> {
-        let old = self.active_gen;
-        self.set_active_gen(1 - old)?;
-        // With nothing attached (a replay: test runs return only when the
-        // program has finished) no program can still be writing; with pins,
-        // an earlier flowd's programs might be.
-        if !self.interfaces.is_empty() || self.pin_dir.is_some() {
-            self.wait.wait()?;
-        }
-        let (name, fd) = self.flow_map_fd(old)?;
-        let mut seq_now: Vec<(u64, SeqSlot)> = Vec::new();
-        let mut sink = sink;
-        let n = sys::drain_hash(fd, name, DRAIN_BATCH, |k: &FlowKey, v: &FlowStats| {
-            if v.seq_valid != 0 {
-                let hash = seq_hash(k);
-                seq_now.push((
-                    hash,
-                    SeqSlot {
-                        tag: seq_tag(hash) | SEQ_TAG_VALID,
-                        seq_next: v.seq_next,
-                        ts_last: v.ts_last,
-                    },
-                ));
-            }
-            sink(k, v);
-        })?;
-        self.carry_seq(seq_now)?;
-        self.reset_inserts(old)?;
-        Ok(n)
-    }
-
     /// Flows the programs inserted into the generation they write to since
     /// it was last drained: how full it is (summed over CPUs).
     pub fn active_inserts(&self) -> Result<u64, LoadError> {
@@ -773,7 +755,7 @@ impl Datapath {
 
     /// Zeroes a drained generation's insert count (after the wait in
     /// `drain`, no program can still add to it).
-    fn reset_inserts(&mut self, generation: u32) -> Result<(), LoadError> {
+    pub(crate) fn reset_inserts(&mut self, generation: u32) -> Result<(), LoadError> {
         let mut counts: PerCpuArray<&mut MapData, u64> =
             typed_map(&mut self.ebpf, maps::GEN_INSERTS)?;
         let err = |call: &'static str, io_error| LoadError::Map {
@@ -791,13 +773,30 @@ impl Datapath {
             })
     }
 
+    /// The sequence state a drained TCP flow carries into the next
+    /// generation (None: the flow has none).
+    pub(crate) fn seq_slot(k: &FlowKey, v: &FlowStats) -> Option<(u64, SeqSlot)> {
+        if v.seq_valid == 0 {
+            return None;
+        }
+        let hash = seq_hash(k);
+        Some((
+            hash,
+            SeqSlot {
+                tag: seq_tag(hash) | SEQ_TAG_VALID,
+                seq_next: v.seq_next,
+                ts_last: v.ts_last,
+            },
+        ))
+    }
+
     /// Carries each TCP flow's sequence state into the next generation:
     /// puts it in its bucket (the flow's slot, else a free one, else the
     /// least recently written), writes the buckets changed at this drain
     /// and the last into the `TCP_SEQ_*` array the programs do not read
     /// (since the wait in `drain`, no program can still be reading it) and
     /// switches the programs over to it.
-    fn carry_seq(&mut self, seq_now: Vec<(u64, SeqSlot)>) -> Result<(), LoadError> {
+    pub(crate) fn carry_seq(&mut self, seq_now: Vec<(u64, SeqSlot)>) -> Result<(), LoadError> {
         if seq_now.is_empty() && self.seq_dirty.is_empty() {
             return Ok(());
         }
@@ -843,17 +842,6 @@ impl Datapath {
         self.seq_gen = next;
         self.seq_dirty = dirty;
         self.write_control()
-    }
-
-    /// Drains both generations (at start-up and shutdown: nothing is
-    /// left behind in either).
-    pub fn drain_all(
-        &mut self,
-        mut sink: impl FnMut(&FlowKey, &FlowStats),
-    ) -> Result<usize, LoadError> {
-        let a = self.drain(&mut sink)?;
-        let b = self.drain(&mut sink)?;
-        Ok(a + b)
     }
 
     /// Turns RTT measurement in the programs on or off.
@@ -931,9 +919,6 @@ impl Datapath {
             })
     }
 }
-
-/// Entries per batch syscall.
-const DRAIN_BATCH: usize = 8192;
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
 where
