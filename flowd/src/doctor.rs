@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 
-use crate::{daemon::check_privileges, interfaces, loader::Datapath};
+use crate::{interfaces, loader::Datapath};
 
 /// Prints a readable report; fails when something flowd needs is missing.
 pub fn run() -> Result<()> {
@@ -97,4 +97,26 @@ pub fn run() -> Result<()> {
         bail!("{missing} check(s) failed");
     }
     Ok(())
+}
+
+/// Fails with one line when flowd lacks the privileges to load programs.
+pub fn check_privileges() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(());
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_BPF: u32 = 39;
+    if cap_eff & (1 << CAP_NET_ADMIN) != 0 && cap_eff & (1 << CAP_BPF) != 0 {
+        return Ok(());
+    }
+    bail!(
+        "insufficient privileges: flowd needs root or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (run it with sudo, or through deploy/flowd.service)"
+    )
 }

@@ -18,6 +18,7 @@ pub mod record;
 pub mod replay;
 pub mod scan;
 pub mod server;
+pub mod state;
 pub mod sys;
 pub mod top;
 pub mod web;

@@ -7,9 +7,9 @@ use tracing::{error, warn};
 
 use crate::{
     clock::{self, TimeBase},
-    daemon::{Shared, lock},
     flowtable::Ended,
     loader::LoadError,
+    state::{Shared, lock},
 };
 
 /// Records written at a time when every flow ends (shutdown).

@@ -25,7 +25,7 @@ pub use batch::drain_hash;
 use flowd_common::{FlowKey, FlowStats, RttSample};
 use tracing::{info, warn};
 
-use crate::daemon::{Shared, lock};
+use crate::state::{Shared, lock};
 
 /// Deltas absorbed at a time while a drain runs (512 KiB).
 const ABSORB_CHUNK: usize = 4096;
