@@ -156,7 +156,7 @@ impl Datapath {
         let prog: &Xdp = self
             .ebpf
             .program(name)
-            .ok_or(LoadError::MissingMap(name))?
+            .ok_or(LoadError::MissingProgram(name))?
             .try_into()
             .map_err(|source| LoadError::Program {
                 program: name,
@@ -175,7 +175,7 @@ impl Datapath {
         let prog: &SchedClassifier = self
             .ebpf
             .program(programs::EGRESS)
-            .ok_or(LoadError::MissingMap(programs::EGRESS))?
+            .ok_or(LoadError::MissingProgram(programs::EGRESS))?
             .try_into()
             .map_err(|source| LoadError::Program {
                 program: programs::EGRESS,

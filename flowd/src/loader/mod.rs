@@ -38,6 +38,8 @@ pub use self::{
 };
 use crate::sys::{JiffyClock, SysError};
 
+/// Why loading, pinning or attaching failed; each names the map, program,
+/// interface or path.
 #[derive(Debug, Error)]
 pub enum LoadError {
     #[error(
@@ -52,6 +54,8 @@ pub enum LoadError {
     },
     #[error("map `{0}` is missing from the eBPF object")]
     MissingMap(&'static str),
+    #[error("program `{0}` is missing from the eBPF object")]
+    MissingProgram(&'static str),
     #[error("map `{map}`: {source}")]
     Map {
         map: &'static str,
@@ -137,7 +141,7 @@ where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {
     ebpf.program_mut(name)
-        .ok_or(LoadError::MissingMap(name))?
+        .ok_or(LoadError::MissingProgram(name))?
         .try_into()
         .map_err(|source| LoadError::Program {
             program: name,
