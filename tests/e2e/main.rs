@@ -10,6 +10,7 @@ mod flows;
 mod ipfix;
 mod live_replay;
 mod ops;
+mod pin_path;
 mod prometheus;
 mod records;
 mod rtt;

@@ -5,6 +5,7 @@
 //! - `load.rs`: the object through the verifier, its maps created, the
 //!   programs' file descriptors for test runs;
 //! - `pin.rs`: maps and links pinned on bpffs, so a restart continues;
+//! - `bpffs.rs`: the pin path's filesystem, checked (and mounted) first;
 //! - `attach.rs`: XDP ingress and TC egress on each interface, taking over
 //!   the links an earlier flowd pinned;
 //! - `slots.rs`: each interface's counter slot and its exact totals;
@@ -16,6 +17,7 @@
 //! The drain (flip, grace period, batch read) is [`crate::drain`].
 
 mod attach;
+mod bpffs;
 mod generation;
 mod load;
 mod pin;
@@ -34,6 +36,7 @@ use thiserror::Error;
 
 pub use self::{
     attach::{Attached, Hold, XdpAttachMode, ifindex},
+    bpffs::{BPFFS_MOUNT_POINT, PinRoot, check_pin_root},
     load::{EBPF_OBJECT, Programs, REPLAY_PROGRAM},
 };
 use crate::sys::{JiffyClock, SysError};

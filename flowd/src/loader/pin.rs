@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use flowd_common::{ABI_VERSION, maps};
 use tracing::warn;
 
-use super::{Datapath, LoadError, Programs};
+use super::{Datapath, LoadError, Programs, bpffs};
 
 impl Datapath {
     /// Like [`Datapath::load`], with every map pinned under
@@ -19,13 +19,10 @@ impl Datapath {
             path: pin_root.display().to_string(),
             reason,
         };
+        // The filesystem is checked before any directory is made.
+        bpffs::prepare_pin_root(pin_root).map_err(pin_err)?;
         let dir = pin_root.join(format!("v{ABI_VERSION}"));
         std::fs::create_dir_all(dir.join("links")).map_err(|e| pin_err(e.to_string()))?;
-        if !is_bpffs(pin_root) {
-            return Err(pin_err(
-                "not on a bpf filesystem (mount it: `mount -t bpf bpf /sys/fs/bpf`; `cargo xtask setup` does)".into(),
-            ));
-        }
         for e in std::fs::read_dir(pin_root)
             .map_err(|e| pin_err(e.to_string()))?
             .flatten()
@@ -78,18 +75,6 @@ impl Datapath {
             }
         }
     }
-}
-
-/// Whether `path` is on a bpf filesystem.
-fn is_bpffs(path: &Path) -> bool {
-    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: an all-zero statfs is valid output space.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid path and output buffer.
-    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
 }
 
 fn remove_map_pins(dir: &Path) {
