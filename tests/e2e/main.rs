@@ -7,6 +7,7 @@ mod congestion;
 mod dashboard;
 mod deploy;
 mod flows;
+mod fresh_totals;
 mod ipfix;
 mod live_replay;
 mod ops;

@@ -81,7 +81,9 @@ impl Attached {
 impl Datapath {
     /// Attaches XDP (ingress) and TC (egress) to `iface`. With pinning, a
     /// link an earlier flowd pinned for this interface is taken over
-    /// (the program is replaced atomically, no packet goes uncounted).
+    /// (the program is replaced atomically, no packet goes uncounted) and
+    /// the totals go on; an interface attached fresh starts them at zero
+    /// (see [`Datapath::slot_for`]).
     pub fn attach(
         &mut self,
         iface: &str,
@@ -91,16 +93,28 @@ impl Datapath {
         if self.interfaces.contains_key(&ifindex) {
             return Ok(());
         }
-        let slot = self.slot_for(iface, ifindex)?;
-        self.set_slot(ifindex, slot)?;
-        let (xdp, mode) = self.attach_xdp(iface, ifindex, xdp_mode)?;
-        let tc = match self.attach_tc(iface, ifindex) {
+        // Links an earlier flowd pinned for this interface: their programs
+        // have counted all along, into the slot the interface had.
+        let xdp_kept = self.take_over_xdp(iface, ifindex)?;
+        let tc_kept = match self.take_over_tc(iface, ifindex) {
             Ok(h) => h,
             Err(e) => {
-                xdp.detach();
+                if let Some((h, _)) = xdp_kept {
+                    h.detach();
+                }
                 return Err(e);
             }
         };
+        let survived = xdp_kept.is_some() || tc_kept.is_some();
+        let slot = match self.slot_for(iface, ifindex, survived) {
+            Ok(s) => s,
+            Err(e) => {
+                detach_all(xdp_kept, tc_kept);
+                return Err(e);
+            }
+        };
+        let (xdp, mode, tc) =
+            self.attach_rest(iface, ifindex, slot, xdp_mode, xdp_kept, tc_kept)?;
         info!(
             iface,
             ifindex,
@@ -123,19 +137,57 @@ impl Datapath {
         Ok(())
     }
 
-    pub(super) fn attach_xdp(
+    /// Maps the interface to `slot`, then attaches anew what was not taken
+    /// over; on failure, nothing of it stays attached.
+    fn attach_rest(
         &mut self,
         iface: &str,
         ifindex: u32,
-        mode: Option<XdpAttachMode>,
-    ) -> Result<(Hold, XdpAttachMode), LoadError> {
+        slot: u32,
+        xdp_mode: Option<XdpAttachMode>,
+        xdp_kept: Option<(Hold, XdpAttachMode)>,
+        tc_kept: Option<Hold>,
+    ) -> Result<(Hold, XdpAttachMode, Hold), LoadError> {
+        if let Err(e) = self.set_slot(ifindex, slot) {
+            detach_all(xdp_kept, tc_kept);
+            return Err(e);
+        }
+        let (xdp, mode) = match xdp_kept {
+            Some(kept) => kept,
+            None => match self.attach_xdp(iface, ifindex, xdp_mode) {
+                Ok(x) => x,
+                Err(e) => {
+                    detach_all(None, tc_kept);
+                    return Err(e);
+                }
+            },
+        };
+        let tc = match tc_kept {
+            Some(kept) => kept,
+            None => match self.attach_tc(iface, ifindex) {
+                Ok(h) => h,
+                Err(e) => {
+                    xdp.detach();
+                    return Err(e);
+                }
+            },
+        };
+        Ok((xdp, mode, tc))
+    }
+
+    /// Takes over the XDP link an earlier flowd pinned for this interface,
+    /// if one is there and still works.
+    fn take_over_xdp(
+        &mut self,
+        iface: &str,
+        ifindex: u32,
+    ) -> Result<Option<(Hold, XdpAttachMode)>, LoadError> {
         let err = |source| LoadError::Attach {
             hook: "XDP",
             iface: iface.into(),
             source,
         };
         self.remove_stale_pins(iface, ifindex, "xdp");
-        // Take over a link an earlier flowd pinned.
         for m in [XdpAttachMode::Native, XdpAttachMode::Generic] {
             let Some(path) = self.link_pin(iface, ifindex, &format!("xdp-{}", m.as_str())) else {
                 break;
@@ -155,7 +207,7 @@ impl Datapath {
                     })?;
                     drop(fd);
                     info!(iface, "took over the pinned XDP link of an earlier flowd");
-                    return Ok((Hold::Pinned(pinned, path), m));
+                    return Ok(Some((Hold::Pinned(pinned, path), m)));
                 }
                 Err(e) => {
                     warn!(iface, error = %e, "pinned XDP link unusable; attaching anew");
@@ -163,6 +215,21 @@ impl Datapath {
                 }
             }
         }
+        Ok(None)
+    }
+
+    /// Attaches XDP anew (pinned when there is a pin directory).
+    fn attach_xdp(
+        &mut self,
+        iface: &str,
+        ifindex: u32,
+        mode: Option<XdpAttachMode>,
+    ) -> Result<(Hold, XdpAttachMode), LoadError> {
+        let err = |source| LoadError::Attach {
+            hook: "XDP",
+            iface: iface.into(),
+            source,
+        };
         let prog: &mut Xdp = program(&mut self.ebpf, programs::INGRESS)?;
         let (id, mode) = match mode {
             Some(XdpAttachMode::Generic) => (
@@ -204,7 +271,9 @@ impl Datapath {
         Ok((hold, mode))
     }
 
-    pub(super) fn attach_tc(&mut self, iface: &str, ifindex: u32) -> Result<Hold, LoadError> {
+    /// Takes over the TC link an earlier flowd pinned for this interface,
+    /// if one is there and still works.
+    fn take_over_tc(&mut self, iface: &str, ifindex: u32) -> Result<Option<Hold>, LoadError> {
         let err = |source| LoadError::Attach {
             hook: "TC egress",
             iface: iface.into(),
@@ -228,7 +297,7 @@ impl Datapath {
                         reason: e.to_string(),
                     })?;
                     info!(iface, "took over the pinned TC link of an earlier flowd");
-                    return Ok(Hold::Pinned(pinned, path.clone()));
+                    return Ok(Some(Hold::Pinned(pinned, path.clone())));
                 }
                 Err(e) => {
                     warn!(iface, error = %e, "pinned TC link unusable; attaching anew");
@@ -236,6 +305,17 @@ impl Datapath {
                 }
             }
         }
+        Ok(None)
+    }
+
+    /// Attaches TC egress anew (pinned when there is a pin directory).
+    fn attach_tc(&mut self, iface: &str, ifindex: u32) -> Result<Hold, LoadError> {
+        let err = |source| LoadError::Attach {
+            hook: "TC egress",
+            iface: iface.into(),
+            source,
+        };
+        let pin = self.link_pin(iface, ifindex, "tc-egress");
         // aya uses tcx on kernels >= 6.6; older kernels need a clsact qdisc.
         let prog: &mut SchedClassifier = program(&mut self.ebpf, programs::EGRESS)?;
         let id = match prog.attach(iface, TcAttachType::Egress) {
@@ -301,6 +381,13 @@ impl Datapath {
             interfaces = n,
             "programs left attached and pinned for the next flowd"
         );
+    }
+}
+
+/// Detaches what an attach that failed half-way holds.
+fn detach_all(xdp: Option<(Hold, XdpAttachMode)>, tc: Option<Hold>) {
+    for h in xdp.map(|(h, _)| h).into_iter().chain(tc) {
+        h.detach();
     }
 }
 

@@ -3,27 +3,69 @@
 
 use std::collections::BTreeMap;
 
-use aya::maps::{Array, HashMap as BpfHashMap, MapData};
-use flowd_common::{IfaceCounters, MAX_SLOTS, SLOT_ARRAY_LEN, maps, totals_index};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues};
+use flowd_common::{
+    DIR_EGRESS, DIR_INGRESS, IfaceCounters, MAX_SLOTS, SLOT_ARRAY_LEN, maps, totals_index,
+};
 
 use super::{Datapath, LoadError, typed_map, typed_map_ref};
+use crate::sys;
 
 impl Datapath {
-    /// The interface's counter slot: the one it had (by name in this run,
-    /// or by ifindex in the pinned slot map), else a free one.
-    pub(super) fn slot_for(&self, iface: &str, ifindex: u32) -> Result<u32, LoadError> {
+    /// The interface's counter slot.
+    ///
+    /// - Seen in this run under this name: its slot, totals and all (a
+    ///   process's series never go back).
+    /// - Its pinned links `survived` (taken over): the slot the pinned map
+    ///   gives its ifindex, whose totals the programs kept counting.
+    /// - Otherwise it is attached fresh: the slot its ifindex had (nobody
+    ///   else can count into it) or a free one, with its totals zeroed, so a
+    ///   new interface never inherits the counts of an old one that had
+    ///   the same ifindex.
+    pub(super) fn slot_for(
+        &mut self,
+        iface: &str,
+        ifindex: u32,
+        survived: bool,
+    ) -> Result<u32, LoadError> {
         if let Some(s) = self.slots.get(iface) {
             return Ok(*s);
         }
-        if self.pin_dir.is_some()
-            && let Some(s) = self.pinned_slot(ifindex)
-            && s != 0
-            && !self.slots.values().any(|v| *v == s)
-        {
+        let pinned = self
+            .pin_dir
+            .as_ref()
+            .and_then(|_| self.pinned_slot(ifindex))
+            .filter(|s| *s != 0 && !self.slots.values().any(|v| v == s));
+        if survived && let Some(s) = pinned {
             return Ok(s);
         }
-        self.free_slot()
-            .ok_or_else(|| LoadError::NoSlot(iface.into()))
+        let slot = pinned
+            .or_else(|| self.free_slot())
+            .ok_or_else(|| LoadError::NoSlot(iface.into()))?;
+        self.zero_totals(slot)?;
+        Ok(slot)
+    }
+
+    /// Zeroes both directions' totals of `slot`.
+    fn zero_totals(&mut self, slot: u32) -> Result<(), LoadError> {
+        let err = |call: &'static str, io_error| LoadError::Map {
+            map: maps::TOTALS,
+            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError { call, io_error }),
+        };
+        let cpus = sys::possible_cpus().map_err(|e| err("nr_cpus", e))?;
+        let mut totals: PerCpuArray<&mut MapData, IfaceCounters> =
+            typed_map(&mut self.ebpf, maps::TOTALS)?;
+        for direction in [DIR_INGRESS, DIR_EGRESS] {
+            let zeros = PerCpuValues::try_from(vec![IfaceCounters::default(); cpus])
+                .map_err(|e| err("per-cpu values", e))?;
+            totals
+                .set(totals_index(slot, direction), zeros, 0)
+                .map_err(|source| LoadError::Map {
+                    map: maps::TOTALS,
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     pub(super) fn pinned_slot(&self, ifindex: u32) -> Option<u32> {
