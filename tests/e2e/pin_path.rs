@@ -1,8 +1,14 @@
 //! The pin path: on a bpf filesystem, checked before anything is created,
 //! mounted when `ip netns exec` hides it, never the root of a bpffs.
 
-use std::{path::Path, process::Command};
+use std::{
+    ffi::CString,
+    os::{fd::AsRawFd, unix::fs::symlink},
+    path::{Path, PathBuf},
+    process::Command,
+};
 
+use flowd_common::{ABI_VERSION, maps};
 use flowd_tests::{BpfFs, Flowd, Link, TempDir, flowd_bin, unique_tag};
 
 /// `ip netns exec` remounts /sys, so /sys/fs/bpf holds no bpffs there:
@@ -94,4 +100,87 @@ fn check_reports_the_pin_path() {
         line.contains("/sys/fs/bpf is not a bpf filesystem; flowd mounts one there at start"),
         "{line}"
     );
+}
+
+/// A map of another program, pinned at `path` (its parent directory made).
+fn pin_foreign_map(path: &Path, key_size: u32, value_size: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    const BPF_MAP_TYPE_HASH: u64 = 1;
+    let bpf = |cmd: libc::c_long, attr: &mut [u64; 16]| -> i64 {
+        // SAFETY: a zero-padded bpf_attr that lives for the call; its
+        // pointers point at live buffers.
+        let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), 128) };
+        assert!(r >= 0, "bpf({cmd}): {}", std::io::Error::last_os_error());
+        r
+    };
+    let mut attr = [0u64; 16];
+    attr[0] = BPF_MAP_TYPE_HASH | (u64::from(key_size) << 32);
+    attr[1] = u64::from(value_size) | (4 << 32); // max_entries
+    let fd = bpf(BPF_MAP_CREATE, &mut attr);
+    // SAFETY: the kernel returned a new fd, owned here.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    let name = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let mut attr = [0u64; 16];
+    attr[0] = name.as_ptr() as u64;
+    attr[1] = fd.as_raw_fd() as u64;
+    bpf(BPF_OBJ_PIN, &mut attr);
+}
+
+/// Pins of other programs beside and under the pin path, and directories
+/// that look like flowd's but lack its marker, survive a start, a reset of
+/// flowd's own maps and a stop. A marked directory of another layout
+/// version is flowd's, and goes.
+#[test]
+fn foreign_pins_survive_start_reset_and_stop() {
+    let link = Link::new();
+    let fs = BpfFs::new();
+    let pin = PathBuf::from(fs.pin_path());
+    let current = pin.join(format!("v{ABI_VERSION}"));
+    let foreign: Vec<PathBuf> = vec![
+        fs.path.join("vxlan_gw").join("map"),
+        fs.path.join("v1").join("map"),
+        pin.join("vxlan_gw").join("map"),
+        pin.join("v9x").join("map"),
+        pin.join("v3").join("map"),
+        pin.join("v").join("map"),
+        current.join("other_tool_map"),
+    ];
+    for p in &foreign {
+        pin_foreign_map(p, 4, 4);
+    }
+    // An older flowd's directory: marked, so it is flowd's to remove.
+    let old = pin.join("v2");
+    pin_foreign_map(&old.join("FLOWS_0"), 4, 4);
+    symlink("flowd", old.join("flowd_pins")).unwrap();
+    // This version's flow map with a layout this build does not have: the
+    // reset removes flowd's own maps, nothing else.
+    pin_foreign_map(&current.join(maps::FLOWS_0), 4, 4);
+
+    let survivors = |when: &str| {
+        for p in &foreign {
+            assert!(p.exists(), "{} gone after {when}", p.display());
+        }
+    };
+    let mut flowd = Flowd::start_pinned(&link.b, &["--iface", &link.if_b], pin.to_str().unwrap());
+    let log = flowd.log_text();
+    assert!(
+        log.contains("pinned maps do not match this build: resetting them"),
+        "{log}"
+    );
+    survivors("start and reset");
+    assert!(!old.exists(), "the marked v2 was left:\n{log}");
+    assert!(
+        std::fs::read_link(current.join("flowd_pins")).is_ok(),
+        "no marker in {}",
+        current.display()
+    );
+    assert_eq!(flowd.stop(), Some(0), "{}", flowd.log_text());
+    survivors("stop");
+    // And once more, on maps of this layout.
+    let mut again = Flowd::start_pinned(&link.b, &["--iface", &link.if_b], pin.to_str().unwrap());
+    survivors("a second start");
+    assert_eq!(again.stop(), Some(0), "{}", again.log_text());
+    survivors("a second stop");
 }

@@ -38,6 +38,7 @@ pub use self::{
     attach::{Attached, Hold, XdpAttachMode, ifindex},
     bpffs::{BPFFS_MOUNT_POINT, PinRoot, check_pin_root},
     load::{EBPF_OBJECT, Programs, REPLAY_PROGRAM},
+    pin::PIN_MARKER,
 };
 use crate::sys::{JiffyClock, SysError};
 
