@@ -392,11 +392,11 @@ impl Config {
             ));
         }
         for (user, hash) in &w.basic_auth_users {
-            if !(hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$")) {
+            if let Err(why) = crate::web::auth::check_user(user, hash) {
                 return Err(bad(
                     "web.basic_auth_users",
-                    format!("{user} = {hash:?}"),
-                    "bcrypt hashes ($2a$, $2b$ or $2y$), e.g. from `htpasswd -nbBC 10 USER PASS`",
+                    format!("{user:?} = {hash:?} ({why})"),
+                    "user names without ':' and bcrypt hashes ($2a$, $2b$ or $2y$, cost 4 to 31), e.g. from `htpasswd -nbBC 10 USER PASS`",
                 ));
             }
         }
