@@ -8,6 +8,7 @@ mod congestion;
 mod dashboard;
 mod deploy;
 mod flows;
+mod full_disk;
 mod ipfix;
 mod live_replay;
 mod ops;
