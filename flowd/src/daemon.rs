@@ -561,6 +561,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Fails with one line when flowd lacks the privileges to load programs.
 pub fn check_privileges() -> Result<()> {
+    crate::caps::require()?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         return Ok(());

@@ -60,7 +60,7 @@ pub fn run() -> Result<()> {
         "privileges",
         privs.as_ref().map_or_else(
             |e| e.to_string(),
-            |()| "root or CAP_BPF + CAP_NET_ADMIN".into(),
+            |()| "CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON".into(),
         ),
     );
     if privs.is_ok() {
@@ -70,7 +70,11 @@ pub fn run() -> Result<()> {
                 "eBPF programs",
                 "XDP and TC programs pass the verifier".into(),
             ),
-            Err(e) => line(false, "eBPF programs", e.to_string()),
+            Err(e) => line(
+                false,
+                "eBPF programs",
+                crate::report::summarize_verifier(&e.to_string()),
+            ),
         }
     }
     for i in interfaces::list().into_iter().filter(|i| !i.loopback) {
