@@ -118,6 +118,14 @@ fn wrong_passwords_from_200_clients_do_not_slow_an_authorized_scrape() {
     assert_eq!(first.0, 200);
 
     let stop = Arc::new(AtomicBool::new(false));
+    // Stops the hammer also when an assertion below fails.
+    struct StopOnDrop(Arc<AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let _stop_guard = StopOnDrop(Arc::clone(&stop));
     let answers: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
     let hammers: Vec<_> = (0..HAMMERS)
         .map(|i| {

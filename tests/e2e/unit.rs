@@ -166,12 +166,44 @@ fn the_daemon_runs_within_the_units_restrictions() {
         thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(link.b.http_get(listen, "/api/v1/flows").unwrap().0, 200);
-    // SAFETY: signalling the process we started, by its PID (setpriv and
-    // ip netns exec exec, strace forwards).
-    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
-    thread::sleep(Duration::from_millis(500));
+    // strace neither forwards signals nor ends its tracee: signal flowd
+    // itself, by the PID strace logs for it (its first line).
+    let flowd_pid: i32 = std::fs::read_to_string(&trace)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("flowd's PID in the trace");
+    // SAFETY: signalling the flowd this test started, by its PID.
+    unsafe { libc::kill(flowd_pid, libc::SIGHUP) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(tmp.path().join("flowd.log"))
+        .unwrap_or_default()
+        .contains("reload")
+    {
+        assert!(Instant::now() < deadline, "no reload after SIGHUP");
+        thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(link.b.http_get(listen, "/metrics").unwrap().0, 200);
-    stop_child(&mut child, 20);
+    // SAFETY: as above.
+    unsafe { libc::kill(flowd_pid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            // SAFETY: as above.
+            unsafe { libc::kill(flowd_pid, libc::SIGKILL) };
+            stop_child(&mut child, 5);
+            panic!("flowd did not stop on SIGTERM");
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        status.success(),
+        "flowd (through strace) exited with {status}"
+    );
     let log = std::fs::read_to_string(tmp.path().join("flowd.log")).unwrap_or_default();
 
     let trace = std::fs::read_to_string(&trace).unwrap();
