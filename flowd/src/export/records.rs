@@ -12,6 +12,7 @@ use std::{
     fs::{File, OpenOptions},
     io::{self, Write},
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use serde_json::Value;
@@ -102,7 +103,16 @@ pub struct RecordSink {
     stats: RecordStats,
     /// Whole lines not written yet.
     buf: Vec<u8>,
+    /// When a failure was last reported, and records dropped since then
+    /// (a full disk fails every drain: the log gets a line a minute).
+    last_report: Option<Instant>,
+    unreported: u64,
+    /// The last write failed.
+    failing: bool,
 }
+
+/// Least time between two reported write failures.
+const REPORT_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 enum Target {
@@ -127,6 +137,9 @@ impl RecordSink {
                 ..RecordStats::default()
             },
             buf: Vec::with_capacity(BUF_BYTES),
+            last_report: None,
+            unreported: 0,
+            failing: false,
         })
     }
 
@@ -147,8 +160,9 @@ impl RecordSink {
     /// Writes ended flow records, one JSON object per line, straight from
     /// the flows (no `serde_json::Value` in between). `devices[i]` names the
     /// interface of `ended[i]`. On failure the records of the failed
-    /// buffers are counted as dropped, the rest are written, and the error
-    /// says how many were dropped.
+    /// buffers are counted as dropped and the rest are written; the error
+    /// (at most one a minute, the first at once) says how many were dropped
+    /// since the last one.
     pub fn write_ended(&mut self, ended: &[Ended], devices: &[String]) -> io::Result<()> {
         self.write_with(ended.iter().zip(devices), |(e, dev), buf| {
             Fields::ended(e, dev).write_json_line(buf)
@@ -182,16 +196,31 @@ impl RecordSink {
         if lines > 0 {
             self.flush_lines(lines, &mut failed);
         }
-        match failed {
-            None => Ok(()),
-            Some((e, dropped)) => Err(io::Error::new(
-                e.kind(),
-                format!(
-                    "{}: {e}; {dropped} records dropped (counted in flowd_records_dropped_total)",
+        let Some((e, dropped)) = failed else {
+            if std::mem::take(&mut self.failing) {
+                let unreported = std::mem::take(&mut self.unreported);
+                tracing::info!(
+                    dropped_since_last_error = unreported,
+                    "{}: records are written again",
                     self.name()
-                ),
-            )),
+                );
+            }
+            return Ok(());
+        };
+        self.failing = true;
+        self.unreported += dropped;
+        if self.last_report.is_some_and(|t| t.elapsed() < REPORT_EVERY) {
+            return Ok(());
         }
+        self.last_report = Some(Instant::now());
+        let dropped = std::mem::take(&mut self.unreported);
+        Err(io::Error::new(
+            e.kind(),
+            format!(
+                "{}: {e}; {dropped} records dropped (counted in flowd_records_dropped_total)",
+                self.name()
+            ),
+        ))
     }
 
     fn name(&self) -> String {
@@ -354,6 +383,9 @@ mod tests {
                 3000
             )
         );
+        // The next failure within a minute is counted, not reported again.
+        sink.write(&recs[..10]).unwrap();
+        assert_eq!(sink.stats().dropped, [3010, 0]);
         sink.reopen().unwrap();
     }
 
