@@ -181,7 +181,7 @@ fn wrong_passwords_from_200_clients_do_not_slow_an_authorized_scrape() {
 
 #[test]
 fn unknown_and_known_users_take_the_same_time() {
-    const N: usize = 15;
+    const N: usize = 31;
     let link = Link::new();
     let fs = BpfFs::new();
     let tmp = flowd_tests::TempDir::new("flowd-auth");
@@ -198,12 +198,22 @@ fn unknown_and_known_users_take_the_same_time() {
             assert_eq!(s, 401);
             unknown.push(d);
         }
-        (median(known), median(unknown))
+        (known, unknown)
     });
-    let ratio = unknown.as_secs_f64() / known.as_secs_f64();
-    eprintln!("median 401 time: known user {known:?}, unknown user {unknown:?}, ratio {ratio:.3}");
+    // The lower quartile: each path's own cost (what an attacker who
+    // repeats requests learns), little moved by load from parallel tests,
+    // which only adds time.
+    let q1 = |v: &[Duration]| percentile(v.to_vec(), 0.25);
+    let ratio = q1(&unknown).as_secs_f64() / q1(&known).as_secs_f64();
+    let (mk, mu) = (median(known.clone()), median(unknown.clone()));
+    eprintln!(
+        "401 time, known user: p25 {:?}, median {mk:?}; unknown user: p25 {:?}, median {mu:?}; ratio of p25s {ratio:.3}, of medians {:.3}",
+        q1(&known),
+        q1(&unknown),
+        mu.as_secs_f64() / mk.as_secs_f64()
+    );
     assert!(
-        known > Duration::from_millis(5),
+        q1(&known) > Duration::from_millis(5),
         "bcrypt ran for the known user: {known:?}"
     );
     assert!((0.8..=1.2).contains(&ratio), "{known:?} vs {unknown:?}");

@@ -112,10 +112,11 @@ impl Auth {
         }
     }
 
-    /// bcrypt checks at a time: half the CPUs, at least one. The rest stay
-    /// free for scrapes and the drain.
+    /// bcrypt checks at a time: half the CPUs, one to four. The rest stay
+    /// free for scrapes and the drain; Prometheus needs one check per
+    /// credential every [`CACHE_TTL`] at most.
     pub fn permits() -> usize {
-        std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+        std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).clamp(1, 4))
     }
 
     fn key(&self, user: &str, pass: &str) -> u128 {
