@@ -18,18 +18,26 @@ use crate::{
 
 pub const DEFAULT_PATH: &str = "/etc/flowd/flowd.toml";
 
+/// The largest configuration file read (`check-config /dev/zero` must end).
+pub const MAX_BYTES: u64 = 1 << 20;
+
+/// The fastest `interface_speeds` value accepted: 10 Tbit/s.
+const MAX_SPEED_BPS: u64 = 10_000_000_000_000;
+
 /// The smallest `ipfix.max_message_bytes` (the error text says 256).
 const IPFIX_MIN_MESSAGE: usize = 256;
 const _: () = assert!(IPFIX_MIN_MESSAGE >= crate::export::ipfix::MIN_MESSAGE);
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The cause is in the message and not a `source()`, so a report that
+    /// walks the chain does not print it twice.
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
+    #[error(
+        "{path}: larger than {MAX_BYTES} bytes (1 MiB); a flowd configuration is a few KiB: is this the right file?"
+    )]
+    TooLarge { path: String },
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
     #[error("{path}: key `{key}`: value {value} is not accepted; accepted: {accepted}")]
@@ -269,13 +277,22 @@ impl Default for FlowTableConfig {
 const SEC: u64 = 1_000_000_000;
 
 impl Config {
-    /// Reads and validates a file.
+    /// Reads (at most [`MAX_BYTES`]) and validates a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::parse(&text, &path.display().to_string())
+        use std::io::Read as _;
+        let name = path.display().to_string();
+        let read = |error| ConfigError::Read {
+            path: name.clone(),
+            error,
+        };
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_BYTES + 1).read_to_string(&mut text))
+            .map_err(read)?;
+        if text.len() as u64 > MAX_BYTES {
+            return Err(ConfigError::TooLarge { path: name });
+        }
+        Self::parse(&text, &name)
     }
 
     /// Parses and validates TOML text; `origin` names it in errors.
@@ -297,11 +314,15 @@ impl Config {
             value,
             accepted,
         };
-        if self.listen.parse::<SocketAddr>().is_err() {
+        if !self
+            .listen
+            .parse::<SocketAddr>()
+            .is_ok_and(|a| a.port() != 0)
+        {
             return Err(bad(
                 "listen",
                 format!("{:?}", self.listen),
-                "an IP address and port, e.g. \"127.0.0.1:29391\" or \"[::1]:29391\"",
+                "an IP address and a port from 1 to 65535, e.g. \"127.0.0.1:29391\" or \"[::1]:29391\"",
             ));
         }
         if !(100..=60_000).contains(&self.drain_interval_ms) {
@@ -393,12 +414,26 @@ impl Config {
         if !(1..=3_600).contains(&sc.window_s) {
             return Err(bad("scan.window_s", sc.window_s.to_string(), "1 to 3600"));
         }
+        for (name, bps) in &self.interface_speeds {
+            if !(1..=MAX_SPEED_BPS).contains(bps) {
+                return Err(bad(
+                    "interface_speeds",
+                    format!("{name} = {bps}"),
+                    "bits per second from 1 to 10000000000000 (10 Tbit/s); leave an interface out to use the speed the kernel reports",
+                ));
+            }
+        }
         let ix = &self.ipfix;
-        if !ix.collector.is_empty() && ix.collector.parse::<SocketAddr>().is_err() {
+        if !ix.collector.is_empty()
+            && !ix
+                .collector
+                .parse::<SocketAddr>()
+                .is_ok_and(|a| a.port() != 0)
+        {
             return Err(bad(
                 "ipfix.collector",
                 format!("{:?}", ix.collector),
-                "empty (no export) or an IP address and UDP port, e.g. \"192.0.2.10:4739\" or \"[2001:db8::10]:4739\"",
+                "empty (no export) or an IP address and UDP port (1 to 65535), e.g. \"192.0.2.10:4739\" or \"[2001:db8::10]:4739\"",
             ));
         }
         if !(1..=86_400).contains(&ix.template_refresh_s) {
@@ -439,11 +474,11 @@ impl Config {
             ));
         }
         for (user, hash) in &w.basic_auth_users {
-            if !(hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$")) {
+            if let Err(why) = crate::web::auth::check_user(user, hash) {
                 return Err(bad(
                     "web.basic_auth_users",
-                    format!("{user} = {hash:?}"),
-                    "bcrypt hashes ($2a$, $2b$ or $2y$), e.g. from `htpasswd -nbBC 10 USER PASS`",
+                    format!("{user:?} = {hash:?} ({why})"),
+                    "user names without ':' and bcrypt hashes ($2a$, $2b$ or $2y$, cost 4 to 31), e.g. from `htpasswd -nbBC 10 USER PASS`",
                 ));
             }
         }
@@ -689,6 +724,43 @@ mod tests {
         assert!(
             e.contains("metrics.peer_groups") && e.contains("10.0.0.0/33"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn zero_speed_and_port_zero_are_refused_with_the_range() {
+        let err = |text: &str| Config::parse(text, "f.toml").unwrap_err().to_string();
+        assert_eq!(
+            err("[interface_speeds]\neth0 = 0"),
+            "f.toml: key `interface_speeds`: value eth0 = 0 is not accepted; accepted: bits per second from 1 to 10000000000000 (10 Tbit/s); leave an interface out to use the speed the kernel reports"
+        );
+        assert!(Config::parse("[interface_speeds]\neth0 = 1000000000", "f").is_ok());
+        let e = err("listen = \"127.0.0.1:0\"");
+        assert!(
+            e.contains("`listen`") && e.contains("port from 1 to 65535"),
+            "{e}"
+        );
+        let e = err("[ipfix]\ncollector = \"198.18.0.9:0\"");
+        assert!(
+            e.contains("`ipfix.collector`") && e.contains("1 to 65535"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn reading_is_bounded_and_names_the_cause_once() {
+        let e = Config::load(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "/dev/zero: larger than 1048576 bytes (1 MiB); a flowd configuration is a few KiB: is this the right file?"
+        );
+        let e = Config::load(Path::new("/")).unwrap_err();
+        assert_eq!(e.to_string(), "cannot read /: Is a directory (os error 21)");
+        assert!(
+            std::error::Error::source(&e).is_none(),
+            "the cause is in the message only"
         );
     }
 

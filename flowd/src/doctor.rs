@@ -54,7 +54,7 @@ pub fn run() -> Result<()> {
         "privileges",
         privs.as_ref().map_or_else(
             |e| e.to_string(),
-            |()| "root or CAP_BPF + CAP_NET_ADMIN".into(),
+            |()| "CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON".into(),
         ),
     );
     if privs.is_ok() {
@@ -64,7 +64,11 @@ pub fn run() -> Result<()> {
                 "eBPF programs",
                 "XDP and TC programs pass the verifier".into(),
             ),
-            Err(e) => line(false, "eBPF programs", e.to_string()),
+            Err(e) => line(
+                false,
+                "eBPF programs",
+                crate::report::summarize_verifier(&e.to_string()),
+            ),
         }
     }
     let all = match interfaces::list() {
@@ -152,6 +156,7 @@ fn has_cap(cap: u32) -> bool {
 
 /// Fails with one line when flowd lacks the privileges to load programs.
 pub fn check_privileges() -> Result<()> {
+    crate::caps::require()?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         return Ok(());

@@ -2,6 +2,7 @@
 //! everything else is here so tests and benchmarks can use it.
 
 pub mod bench;
+pub mod caps;
 pub mod clock;
 pub mod config;
 pub mod connstate;
@@ -17,6 +18,7 @@ pub mod notify;
 pub mod pcap;
 pub mod record;
 pub mod replay;
+pub mod report;
 pub mod scan;
 pub mod server;
 pub mod state;

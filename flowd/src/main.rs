@@ -159,7 +159,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("flowd: error: {e:#}");
+            eprintln!("flowd: error: {}", flowd::report::one_line(&e));
             ExitCode::FAILURE
         }
     }

@@ -1,6 +1,7 @@
 //! End-to-end tests: real namespaces, veth pairs, traffic and a real flowd.
 //! They need root (CAP_SYS_ADMIN for namespaces, CAP_BPF for flowd).
 
+mod auth;
 mod basic;
 mod cli;
 mod congestion;
@@ -8,9 +9,11 @@ mod dashboard;
 mod deploy;
 mod flows;
 mod fresh_totals;
+mod full_disk;
 mod ipfix;
 mod limits;
 mod live_replay;
+mod operator_errors;
 mod ops;
 mod pin_path;
 mod prometheus;
@@ -18,3 +21,4 @@ mod records;
 mod rtt;
 mod signals;
 mod top;
+mod unit;

@@ -46,6 +46,8 @@
 //! - IPFIX export (when a collector is set): `flowd_ipfix_messages_total`,
 //!   `flowd_ipfix_records_total`, `flowd_ipfix_records_dropped_total`,
 //!   `flowd_ipfix_send_errors_total`.
+//! - JSON-lines records (when configured): `flowd_records_written_total{sink}`,
+//!   `flowd_records_dropped_total{sink,reason}` (see [`super::records`]).
 //! - Flow table: `flowd_flows_active`, `flowd_flows_max`,
 //!   `flowd_flows_started_total`, `flowd_flows_ended_total{reason}`.
 //! - Self: `flowd_program_attached{device,hook,mode}`,
@@ -125,6 +127,8 @@ pub struct Snapshot {
     pub scan_flagged: u64,
     /// The IPFIX exporter's counters, when one is configured.
     pub ipfix: Option<IpfixStats>,
+    /// The JSON-lines records sink's counters, when one is configured.
+    pub records: Option<super::records::RecordStats>,
     pub tcp: TcpSnapshot,
     /// TCP details of each of `groups.top`, when it is a TCP flow.
     pub top_tcp: Vec<Option<TopTcp>>,
@@ -640,6 +644,13 @@ fn fixed_families(s: &Snapshot) -> Vec<Family> {
         }
     }
     http_families(s, &mut out);
+    for (name, help, samples) in s.records.iter().flat_map(|r| r.families()) {
+        let samples = samples.into_iter().map(|(l, v)| {
+            let l = l.into_iter().map(|(k, v)| (k, Value(v))).collect();
+            (l, Num::U(v))
+        });
+        out.push(Family::counter(name, help, samples.collect()));
+    }
     out.push(Family::gauge(
         "flowd_flows_max",
         "Bound of the flow table; beyond it the longest-idle flows are evicted.",

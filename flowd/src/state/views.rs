@@ -71,6 +71,9 @@ impl Shared {
         let d = lock(&self.drain).clone();
         s.drain_seconds = d.seconds;
         s.ipfix = lock(&self.ipfix).as_ref().map(|x| x.stats);
+        s.records = lock(&self.records)
+            .as_ref()
+            .map(crate::export::records::RecordSink::stats);
         s.groups = lock(&self.agg).snapshot();
         s.top_tcp = self.top_tcp(&s.groups);
         s.drains = d.drains;
