@@ -72,7 +72,11 @@ fn with_stdout_captured<T>(f: impl FnOnce() -> T) -> anyhow::Result<(T, String)>
     // SAFETY: dup/dup2 on this process's own descriptors; stdout is flushed
     // before each switch, so no buffered byte goes to the wrong place.
     let saved = unsafe { libc::dup(1) };
-    if saved < 0 || unsafe { libc::dup2(file.as_raw_fd(), 1) } < 0 {
+    if saved < 0 {
+        anyhow::bail!("duplicating stdout: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: as above; `file` outlives the redirection.
+    if unsafe { libc::dup2(file.as_raw_fd(), 1) } < 0 {
         anyhow::bail!("redirecting stdout: {}", std::io::Error::last_os_error());
     }
     let value = f();

@@ -190,7 +190,7 @@ pub struct FlowTableConfig {
 
 /// TLS and basic auth for the HTTP endpoints, in the style of Prometheus'
 /// exporter web config.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebConfig {
     /// PEM certificate chain; with `tls_key_file`, serve HTTPS.
@@ -198,6 +198,38 @@ pub struct WebConfig {
     pub tls_key_file: String,
     /// user name -> bcrypt hash; when set, every endpoint but /healthz needs basic auth.
     pub basic_auth_users: BTreeMap<String, String>,
+    /// HTTP connections open at once; more are closed when accepted.
+    pub max_connections: usize,
+    /// Seconds from a request's first byte (or a TLS handshake's) to the
+    /// end of its header.
+    pub header_read_timeout_s: u64,
+    /// Seconds without a byte from the client before its connection closes.
+    pub idle_timeout_s: u64,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        let limits = crate::listen::Limits::default();
+        Self {
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            basic_auth_users: BTreeMap::new(),
+            max_connections: limits.max_connections,
+            header_read_timeout_s: limits.header_read_timeout.as_secs(),
+            idle_timeout_s: limits.idle_timeout.as_secs(),
+        }
+    }
+}
+
+impl WebConfig {
+    /// The HTTP server's connection limits.
+    pub fn limits(&self) -> crate::listen::Limits {
+        crate::listen::Limits {
+            max_connections: self.max_connections,
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_s),
+            idle_timeout: Duration::from_secs(self.idle_timeout_s),
+        }
+    }
 }
 
 impl Default for Config {
@@ -384,6 +416,21 @@ impl Config {
             ));
         }
         let w = &self.web;
+        if !(1..=65_536).contains(&w.max_connections) {
+            return Err(bad(
+                "web.max_connections",
+                w.max_connections.to_string(),
+                "1 to 65536",
+            ));
+        }
+        for (key, v) in [
+            ("web.header_read_timeout_s", w.header_read_timeout_s),
+            ("web.idle_timeout_s", w.idle_timeout_s),
+        ] {
+            if !(1..=3600).contains(&v) {
+                return Err(bad(key, v.to_string(), "1 to 3600 seconds"));
+            }
+        }
         if w.tls_cert_file.is_empty() != w.tls_key_file.is_empty() {
             return Err(bad(
                 "web.tls_cert_file",

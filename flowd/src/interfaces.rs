@@ -1,6 +1,8 @@
 //! Which interfaces exist, from sysfs, and which of them the configuration
 //! selects.
 
+use std::io;
+
 use crate::config::selects;
 
 /// One network interface as sysfs shows it.
@@ -13,19 +15,37 @@ pub struct Iface {
 }
 
 /// Every interface of this network namespace.
-pub fn list() -> Vec<Iface> {
+///
+/// An error means "unknown", never "none": the caller keeps what it has.
+/// Out of file descriptors (EMFILE), reading `/sys/class/net` fails, and
+/// reading that as an empty list once made flowd detach every program
+/// (issue 18). An interface that disappears between the listing and the
+/// read of its attributes (NotFound) is left out: it is gone.
+pub fn list() -> io::Result<Vec<Iface>> {
     const IFF_UP: u32 = 0x1;
     const IFF_LOOPBACK: u32 = 0x8;
     let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
-        return out;
-    };
-    for e in dir.flatten() {
+    let dir = std::fs::read_dir(SYS_CLASS_NET)
+        .map_err(|e| io::Error::new(e.kind(), format!("listing {SYS_CLASS_NET}: {e}")))?;
+    for e in dir {
+        let e = e.map_err(|e| io::Error::new(e.kind(), format!("listing {SYS_CLASS_NET}: {e}")))?;
         let name = e.file_name().to_string_lossy().into_owned();
-        let read = |f: &str| std::fs::read_to_string(e.path().join(f)).unwrap_or_default();
-        let flags =
-            u32::from_str_radix(read("flags").trim().trim_start_matches("0x"), 16).unwrap_or(0);
-        let Ok(ifindex) = read("ifindex").trim().parse() else {
+        let read = |f: &str| -> io::Result<Option<String>> {
+            let path = e.path().join(f);
+            match std::fs::read_to_string(&path) {
+                Ok(s) => Ok(Some(s)),
+                Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(err) => Err(io::Error::new(
+                    err.kind(),
+                    format!("reading {}: {err}", path.display()),
+                )),
+            }
+        };
+        let (Some(flags), Some(ifindex)) = (read("flags")?, read("ifindex")?) else {
+            continue;
+        };
+        let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap_or(0);
+        let Ok(ifindex) = ifindex.trim().parse() else {
             continue;
         };
         out.push(Iface {
@@ -36,8 +56,10 @@ pub fn list() -> Vec<Iface> {
         });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
+    Ok(out)
 }
+
+const SYS_CLASS_NET: &str = "/sys/class/net";
 
 /// Link speed from sysfs in bits per second (None when the driver does not
 /// report one, e.g. -1 on a link that is down).

@@ -12,11 +12,11 @@ use axum::{
 };
 
 use crate::{
-    daemon::Shared,
     export::{
         metrics::{self, Format},
         process::ProcessStats,
     },
+    state::Shared,
 };
 
 pub fn router(shared: Arc<Shared>) -> Router {

@@ -1,22 +1,18 @@
 //! Small safe wrappers over `bpf(2)` commands aya 0.14 does not wrap:
-//! batch lookup-and-delete, a wait for running programs, and
-//! `BPF_PROG_TEST_RUN` for XDP with a metadata area.
+//! batch update and `BPF_PROG_TEST_RUN` for XDP with a metadata area. The
+//! drain's own commands (batch lookup-and-delete, the wait for running
+//! programs) are in [`crate::drain`].
 
 use std::{
     io,
     mem::size_of,
-    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+    os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
 };
 
 use thiserror::Error;
 
-const BPF_MAP_CREATE: libc::c_long = 0;
-const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
-const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
-const BPF_MAP_TYPE_ARRAY: u32 = 2;
-const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
 
 #[derive(Debug, Error)]
 pub enum SysError {
@@ -61,61 +57,6 @@ pub(crate) fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<i64> {
     }
 }
 
-/// Reads and deletes every entry of a hash map with
-/// `BPF_MAP_LOOKUP_AND_DELETE_BATCH`, calling `sink` for each. Returns the
-/// number of entries drained.
-///
-/// K and V must be the map's exact key and value types (plain data).
-pub fn drain_hash<K: Copy + Default, V: Copy + Default>(
-    map: BorrowedFd<'_>,
-    map_name: &str,
-    batch: usize,
-    mut sink: impl FnMut(&K, &V),
-) -> Result<usize, SysError> {
-    let mut keys = vec![K::default(); batch];
-    let mut values = vec![V::default(); batch];
-    // Hash batch cursors are bucket indexes (u32); give them 8 bytes.
-    let mut in_batch: u64 = 0;
-    let mut out_batch: u64 = 0;
-    let mut first = true;
-    let mut total = 0;
-    loop {
-        let mut attr = Attr::default();
-        attr.words[0] = if first { 0 } else { &raw mut in_batch as u64 };
-        attr.words[1] = &raw mut out_batch as u64;
-        attr.words[2] = keys.as_mut_ptr() as u64;
-        attr.words[3] = values.as_mut_ptr() as u64;
-        attr.words[4] = keys.len() as u64 | ((map.as_raw_fd() as u64) << 32);
-        let r = bpf(BPF_MAP_LOOKUP_AND_DELETE_BATCH, &mut attr);
-        // Entries copied out were deleted, also when the call reports an error.
-        let count = (attr.words[4] & 0xffff_ffff) as usize;
-        for i in 0..count.min(keys.len()) {
-            sink(&keys[i], &values[i]);
-        }
-        total += count;
-        match r {
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(total),
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && count == 0 => {
-                // One bucket holds more entries than the buffer: grow it.
-                let n = keys.len() * 2;
-                keys.resize(n, K::default());
-                values.resize(n, V::default());
-                continue;
-            }
-            Err(source) => {
-                return Err(SysError::Map {
-                    cmd: "BPF_MAP_LOOKUP_AND_DELETE_BATCH",
-                    map: map_name.to_owned(),
-                    source,
-                });
-            }
-        }
-        in_batch = out_batch;
-        first = false;
-    }
-}
-
 /// Writes `keys[i] -> values[i]` with `BPF_MAP_UPDATE_BATCH` (BPF_ANY).
 pub fn update_batch<K: Copy, V: Copy>(
     map: BorrowedFd<'_>,
@@ -145,64 +86,6 @@ pub fn update_batch<K: Copy, V: Copy>(
         }
     }
     Ok(())
-}
-
-/// Waits until every BPF program that was running when `wait` was called
-/// has finished.
-///
-/// Why this is enough for the generation flip: XDP and TC programs run
-/// inside an RCU read-side section (softirq / rcu_read_lock). An update of a
-/// map-in-map makes the kernel call `synchronize_rcu()` before the syscall
-/// returns (`maybe_wait_bpf_programs`), so that user space knows no program
-/// still uses the old inner map. A program that read the old generation
-/// number before our flip is in such a section; once `wait` returns it has
-/// finished its update, and the old generation sees no more writes.
-pub struct ProgramWait {
-    outer: OwnedFd,
-    inner: OwnedFd,
-}
-
-impl ProgramWait {
-    pub fn new() -> Result<Self, SysError> {
-        let inner = map_create(BPF_MAP_TYPE_ARRAY, 4, 4, 1, None).map_err(SysError::Wait)?;
-        let outer = map_create(BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, 1, Some(inner.as_fd()))
-            .map_err(SysError::Wait)?;
-        Ok(Self { outer, inner })
-    }
-
-    pub fn wait(&self) -> Result<(), SysError> {
-        let key: u32 = 0;
-        let value: u32 = self.inner.as_raw_fd() as u32;
-        let mut attr = Attr::default();
-        attr.words[0] = self.outer.as_raw_fd() as u64;
-        attr.words[1] = &raw const key as u64;
-        attr.words[2] = &raw const value as u64;
-        attr.words[3] = 0; // BPF_ANY
-        bpf(BPF_MAP_UPDATE_ELEM, &mut attr)
-            .map(drop)
-            .map_err(|source| SysError::Map {
-                cmd: "BPF_MAP_UPDATE_ELEM",
-                map: "program-wait ARRAY_OF_MAPS".into(),
-                source,
-            })
-    }
-}
-
-fn map_create(
-    map_type: u32,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-    inner: Option<BorrowedFd<'_>>,
-) -> io::Result<OwnedFd> {
-    let mut attr = Attr::default();
-    attr.words[0] = map_type as u64 | ((key_size as u64) << 32);
-    attr.words[1] = value_size as u64 | ((max_entries as u64) << 32);
-    // map_flags (u32) then inner_map_fd (u32).
-    attr.words[2] = inner.map_or(0, |fd| (fd.as_raw_fd() as u64) << 32);
-    let fd = bpf(BPF_MAP_CREATE, &mut attr)?;
-    // SAFETY: the kernel returned a new file descriptor that we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// `struct xdp_md` as `BPF_PROG_TEST_RUN` takes it for its context.

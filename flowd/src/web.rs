@@ -8,7 +8,6 @@ use std::{
     hash::{BuildHasher, RandomState},
     io,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use axum::{
@@ -43,12 +42,14 @@ pub async fn tls(web: &WebConfig) -> io::Result<Option<RustlsConfig>> {
         })
 }
 
-/// Serves `app` on `listener` until `shutdown` completes.
+/// Serves `app` on `listener` until `shutdown` completes, with the
+/// connection limits of `web` (counted in `conns`).
 pub async fn serve(
     listener: std::net::TcpListener,
     app: Router,
     web: &WebConfig,
     tls: Option<RustlsConfig>,
+    conns: Arc<crate::listen::ConnStats>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let app = if web.basic_auth_users.is_empty() {
@@ -57,24 +58,15 @@ pub async fn serve(
         let auth = Arc::new(Auth::new(web.basic_auth_users.clone()));
         app.layer(middleware::from_fn_with_state(auth, require_auth))
     };
-    match tls {
-        None => {
-            let l = tokio::net::TcpListener::from_std(listener)?;
-            axum::serve(l, app).with_graceful_shutdown(shutdown).await
-        }
-        Some(tls) => {
-            let handle = axum_server::Handle::new();
-            let h = handle.clone();
-            tokio::spawn(async move {
-                shutdown.await;
-                h.graceful_shutdown(Some(Duration::from_secs(5)));
-            });
-            axum_server::from_tcp_rustls(listener, tls)?
-                .handle(handle)
-                .serve(app.into_make_service())
-                .await
-        }
-    }
+    crate::listen::serve(
+        listener,
+        app,
+        tls.map(|t| t.get_inner()),
+        web.limits(),
+        conns,
+        shutdown,
+    )
+    .await
 }
 
 /// Basic-auth users and a cache of credentials already verified (bcrypt is

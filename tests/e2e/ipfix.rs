@@ -260,7 +260,7 @@ fn by_tuple_nfdump(rows: &[HashMap<String, String>]) -> BTreeMap<Tuple, Vec<(Str
 
 #[test]
 fn replay_sends_a_captures_records_to_nfdump() {
-    let capture = flowd_tests::shared_dir().join("pcaps/web/wikipedia.pcap");
+    let capture = flowd_tests::data_dir().join("pcaps/web/wikipedia.pcap");
     assert!(
         capture.is_file(),
         "{} missing (set FLOWD_SHARED)",

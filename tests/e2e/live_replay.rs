@@ -14,7 +14,7 @@ use flowd_tests::{Flowd, Link, api_flows, flowd_bin};
 use serde_json::Value;
 
 fn shared() -> PathBuf {
-    flowd_tests::shared_dir()
+    flowd_tests::data_dir()
 }
 
 type Key = (u64, u64, String, String, u64, u64);

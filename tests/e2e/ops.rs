@@ -434,8 +434,8 @@ fn tls_and_basic_auth() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Pins of another map layout version are detected and removed cleanly,
-/// with a log line; flowd then starts on fresh maps.
+/// Pins an earlier flowd made for another map layout version are detected
+/// and removed cleanly, with a log line; flowd then starts on fresh maps.
 #[test]
 fn pins_of_another_abi_version_are_reset() {
     let link = Link::new();
@@ -443,6 +443,8 @@ fn pins_of_another_abi_version_are_reset() {
     let pin = fs.pin_path();
     let old = std::path::Path::new(&pin).join("v0");
     std::fs::create_dir_all(old.join("links")).unwrap();
+    // The marker flowd leaves in each directory it makes (loader::PIN_MARKER).
+    std::os::unix::fs::symlink("flowd", old.join("flowd_pins")).unwrap();
     let mut flowd = Flowd::start_pinned(&link.b, &["--iface", &link.if_b], &pin);
     assert!(!old.exists(), "old layout's pins removed");
     assert!(

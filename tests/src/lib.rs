@@ -767,10 +767,8 @@ pub fn read_records(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The shared captures' directory (`FLOWD_SHARED`, or `shared/` beside the clone).
-pub fn shared_dir() -> PathBuf {
-    match std::env::var_os("FLOWD_SHARED") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
-    }
+/// The repository's test data (`tests/data`): captures under `pcaps/`, each
+/// listed in `pcaps/MANIFEST.md`. Nothing outside the clone is read.
+pub fn data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data")
 }

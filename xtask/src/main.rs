@@ -10,7 +10,7 @@ use std::{
     env,
     ffi::{OsStr, OsString},
     fs,
-    os::unix::process::CommandExt as _,
+    os::unix::process::{CommandExt as _, ExitStatusExt as _},
     path::{Path, PathBuf},
     process::{Command, ExitCode, ExitStatus},
 };
@@ -149,11 +149,13 @@ fn test(root: &Path, args: &[OsString]) -> Result<ExitCode> {
         eprintln!("xtask: cargo build -p flowd failed; not running the tests");
         return Ok(exit_code(build));
     }
-    let promtool_status = promtool(root)?;
-    if let Some(status) = promtool_status
-        && !status.success()
-    {
-        failed.push(("promtool test rules", status));
+    match promtool(root) {
+        Ok(Some(status)) if !status.success() => failed.push(("promtool test rules", status)),
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            failed.push(("promtool test rules", ExitStatus::from_raw(1 << 8)));
+        }
     }
     let (tests, counts) = cargo_test(root, args)?;
     if !tests.success() {
@@ -162,8 +164,12 @@ fn test(root: &Path, args: &[OsString]) -> Result<ExitCode> {
     // One closing line over every test binary (cargo prints one per binary,
     // the last often a doc-test run with nothing in it).
     println!(
-        "summary: {} passed, {} failed, {} skipped",
-        counts.passed, counts.failed, counts.ignored
+        "summary: {} passed, {} failed, {} skipped in {} test binaries ({} of them ended without a result line)",
+        counts.passed,
+        counts.failed,
+        counts.ignored,
+        counts.binaries,
+        counts.binaries.saturating_sub(counts.results)
     );
     match failed.first() {
         None => Ok(ExitCode::SUCCESS),
@@ -181,25 +187,53 @@ struct Counts {
     passed: u64,
     failed: u64,
     ignored: u64,
+    /// Test binaries cargo ran (`Running`, `Doc-tests` lines).
+    binaries: u64,
+    /// `test result:` lines: a binary that crashed prints none.
+    results: u64,
 }
 
-/// `cargo test --workspace --exclude flowd-ebpf ARGS`, its output passed
-/// through line by line and its `test result:` lines summed.
+/// `cargo test --workspace --exclude flowd-ebpf --no-fail-fast ARGS`: every
+/// test binary runs even when one fails; its output is passed through line
+/// by line and its `test result:` lines summed.
 fn cargo_test(root: &Path, args: &[OsString]) -> Result<(ExitStatus, Counts)> {
     use std::io::{BufRead as _, BufReader};
     let mut child = Command::new(setup::cargo())
-        .args(["test", "--workspace", "--exclude", "flowd-ebpf"])
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "flowd-ebpf",
+            "--no-fail-fast",
+        ])
         .args(args)
         .current_dir(root)
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .context("running cargo test")?;
+    // Cargo names each test binary it runs on stderr: passed through and
+    // counted on a thread of its own.
+    let stderr = child.stderr.take().map(|err| {
+        std::thread::spawn(move || {
+            let mut binaries = 0;
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                let trimmed = line.trim_start();
+                if trimmed.starts_with("Running ") || trimmed.starts_with("Doc-tests ") {
+                    binaries += 1;
+                }
+            }
+            binaries
+        })
+    });
     let mut counts = Counts::default();
     if let Some(out) = child.stdout.take() {
         for line in BufReader::new(out).lines() {
             let line = line.context("reading cargo test's output")?;
             println!("{line}");
             if let Some(rest) = line.strip_prefix("test result: ") {
+                counts.results += 1;
                 let num = |what: &str| -> u64 {
                     rest.split(';')
                         .find_map(|part| part.trim().strip_suffix(what))
@@ -214,15 +248,22 @@ fn cargo_test(root: &Path, args: &[OsString]) -> Result<(ExitStatus, Counts)> {
         }
     }
     let status = child.wait().context("waiting for cargo test")?;
+    if let Some(thread) = stderr {
+        counts.binaries = thread.join().unwrap_or(0);
+    }
     Ok((status, counts))
 }
 
-/// `promtool test rules` for each deploy/prometheus/tests/*.yml, if that
-/// directory exists. Prints one summary line; a failing file's output in full.
+/// `promtool test rules` for each deploy/prometheus/tests/*.yml. Prints one
+/// summary line; a failing file's output in full. A missing directory or one
+/// without test files is an error, not a skip.
 fn promtool(root: &Path) -> Result<Option<ExitStatus>> {
     let dir = root.join("deploy/prometheus/tests");
     if !dir.is_dir() {
-        return Ok(None);
+        bail!(
+            "promtool: the rule tests' directory {} is missing",
+            dir.display()
+        );
     }
     let mut files: Vec<PathBuf> = fs::read_dir(&dir)
         .with_context(|| format!("reading {}", dir.display()))?
@@ -230,6 +271,9 @@ fn promtool(root: &Path) -> Result<Option<ExitStatus>> {
         .filter(|p| p.extension() == Some(OsStr::new("yml")) && p.is_file())
         .collect();
     files.sort();
+    if files.is_empty() {
+        bail!("promtool: no *.yml rule test files in {}", dir.display());
+    }
     let mut first_failure = None;
     let mut bad = Vec::new();
     for file in &files {

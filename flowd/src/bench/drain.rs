@@ -22,7 +22,7 @@ use super::{
     },
     summarize, thread_cpu_ns,
 };
-use crate::{loader::Datapath, sys};
+use crate::{drain, loader::Datapath};
 
 /// Target: a 1M-flow generation drained in at most this long.
 const TARGET_DRAIN_1M_MS: f64 = 1000.0;
@@ -180,7 +180,9 @@ impl Method {
     fn name(self) -> &'static str {
         match self {
             Self::DrainAll => "`Datapath::drain_all` (2 flips + RCU waits + batch)",
-            Self::Batch => "`BPF_MAP_LOOKUP_AND_DELETE_BATCH` alone (`sys::drain_hash`, 8192/call)",
+            Self::Batch => {
+                "`BPF_MAP_LOOKUP_AND_DELETE_BATCH` alone (`drain::drain_hash`, 8192/call)"
+            }
             Self::KeyByKey => "`GET_NEXT_KEY` + `LOOKUP` + `DELETE` per key",
         }
     }
@@ -209,7 +211,7 @@ pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
                 let t = Instant::now();
                 let count = match METHODS[m] {
                     Method::DrainAll => dp.drain_all(sink)?,
-                    Method::Batch => sys::drain_hash(map.as_fd(), maps::FLOWS_0, 8192, sink)?,
+                    Method::Batch => drain::drain_hash(map.as_fd(), maps::FLOWS_0, 8192, sink)?,
                     Method::KeyByKey => drain_key_by_key(map.as_fd(), sink)?,
                 };
                 let ns = t.elapsed().as_nanos() as f64;

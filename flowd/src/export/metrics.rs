@@ -128,6 +128,42 @@ pub struct Snapshot {
     pub tcp: TcpSnapshot,
     /// TCP details of each of `groups.top`, when it is a TCP flow.
     pub top_tcp: Vec<Option<TopTcp>>,
+    /// The HTTP server's connections.
+    pub http: HttpSnapshot,
+}
+
+/// The HTTP server's connection counters (see [`crate::listen::ConnStats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HttpSnapshot {
+    pub open: u64,
+    pub max: u64,
+    pub rejected: u64,
+    pub accept_errors: u64,
+}
+
+/// The HTTP server's connection families.
+fn http_families(s: &Snapshot, out: &mut Vec<Family>) {
+    let h = &s.http;
+    out.push(Family::gauge(
+        "flowd_http_connections",
+        "HTTP connections open now.",
+        one(h.open),
+    ));
+    out.push(Family::gauge(
+        "flowd_http_connections_max",
+        "HTTP connections allowed at once (web.max_connections); more are closed when accepted.",
+        one(h.max),
+    ));
+    out.push(Family::counter(
+        "flowd_http_connections_rejected",
+        "HTTP connections closed at once because web.max_connections were open.",
+        one(h.rejected),
+    ));
+    out.push(Family::counter(
+        "flowd_http_accept_errors",
+        "Failed accepts of HTTP connections (e.g. out of file descriptors).",
+        one(h.accept_errors),
+    ));
 }
 
 /// TCP details of a top flow, from the flow table.
@@ -603,6 +639,7 @@ fn fixed_families(s: &Snapshot) -> Vec<Family> {
             out.push(Family::counter(name, help, one(v)));
         }
     }
+    http_families(s, &mut out);
     out.push(Family::gauge(
         "flowd_flows_max",
         "Bound of the flow table; beyond it the longest-idle flows are evicted.",

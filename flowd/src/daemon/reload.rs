@@ -1,0 +1,155 @@
+//! What changes while flowd runs: SIGHUP reloads the configuration and
+//! reopens the records file; the interfaces the configuration selects are
+//! attached as they appear and forgotten when they go.
+
+use std::sync::Arc;
+
+use tracing::{error, info, warn};
+
+use super::{ConfigSource, ipfix_exporter};
+use crate::{
+    export::records::RecordSink,
+    interfaces, notify,
+    state::{Shared, lock},
+};
+
+/// Reloads on every SIGHUP (`systemctl reload`).
+pub(super) async fn on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    shared: Arc<Shared>,
+    source: ConfigSource,
+) {
+    while hup.recv().await.is_some() {
+        let shared = Arc::clone(&shared);
+        let source = source.clone();
+        let _ = tokio::task::spawn_blocking(move || reload(&shared, &source)).await;
+    }
+}
+
+/// Attaches what the configuration selects and is not attached yet;
+/// marks attached interfaces that went away as detached.
+pub(super) fn reconcile(shared: &Shared) {
+    let (patterns, mode) = {
+        let c = lock(&shared.config);
+        (c.interfaces.clone(), c.xdp_attach_mode())
+    };
+    // A failed listing (EMFILE, say) is "unknown": nothing is forgotten or
+    // attached. An interface is forgotten only when a listing that worked
+    // lacks it.
+    let present = match interfaces::list() {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(error = %e, "cannot list interfaces; keeping every attachment as it is");
+            return;
+        }
+    };
+    let wanted = interfaces::selected(&present, &patterns);
+    let mut dp = lock(&shared.dp);
+    let attached: Vec<(u32, String)> = dp
+        .interfaces
+        .values()
+        .map(|a| (a.ifindex, a.name.clone()))
+        .collect();
+    for (ifindex, name) in attached {
+        let here = present
+            .iter()
+            .any(|i| i.ifindex == ifindex && i.name == name);
+        if !here {
+            dp.forget(ifindex);
+        } else if !wanted.iter().any(|i| i.ifindex == ifindex) {
+            dp.detach(ifindex);
+        }
+    }
+    for i in wanted {
+        if dp.interfaces.contains_key(&i.ifindex) {
+            continue;
+        }
+        match dp.attach(&i.name, mode) {
+            Ok(()) => {
+                lock(&shared.names).insert(i.ifindex, i.name.clone());
+                lock(&shared.attach_errors).remove(&i.name);
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                let mut errs = lock(&shared.attach_errors);
+                if errs.get(&i.name) != Some(&msg) {
+                    error!(iface = i.name, error = %msg, "attach failed; retrying while it is selected");
+                    errs.insert(i.name.clone(), msg);
+                }
+            }
+        }
+    }
+}
+
+/// SIGHUP: reopen the records file, then reload the configuration.
+fn reload(shared: &Shared, source: &ConfigSource) {
+    notify::reloading();
+    reopen_records(shared);
+    match source.load() {
+        Err(e) => {
+            error!(error = %format!("{e:#}"), "reload rejected; keeping the running configuration")
+        }
+        Ok(new) => {
+            let old = lock(&shared.config).clone();
+            for (key, changed) in [
+                ("listen", old.listen != new.listen),
+                ("metrics", old.metrics != new.metrics),
+                ("flow_capacity", old.flow_capacity != new.flow_capacity),
+                ("pin_path", old.pin_path != new.pin_path),
+                ("web", old.web != new.web),
+            ] {
+                if changed {
+                    warn!(
+                        key,
+                        "changed in the configuration; it takes effect at the next restart"
+                    );
+                }
+            }
+            if old.records != new.records {
+                let sink = match new.records.as_str() {
+                    "" => Ok(None),
+                    t => RecordSink::open(t).map(Some),
+                };
+                match sink {
+                    Ok(s) => *lock(&shared.records) = s,
+                    Err(e) => {
+                        error!(error = %e, "opening the new records target failed; keeping the old one")
+                    }
+                }
+            }
+            if old.ipfix != new.ipfix {
+                match ipfix_exporter(&new) {
+                    Ok(x) => {
+                        let mut cur = lock(&shared.ipfix);
+                        // The counters go on across a change of collector.
+                        let stats = cur.as_ref().map(|c| c.stats);
+                        *cur = x.map(|mut x| {
+                            if let Some(st) = stats {
+                                x.stats = st;
+                            }
+                            x
+                        });
+                    }
+                    Err(e) => {
+                        error!(error = %e, "opening the new IPFIX collector failed; keeping the old one")
+                    }
+                }
+            }
+            lock(&shared.table).set_config(new.table());
+            *lock(&shared.config) = new;
+            reconcile(shared);
+            info!("configuration reloaded");
+        }
+    }
+    notify::notify("READY=1");
+}
+
+/// SIGHUP: reopen the records file (logrotate).
+fn reopen_records(shared: &Shared) {
+    if let Some(sink) = lock(&shared.records).as_mut() {
+        match sink.reopen() {
+            Ok(()) => info!("flow records file reopened"),
+            Err(e) => error!(error = %e, "reopening the flow records file failed"),
+        }
+    }
+}
