@@ -172,15 +172,6 @@ fn tcp_info(s: &TcpStream) -> libc::tcp_info {
     }
 }
 
-/// Bytes written to a TCP socket and not yet acknowledged (SIOCOUTQ).
-fn unacked_bytes(s: &TcpStream) -> i32 {
-    let mut n: i32 = 0;
-    // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int.
-    let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &raw mut n) };
-    assert_eq!(r, 0, "SIOCOUTQ: {}", std::io::Error::last_os_error());
-    n
-}
-
 #[test]
 fn tbf_bottleneck_shows_queueing_retransmits_and_fires_alerts() {
     const RATE_BITS: u64 = 4_000_000;
@@ -216,12 +207,7 @@ fn tbf_bottleneck_shows_queueing_retransmits_and_fires_alerts() {
             s.write_all(&chunk).unwrap();
             sent += chunk.len() as u64;
         }
-        wait::until(
-            "the receiver to acknowledge every byte",
-            wait::DEADLINE,
-            || unacked_bytes(&s),
-            |n| *n == 0,
-        );
+        wait::all_acked(&s);
         (sent, tcp_info(&s))
     });
     let receiver = net.a.spawn(move || {

@@ -6,7 +6,8 @@
 
 use std::{
     fmt::Debug,
-    net::SocketAddr,
+    net::{SocketAddr, TcpStream},
+    os::fd::AsRawFd,
     path::Path,
     thread,
     time::{Duration, Instant},
@@ -180,4 +181,24 @@ pub fn metric_reaches(
         |v| v.is_some_and(|v| v >= want),
     );
     text
+}
+
+/// Bytes written to a TCP socket and not yet acknowledged (SIOCOUTQ).
+pub fn unacked_bytes(s: &TcpStream) -> i32 {
+    let mut n: i32 = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int.
+    let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &raw mut n) };
+    assert_eq!(r, 0, "SIOCOUTQ: {}", std::io::Error::last_os_error());
+    n
+}
+
+/// Waits until the peer has acknowledged every byte written to `s`: its
+/// last ACK has arrived (and crossed any hook on the way in).
+pub fn all_acked(s: &TcpStream) {
+    until(
+        "the peer to acknowledge every byte",
+        DEADLINE,
+        || unacked_bytes(s),
+        |n| *n == 0,
+    );
 }
