@@ -122,7 +122,8 @@ impl Prometheus {
     /// Raw samples (Unix seconds, value) of a range selector.
     fn samples(&self, ns: &Netns, selector: &str) -> Vec<(f64, f64)> {
         let path = format!("/api/v1/query?query={}", urlencode(selector));
-        let (_, body) = ns.http_get(self.listen, &path).expect("query prometheus");
+        let (status, body) = ns.http_get(self.listen, &path).expect("query prometheus");
+        assert_eq!(status, 200, "{selector}: {body}");
         let v: Value = serde_json::from_str(&body).expect("query JSON");
         let Some(series) = v["data"]["result"].as_array().and_then(|r| r.first()) else {
             return Vec::new();
