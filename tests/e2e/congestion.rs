@@ -291,7 +291,9 @@ fn tbf_bottleneck_shows_queueing_retransmits_and_fires_alerts() {
     let flow_retrans = data[0]["retrans"].as_u64().unwrap();
     // SYN-ACKs the listener sent again: the kernel counts them in the
     // socket's total_retrans; flowd counts only segments with data.
-    let synack_retrans = data[0]["synack"].as_u64().unwrap() - 1;
+    let synacks = data[0]["synack"].as_u64().unwrap();
+    assert!(synacks >= 1, "the listener's SYN-ACK: {:?}", data[0]);
+    let synack_retrans = synacks - 1;
 
     // The kernel's count: the sending socket's total_retrans, read after
     // everything was acknowledged and before its FIN. It counts each
