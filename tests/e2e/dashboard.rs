@@ -9,10 +9,9 @@ use std::{
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
     path::PathBuf,
     thread,
-    time::Duration,
 };
 
-use flowd_tests::{Flowd, Link, send_udp_on};
+use flowd_tests::{Flowd, Link, send_udp_on, wait};
 use serde_json::Value;
 
 use crate::prometheus::Prometheus;
@@ -144,8 +143,38 @@ fn every_dashboard_query_runs_against_flowd_metrics() {
     prom.wait_for(&link.b, "sum(flowd_tcp_rtt_samples_total)", 30, |v| {
         v >= 3.0
     });
-    // A few more scrapes so that every rate() has two samples.
-    thread::sleep(Duration::from_secs(3));
+    // Panels the traffic above cannot feed (no ECN, no zero window, no
+    // overflow, no scan, no IPFIX collector): their queries must still run.
+    let may_be_empty = [
+        "ECN CE share",
+        "Zero windows",
+        "Queueing delay quantiles",
+        "Lost to flows (totals stay exact)",
+        "Resets",
+        "TCP retransmitted share",
+        "IPFIX export",
+        "Series in a scrape",
+    ];
+    // Every other panel shows data once Prometheus has scraped the series
+    // the traffic made twice (a rate() needs two samples): wait for that.
+    let empty = wait::until(
+        "every panel the traffic feeds to show data",
+        wait::DEADLINE,
+        || {
+            let mut empty = Vec::new();
+            for (panel, expr) in expressions(&d) {
+                let q = substitute(&expr);
+                if !may_be_empty.contains(&panel.as_str())
+                    && prom.query(&link.b, &q, None).is_empty()
+                {
+                    empty.push(format!("{panel}: {q}"));
+                }
+            }
+            empty
+        },
+        Vec::is_empty,
+    );
+    assert!(empty.is_empty());
 
     let (status, text) = link
         .b
@@ -165,19 +194,8 @@ fn every_dashboard_query_runs_against_flowd_metrics() {
                 .any(|s| name.strip_suffix(s).is_some_and(|f| families.contains(f)))
     };
 
-    // Panels the traffic above cannot feed (no ECN, no zero window, no
-    // overflow, no scan, no IPFIX collector): their queries must still run.
-    let may_be_empty = [
-        "ECN CE share",
-        "Zero windows",
-        "Queueing delay quantiles",
-        "Lost to flows (totals stay exact)",
-        "Resets",
-        "TCP retransmitted share",
-        "IPFIX export",
-        "Series in a scrape",
-    ];
-    let mut empty = Vec::new();
+    // Every query parses and runs (an error panics in `query`), and every
+    // metric it names is one flowd exports.
     for (panel, expr) in expressions(&d) {
         for name in metric_names(&expr) {
             assert!(
@@ -185,16 +203,7 @@ fn every_dashboard_query_runs_against_flowd_metrics() {
                 "panel {panel:?} uses {name}, which flowd does not export; families: {families:?}"
             );
         }
-        let q = substitute(&expr);
-        let result = prom.query(&link.b, &q, None);
-        if result.is_empty() && !may_be_empty.contains(&panel.as_str()) {
-            empty.push(format!("{panel}: {q}"));
-        }
+        prom.query(&link.b, &substitute(&expr), None);
     }
-    assert!(
-        empty.is_empty(),
-        "queries without data:\n{}",
-        empty.join("\n")
-    );
     assert_eq!(flowd.stop(), Some(0), "{}", flowd.log_text());
 }

@@ -6,11 +6,12 @@ use std::{
     io::{Read, Write},
     net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use flowd_tests::{
-    Flowd, Link, api_flows, find_flows, metric, ping, read_records, send_udp, send_udp_on,
+    Flowd, Link, Netns, api_flows, find_flows, metric, ping, read_records, send_udp, send_udp_on,
+    wait,
 };
 use serde_json::Value;
 
@@ -19,18 +20,49 @@ fn sum(flows: &[&Value], key: &str) -> u64 {
 }
 
 /// Polls the flow API until `done` holds (the drain runs every 100 ms).
-fn flows_when(
-    link_ns: &flowd_tests::Netns,
-    flowd: &Flowd,
-    done: impl Fn(&[Value]) -> bool,
-) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let flows = api_flows(link_ns, flowd);
-        if done(&flows) || Instant::now() > deadline {
-            return flows;
+fn flows_when(ns: &Netns, flowd: &Flowd, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    wait::until(
+        "the drained flows",
+        wait::DEADLINE,
+        || api_flows(ns, flowd),
+        |f| done(f),
+    )
+}
+
+/// Counts, in `ns`'s input hook, the TCP packets and their IP bytes that
+/// match `rule` (an nft match, e.g. `tcp dport 8080`): what arrived on the
+/// wire, one segment each (GRO is off), independent of flowd.
+struct TcpCounter {
+    ns: String,
+}
+
+impl TcpCounter {
+    fn new(ns: &Netns, rule: &str) -> Self {
+        let script = format!(
+            "table inet flowdt {{ counter seen {{ }}\n chain input {{ type filter hook input priority 0; policy accept; {rule} counter name seen\n }}\n}}\n"
+        );
+        let path = std::env::temp_dir().join(format!("flowdt-{}.nft", flowd_tests::unique_tag()));
+        std::fs::write(&path, script).unwrap();
+        ns.exec(&["nft", "-f", path.to_str().unwrap()]);
+        let _ = std::fs::remove_file(&path);
+        Self {
+            ns: ns.name.clone(),
         }
-        thread::sleep(Duration::from_millis(100));
+    }
+
+    /// (packets, Ethernet frame bytes): the IP bytes plus 14 per frame.
+    fn frames(&self) -> (u64, u64) {
+        let out = flowd_tests::sh(&[
+            "ip", "netns", "exec", &self.ns, "nft", "-j", "list", "counter", "inet", "flowdt",
+            "seen",
+        ]);
+        let v: Value = serde_json::from_slice(&out.stdout).expect("nft -j output");
+        let c = v["nftables"]
+            .as_array()
+            .and_then(|a| a.iter().find_map(|x| x.get("counter")))
+            .unwrap_or_else(|| panic!("no counter in {v}"));
+        let (p, b) = (c["packets"].as_u64().unwrap(), c["bytes"].as_u64().unwrap());
+        (p, b + 14 * p)
     }
 }
 
@@ -234,7 +266,7 @@ fn ipv4_tcp_udp_icmp_both_directions() {
     );
 
     // Interface totals equal the kernel's counters exactly.
-    let (_, text) = link.b.http_get(flowd.listen, "/metrics").unwrap();
+    let text = wait::scrape(&link.b, &flowd);
     let d = [("device", dev)];
     assert_eq!(
         metric(&text, "flowd_receive_packets_total", &d),
@@ -274,13 +306,25 @@ fn ipv6_udp_icmpv6_tcp_both_directions() {
     assert_eq!(ping(&link.a, ip6_b, 7, 32), 7); // 14+40+8+32 = 94-byte frames
     let tcp_dst: SocketAddr = format!("[{}]:8080", link.ip6_b).parse().unwrap();
     let tcp_src: SocketAddr = format!("[{}]:41000", link.ip6_a).parse().unwrap();
+    // The kernel counts the connection's frames as each side receives them.
+    let tcp_at_b = TcpCounter::new(&link.b, "tcp sport 41000 tcp dport 8080");
+    let tcp_at_a = TcpCounter::new(&link.a, "tcp sport 8080 tcp dport 41000");
     tcp_exchange(&link, tcp_dst, tcp_src, 100_000, 1000);
 
-    let (a, b) = (link.ip6_a.as_str(), link.ip6_b.as_str());
+    // flowd prints addresses in their canonical form ("fd00:f10d:0::1" is "fd00:f10d::1").
+    let canonical = |ip: &str| ip.parse::<IpAddr>().unwrap().to_string();
+    let (a, b) = (&*canonical(&link.ip6_a), &*canonical(&link.ip6_b));
     let dev = link.if_b.as_str();
+    // Each side has received the other's last segment when tcp_exchange
+    // returns (the last ACK from B may still be on its way to A: the counter
+    // at A is read once flowd holds every frame B sent).
+    let (in_p, in_b) = tcp_at_b.frames();
     let flows = flows_when(&link.b, &flowd, |f| {
         let t = find_flows(f, &[("direction", "egress"), ("proto", "6"), ("src", b)]);
-        t.first().is_some_and(|t| t["fin"].as_u64() == Some(1))
+        let t_in = find_flows(f, &[("direction", "ingress"), ("proto", "6"), ("src", a)]);
+        t.first().is_some_and(|t| {
+            t["fin"].as_u64() == Some(1) && t["packets"].as_u64() == Some(tcp_at_a.frames().0)
+        }) && sum(&t_in, "packets") >= in_p
     });
     let q = |dir: &str, src: &str, dst: &str, proto: &str| {
         find_flows(
@@ -326,15 +370,29 @@ fn ipv6_udp_icmpv6_tcp_both_directions() {
     );
     let tcp_in = q("ingress", a, b, "6");
     let tcp_out = q("egress", b, a, "6");
-    assert_eq!(tcp_in.len(), 1);
-    assert!(sum(&tcp_in, "bytes") > 100_000);
+    assert_eq!((tcp_in.len(), tcp_out.len()), (1, 1), "{flows:#?}");
+    // Every frame of the connection, to the byte, as the receiving kernels counted them.
+    assert_eq!(
+        (sum(&tcp_in, "packets"), sum(&tcp_in, "bytes")),
+        (in_p, in_b),
+        "A to B, as B received it"
+    );
+    assert_eq!(
+        (sum(&tcp_out, "packets"), sum(&tcp_out, "bytes")),
+        tcp_at_a.frames(),
+        "B to A, as A received it"
+    );
+    assert!(
+        in_b > 100_000 + 14 + 40 + 20,
+        "the payload alone is 100000 bytes"
+    );
     assert_eq!(
         (tcp_in[0]["syn"].as_u64(), tcp_out[0]["syn"].as_u64()),
         (Some(1), Some(1))
     );
 
     // Totals: every ingress packet is in one flow or a non-flow outcome.
-    let (_, text) = link.b.http_get(flowd.listen, "/metrics").unwrap();
+    let text = wait::scrape(&link.b, &flowd);
     let all_in = find_flows(&flows, &[("direction", "ingress")]);
     let rx = metric(&text, "flowd_receive_packets_total", &[("device", dev)]).unwrap() as u64;
     assert!(sum(&all_in, "packets") <= rx);
@@ -351,21 +409,23 @@ fn drain_under_load_loses_nothing() {
     );
     let dst: SocketAddr = format!("{}:9000", link.ip_b).parse().unwrap();
     let _rx: UdpSocket = link.b.run(move || UdpSocket::bind(dst).unwrap());
-    // 64 senders (distinct source ports), 4,000 datagrams each, over a few seconds.
+    // 64 senders (distinct source ports), 4,000 datagrams each, in 8
+    // rounds with a whole drain (a generation flip) between one round and
+    // the next: the traffic spans several drains by construction.
+    let drains = || metric(&wait::scrape(&link.b, &flowd), "flowd_drains_total", &[]).unwrap();
+    let mut last_drain = drains();
     let mut total = 0u64;
-    let start = Instant::now();
     for round in 0..8u16 {
         for port in 0..64u16 {
             let src: SocketAddr = format!("{}:{}", link.ip_a, 20000 + port).parse().unwrap();
             send_udp(&link.a, src, dst, 500, 18 + (round as usize)); // 60+round-byte frames
             total += 500;
         }
-        thread::sleep(Duration::from_millis(150));
+        // Two more drains: the second one began after this round was sent.
+        last_drain = wait::until("two drains", wait::DEADLINE, drains, |&d| {
+            d >= last_drain + 2.0
+        });
     }
-    assert!(
-        start.elapsed() > Duration::from_millis(1000),
-        "traffic spans several drains"
-    );
     let flows = flows_when(&link.b, &flowd, |f| {
         sum(&find_flows(f, &[("direction", "ingress")]), "packets") == total
     });
@@ -374,7 +434,7 @@ fn drain_under_load_loses_nothing() {
     assert_eq!(sum(&ing, "packets"), total);
     let expect_bytes: u64 = (0..8u64).map(|r| 64 * 500 * (60 + r)).sum();
     assert_eq!(sum(&ing, "bytes"), expect_bytes);
-    let (_, text) = link.b.http_get(flowd.listen, "/metrics").unwrap();
+    let text = wait::scrape(&link.b, &flowd);
     let d = [("device", link.if_b.as_str())];
     assert_eq!(
         metric(&text, "flowd_receive_packets_total", &d),
@@ -413,9 +473,19 @@ fn full_flow_map_overflows_without_losing_totals() {
         let src: SocketAddr = format!("{}:{}", link.ip_a, 30000 + port).parse().unwrap();
         send_udp(&link.a, src, dst, 1, 58); // 100-byte frames
     }
-    let (_, text) = link.b.http_get(flowd.listen, "/metrics").unwrap();
     let d = [("device", link.if_b.as_str()), ("direction", "receive")];
     let dev = [("device", link.if_b.as_str())];
+    // The last frames may still be on their way through XDP: wait for the
+    // counts to be reached, then check they are exact.
+    let text = wait::until(
+        "1000 packets received, 936 of them in the overflow record",
+        wait::DEADLINE,
+        || wait::scrape(&link.b, &flowd),
+        |t| {
+            metric(t, "flowd_receive_packets_total", &dev) >= Some(1000.0)
+                && metric(t, "flowd_overflow_packets_total", &d) >= Some(936.0)
+        },
+    );
     assert_eq!(
         metric(&text, "flowd_receive_packets_total", &dev),
         Some(1000.0)
@@ -489,7 +559,13 @@ fn a_burst_of_new_flows_is_drained_before_the_map_fills() {
     });
     let d = [("device", link.if_b.as_str()), ("direction", "receive")];
     let dev = [("device", link.if_b.as_str())];
-    let (_, text) = link.b.http_get(flowd.listen, "/metrics").unwrap();
+    let text = wait::metric_reaches(
+        &link.b,
+        &flowd,
+        "flowd_receive_packets_total",
+        &dev,
+        f64::from(FLOWS),
+    );
     assert_eq!(
         metric(&text, "flowd_receive_packets_total", &dev),
         Some(f64::from(FLOWS))

@@ -1,19 +1,57 @@
 //! IPFIX export checked by a real collector: nfdump's `nfcapd` receives
 //! what flowd sends, and `nfdump` must read back every flow record flowd
 //! wrote as JSON lines, with the same addresses, ports, protocol, packets
-//! and bytes.
+//! and bytes; both must hold exactly the packets the test sent.
 
 use std::{
     collections::{BTreeMap, HashMap},
     net::{IpAddr, SocketAddr, UdpSocket},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    thread,
-    time::Duration,
 };
 
-use flowd_tests::{Flowd, Link, Netns, ping, read_records, send_udp_on};
+use flowd_tests::{Flowd, Link, Netns, api_flows, ping, read_records, send_udp_on, wait};
 use serde_json::Value;
+
+/// The namespace's UDP counters (`/proc/net/snmp`): (datagrams read by
+/// applications, datagrams sent, receive errors, receive buffer errors).
+fn udp_counters(ns: &Netns) -> (u64, u64, u64, u64) {
+    ns.run(|| {
+        let text = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
+        let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+        let (names, values) = (udp.next().unwrap(), udp.next().unwrap());
+        let get = |name: &str| -> u64 {
+            let i = names.split_whitespace().position(|n| n == name).unwrap();
+            values.split_whitespace().nth(i).unwrap().parse().unwrap()
+        };
+        (
+            get("InDatagrams"),
+            get("OutDatagrams"),
+            get("InErrors"),
+            get("RcvbufErrors"),
+        )
+    })
+}
+
+/// Waits until nfcapd has read every datagram sent in `ns` (the exporter
+/// there has exited: it sends nothing more). In `ns` only the exporter
+/// sends UDP and only nfcapd reads it (the kernel counts InDatagrams when
+/// an application reads one), so the two counters meet; and nothing was
+/// dropped on the way.
+fn collector_read_everything(ns: &Netns) {
+    let (read, sent, errors, buf_errors) = wait::until(
+        "nfcapd to read every IPFIX datagram sent (UDP InDatagrams = OutDatagrams)",
+        wait::DEADLINE,
+        || udp_counters(ns),
+        |&(read, sent, errors, _)| read + errors >= sent,
+    );
+    assert!(sent > 0, "no IPFIX datagram sent");
+    assert_eq!(
+        (read, errors, buf_errors),
+        (sent, 0, 0),
+        "IPFIX datagrams sent, read and lost"
+    );
+}
 
 /// nfcapd in a namespace, stopped (SIGTERM, which flushes its file) on drop.
 struct Nfcapd {
@@ -22,6 +60,7 @@ struct Nfcapd {
 }
 
 impl Nfcapd {
+    /// Starts nfcapd and waits until its socket is bound.
     fn start(ns: &Netns, bind: &str, port: u16, dir: &Path) -> Self {
         let child = Command::new("ip")
             .args(["netns", "exec", &ns.name, "nfcapd"])
@@ -32,10 +71,13 @@ impl Nfcapd {
             .stderr(Stdio::piped())
             .spawn()
             .expect("run nfcapd (Debian package `nfdump`)");
-        Self {
+        let capd = Self {
             child: Some(child),
             dir: dir.to_owned(),
-        }
+        };
+        let addr = SocketAddr::new(bind.parse().unwrap(), port);
+        wait::bound(ns, "udp", addr);
+        capd
     }
 
     /// Stops nfcapd; returns its stderr.
@@ -132,11 +174,41 @@ fn nfdump_reads_back_every_record_flowd_wrote() {
     send_udp_on(&tx6, dst6, 7, 938);
     let ip_b: IpAddr = link.ip_b.parse().unwrap();
     assert_eq!(ping(&link.a, ip_b, 4, 56), 4);
-    thread::sleep(Duration::from_millis(300));
+    // What was sent, by (src, dst, sport, dport, protocol): (packets, frame
+    // bytes). ICMP echo: type 8 (request, in) or 0 (reply, out) x 256 as
+    // the port, 14 + 20 + 8 + 56 = 98-byte frames.
+    let (a4, b4, a6, b6) = (
+        link.ip_a.parse().ok(),
+        link.ip_b.parse().ok(),
+        link.ip6_a.parse().ok(),
+        link.ip6_b.parse().ok(),
+    );
+    let sent: BTreeMap<Tuple, (u64, u64)> = [
+        ((a4, b4, "7001", "7000", "UDP"), (25, 25 * 100)),
+        ((a6, b6, "7003", "7002", "UDP"), (7, 7 * 1000)),
+        ((a4, b4, "0", "2048", "ICMP"), (4, 4 * 98)),
+        ((b4, a4, "0", "0", "ICMP"), (4, 4 * 98)),
+    ]
+    .into_iter()
+    .map(|((s, d, sp, dp, p), v)| ((s, d, sp.into(), dp.into(), p.into()), v))
+    .collect();
+    // Each of those frames is in flowd's table before SIGTERM ends it.
+    wait::until(
+        "the 40 packets sent in flowd's flows",
+        wait::DEADLINE,
+        || {
+            api_flows(&link.b, &flowd)
+                .iter()
+                .filter(|f| f["proto"] != 58)
+                .map(|f| f["packets"].as_u64().unwrap())
+                .sum::<u64>()
+        },
+        |&n| n >= 25 + 7 + 4 + 4,
+    );
 
     // SIGTERM: flowd ends every flow (forced) and exports it.
     assert_eq!(flowd.stop(), Some(0), "{}", flowd.log_text());
-    thread::sleep(Duration::from_millis(300));
+    collector_read_everything(&link.b);
     let capd_err = nfcapd.stop();
     let records = read_records(&json);
     let rows = nfcapd.flows();
@@ -200,28 +272,45 @@ fn nfdump_reads_back_every_record_flowd_wrote() {
         );
         assert_ne!(seen, "0", "{r}\n{}", ctx());
     }
-    // The numbers the test sent, through both paths.
-    let udp4 = records
-        .iter()
-        .find(|r| r["sport"] == 7001 && r["dport"] == 7000)
-        .unwrap_or_else(|| panic!("{}", ctx()));
-    assert_eq!(
-        (udp4["packets"].as_u64(), udp4["bytes"].as_u64()),
-        (Some(25), Some(2500))
-    );
-    let udp6 = records
-        .iter()
-        .find(|r| r["sport"] == 7003 && r["dport"] == 7002)
-        .unwrap_or_else(|| panic!("{}", ctx()));
-    assert_eq!(
-        (udp6["packets"].as_u64(), udp6["bytes"].as_u64()),
-        (Some(7), Some(7 * 1000))
-    );
+    // The numbers the test sent, through each path on its own: the flows
+    // sent, exactly; anything else only the kernel's own IPv6 chatter (MLD
+    // and neighbour discovery on the dual-stack link).
+    for (path, got) in [
+        ("flowd's JSON records", totals(&by_tuple_json(&records))),
+        ("nfdump's rows", totals(&by_tuple_nfdump(&rows))),
+    ] {
+        for (tuple, want) in &sent {
+            assert_eq!(got.get(tuple), Some(want), "{path}: {tuple:?}\n{}", ctx());
+        }
+        for tuple in got.keys().filter(|t| !sent.contains_key(*t)) {
+            assert_eq!(
+                tuple.4,
+                "ICMP6",
+                "{path}: a flow the test did not send: {tuple:?}\n{}",
+                ctx()
+            );
+        }
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Flow records by 5-tuple as nfdump prints them: sorted (packets, bytes) of each.
 type Tuple = (Option<IpAddr>, Option<IpAddr>, String, String, String);
+
+/// (packets, bytes) summed over the records of each 5-tuple.
+fn totals(m: &BTreeMap<Tuple, Vec<(String, String)>>) -> BTreeMap<Tuple, (u64, u64)> {
+    m.iter()
+        .map(|(t, v)| {
+            let sum = v.iter().fold((0, 0), |(p, b), (rp, rb)| {
+                (
+                    p + rp.parse::<u64>().unwrap(),
+                    b + rb.parse::<u64>().unwrap(),
+                )
+            });
+            (t.clone(), sum)
+        })
+        .collect()
+}
 
 fn by_tuple_json(records: &[Value]) -> BTreeMap<Tuple, Vec<(String, String)>> {
     let mut m: BTreeMap<Tuple, Vec<(String, String)>> = BTreeMap::new();
@@ -272,7 +361,6 @@ fn replay_sends_a_captures_records_to_nfdump() {
     std::fs::create_dir_all(&capd).unwrap();
     let link = Link::new();
     let mut nfcapd = Nfcapd::start(&link.b, &link.ip_b, 4740, &capd);
-    thread::sleep(Duration::from_millis(300)); // nfcapd binds
     let out = Command::new("ip")
         .args(["netns", "exec", &link.b.name])
         .arg(flowd_tests::flowd_bin())
@@ -284,7 +372,7 @@ fn replay_sends_a_captures_records_to_nfdump() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{err}");
-    thread::sleep(Duration::from_millis(300));
+    collector_read_everything(&link.b);
     let capd_err = nfcapd.stop();
     let records: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()

@@ -2,15 +2,9 @@
 //! tcpreplay into a veth gives, key by key, the flows `flowd replay` finds
 //! in the same file.
 
-use std::{
-    collections::BTreeMap,
-    path::PathBuf,
-    process::Command,
-    thread,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, path::PathBuf, process::Command};
 
-use flowd_tests::{Flowd, Link, api_flows, flowd_bin};
+use flowd_tests::{Flowd, Link, api_flows, flowd_bin, wait};
 use serde_json::Value;
 
 fn shared() -> PathBuf {
@@ -93,19 +87,18 @@ fn tcpreplay_into_a_veth_equals_flowd_replay() {
             &link.if_a,
             file.to_str().unwrap(),
         ]);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut live = BTreeMap::new();
-        while Instant::now() < deadline {
-            let flows: Vec<Value> = api_flows(&link.b, &flowd)
-                .into_iter()
-                .filter(|f| f["direction"] == "ingress")
-                .collect();
-            live = per_key(&flows);
-            if live.values().map(|v| v.0).sum::<u64>() >= frames {
-                break;
-            }
-            thread::sleep(Duration::from_millis(200));
-        }
+        let live = wait::until(
+            &format!("{capture}: the {frames} frames replayed in flowd's flows"),
+            wait::DEADLINE,
+            || {
+                let flows: Vec<Value> = api_flows(&link.b, &flowd)
+                    .into_iter()
+                    .filter(|f| f["direction"] == "ingress")
+                    .collect();
+                per_key(&flows)
+            },
+            |live| live.values().map(|v| v.0).sum::<u64>() >= frames,
+        );
         assert_eq!(
             live.len(),
             want.len(),

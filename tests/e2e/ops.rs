@@ -10,10 +10,11 @@ use std::{
 };
 
 use flowd_tests::{
-    BpfFs, Flowd, Link, Netns, api_flows, find_flows, flowd_bin, metric, send_udp_on,
+    BpfFs, Flowd, Link, Netns, api_flows, find_flows, flowd_bin, metric, send_udp_on, wait,
 };
 
-/// Polls /metrics until `name{labels}` equals `want` (10 s at most); returns the last value.
+/// Polls /metrics until `name{labels}` equals `want`; returns it (panics
+/// with the last value after the deadline).
 fn metric_when(
     ns: &Netns,
     f: &Flowd,
@@ -21,36 +22,31 @@ fn metric_when(
     labels: &[(&str, &str)],
     want: f64,
 ) -> Option<f64> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let v = ns
-            .http_get(f.listen, "/metrics")
-            .ok()
-            .and_then(|(_, t)| metric(&t, name, labels));
-        if v == Some(want) || Instant::now() > deadline {
-            return v;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
+    wait::until(
+        &format!("{name}{labels:?} = {want}"),
+        wait::DEADLINE,
+        || metric(&wait::scrape(ns, f), name, labels),
+        |v| *v == Some(want),
+    )
 }
 
-/// Polls the flow API until the ingress flows to `dport` hold `want` packets.
+/// Polls the flow API until the ingress flows to `dport` hold `want`
+/// packets; returns the count (panics with the last one after the deadline).
 fn flow_packets_when(ns: &Netns, f: &Flowd, dport: u16, want: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let flows = api_flows(ns, f);
-        let got = find_flows(
-            &flows,
-            &[("direction", "ingress"), ("dport", &dport.to_string())],
-        )
-        .iter()
-        .map(|f| f["packets"].as_u64().unwrap())
-        .sum::<u64>();
-        if got == want || Instant::now() > deadline {
-            return got;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
+    wait::until(
+        &format!("{want} packets in the flows to port {dport}"),
+        wait::DEADLINE,
+        || {
+            find_flows(
+                &api_flows(ns, f),
+                &[("direction", "ingress"), ("dport", &dport.to_string())],
+            )
+            .iter()
+            .map(|f| f["packets"].as_u64().unwrap())
+            .sum::<u64>()
+        },
+        |&got| got == want,
+    )
 }
 
 fn udp_pair(link: &Link, port: u16) -> (UdpSocket, SocketAddr, UdpSocket) {
@@ -94,7 +90,7 @@ fn kill9_and_restart_keeps_counting() {
         ),
         Some(1000.0)
     );
-    let (_, text) = link.b.http_get(second.listen, "/metrics").unwrap();
+    let text = wait::scrape(&link.b, &second);
     assert_eq!(
         metric(&text, "flowd_receive_bytes_total", &dev),
         Some(100_000.0)
@@ -140,16 +136,8 @@ fn reload_rejects_bad_config_and_applies_good_one() {
     };
     write("drain_interval_ms = 5\n");
     flowd.signal(libc::SIGHUP);
-    thread::sleep(Duration::from_millis(300));
-    assert!(
-        flowd.log_text().contains("reload rejected"),
-        "{}",
-        flowd.log_text()
-    );
-    assert!(
-        flowd.log_text().contains("drain_interval_ms"),
-        "the log names the key"
-    );
+    let log = wait::log_contains("reload rejected", || flowd.log_text());
+    assert!(log.contains("drain_interval_ms"), "the log names the key");
     assert_eq!(link.b.http_get(flowd.listen, "/readyz").unwrap().0, 200);
 
     write(&format!(

@@ -122,7 +122,8 @@ impl Prometheus {
     /// Raw samples (Unix seconds, value) of a range selector.
     fn samples(&self, ns: &Netns, selector: &str) -> Vec<(f64, f64)> {
         let path = format!("/api/v1/query?query={}", urlencode(selector));
-        let (_, body) = ns.http_get(self.listen, &path).expect("query prometheus");
+        let (status, body) = ns.http_get(self.listen, &path).expect("query prometheus");
+        assert_eq!(status, 200, "{selector}: {body}");
         let v: Value = serde_json::from_str(&body).expect("query JSON");
         let Some(series) = v["data"]["result"].as_array().and_then(|r| r.first()) else {
             return Vec::new();
@@ -254,9 +255,11 @@ fn prometheus_scrapes_exact_totals_rate_and_top_flow() {
     );
     assert_eq!(q("up{job=\"flowd\"}", None), Some(1.0));
 
-    // A few more scrapes, then rate() at the last sample over a window that
+    // Two more scrapes, then rate() at the last sample over a window that
     // reaches back before the traffic: no extrapolation, so exactly the count.
-    thread::sleep(Duration::from_secs(2));
+    let scrapes = format!("count_over_time({rx_packets}[2m])");
+    let n0 = prom.value(ns, &scrapes, None).unwrap();
+    prom.wait_for(ns, &scrapes, 30, |n| n >= n0 + 2.0);
     let samples = prom.samples(ns, &format!("{rx_packets}[2m]"));
     let (first, last) = (samples[0], *samples.last().unwrap());
     assert_eq!(first.1, 0.0, "{samples:?}");

@@ -1,13 +1,9 @@
 //! Flow records: JSON lines with the documented keys, end reasons, and a
 //! records file that SIGHUP reopens.
 
-use std::{
-    net::{SocketAddr, UdpSocket},
-    thread,
-    time::{Duration, Instant},
-};
+use std::net::{SocketAddr, UdpSocket};
 
-use flowd_tests::{Flowd, Link, read_records, send_udp_on};
+use flowd_tests::{Flowd, Link, api_flows, find_flows, read_records, send_udp_on, wait};
 
 const KEYS: [&str; 16] = [
     "start",
@@ -54,15 +50,12 @@ fn idle_and_forced_records_with_rotation_on_sighup() {
     send_udp_on(&tx, dst, 25, 58); // 25 x 100-byte frames
 
     // Idle timeout 1 s: the record appears within a few drains after that.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut recs = Vec::new();
-    while Instant::now() < deadline {
-        recs = read_records(&path);
-        if !recs.is_empty() {
-            break;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
+    let recs = wait::until(
+        "the idle record",
+        wait::DEADLINE,
+        || read_records(&path),
+        |r| !r.is_empty(),
+    );
     assert_eq!(recs.len(), 1, "{recs:#?}");
     let r = &recs[0];
     for k in KEYS {
@@ -100,9 +93,24 @@ fn idle_and_forced_records_with_rotation_on_sighup() {
     std::fs::rename(&path, dir.join("flows.jsonl.1")).unwrap();
     // SAFETY: signalling the flowd we started, by its PID.
     unsafe { libc::kill(flowd.pid() as i32, libc::SIGHUP) };
-    thread::sleep(Duration::from_millis(300));
+    // Reopening creates the file anew.
+    wait::file_exists(&path);
     send_udp_on(&tx, dst, 3, 58);
-    thread::sleep(Duration::from_millis(300));
+    // The new flow is in the table (drained) before SIGTERM ends it.
+    wait::until(
+        "the 3 new packets in a drained flow",
+        wait::DEADLINE,
+        || {
+            find_flows(
+                &api_flows(&link.b, &flowd),
+                &[("direction", "ingress"), ("dport", "7000")],
+            )
+            .iter()
+            .map(|f| f["packets"].as_u64().unwrap())
+            .sum::<u64>()
+        },
+        |&n| n >= 3,
+    );
     assert_eq!(flowd.stop(), Some(0), "{}", flowd.log_text());
     let after = read_records(&path);
     assert_eq!(after.len(), 1, "{after:#?}");

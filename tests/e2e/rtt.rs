@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flowd_tests::{Flowd, Netns, api_flows, find_flows, metric};
+use flowd_tests::{Flowd, Netns, api_flows, find_flows, metric, wait};
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const IFF_TAP: i16 = 0x0002;
@@ -143,12 +143,15 @@ fn rtt_through_a_delay_relay_is_within_ten_percent() {
     // A connects to B; B sends a little data a few times (timestamp samples).
     let addr: SocketAddr = format!("{ip_b}:5002").parse().unwrap();
     let listener: TcpListener = b.run(move || TcpListener::bind(addr).unwrap());
+    let rx_before = b.link_stats(&tb).rx_packets;
     let server = thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
         for _ in 0..10 {
             s.write_all(&[7u8; 1000]).unwrap();
             thread::sleep(Duration::from_millis(50));
         }
+        // A's last ACK has arrived: the samples are all on the wire.
+        wait::all_acked(&s);
     });
     a.run(move || {
         let mut s = TcpStream::connect(addr).unwrap();
@@ -156,9 +159,22 @@ fn rtt_through_a_delay_relay_is_within_ten_percent() {
         s.read_exact(&mut buf).unwrap();
     });
     server.join().unwrap();
-    thread::sleep(Duration::from_millis(500));
 
-    let flows = api_flows(&b, &flowd);
+    // Every frame B received up to A's last ACK is in a drained flow (B
+    // receives nothing else on the TAP: no IPv6, static neighbours).
+    let rx = b.link_stats(&tb).rx_packets - rx_before;
+    let flows = wait::until(
+        "flowd's ingress flows to hold every frame B received",
+        wait::DEADLINE,
+        || api_flows(&b, &flowd),
+        |f| {
+            find_flows(f, &[("direction", "ingress")])
+                .iter()
+                .map(|f| f["packets"].as_u64().unwrap())
+                .sum::<u64>()
+                >= rx
+        },
+    );
     let acks = find_flows(
         &flows,
         &[("direction", "ingress"), ("proto", "6"), ("dport", "5002")],
@@ -178,7 +194,7 @@ fn rtt_through_a_delay_relay_is_within_ten_percent() {
             err * 100.0
         );
     }
-    let (_, text) = b.http_get(flowd.listen, "/metrics").unwrap();
+    let text = wait::scrape(&b, &flowd);
     let count = metric(&text, "flowd_tcp_rtt_seconds_count", &[("device", &tb)]).unwrap();
     let sum = metric(&text, "flowd_tcp_rtt_seconds_sum", &[("device", &tb)]).unwrap();
     let mean = sum / count;

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flowd_tests::{Flowd, Link, Netns, metric};
+use flowd_tests::{Flowd, Link, Netns, metric, wait};
 
 use crate::{congestion::test_rules, prometheus::Prometheus};
 use serde_json::Value;
@@ -40,15 +40,13 @@ fn port_scan_is_flagged() {
         refused
     });
     assert_eq!(refused, 1000);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut s = Vec::new();
-    while Instant::now() < deadline {
-        s = suspects(&link.b, &flowd);
-        if !s.is_empty() {
-            break;
-        }
-        thread::sleep(Duration::from_millis(200));
-    }
+    // The suspect is flagged once the attempts are judged (2 s after each).
+    let s = wait::until(
+        "a scan suspect",
+        wait::DEADLINE,
+        || suspects(&link.b, &flowd),
+        |s| !s.is_empty(),
+    );
     assert_eq!(s.len(), 1, "{s:?}\n{}", flowd.log_text());
     assert_eq!(s[0]["src"], link.ip_a.as_str());
     assert_eq!(
@@ -56,7 +54,7 @@ fn port_scan_is_flagged() {
         Some(101),
         "counting stops just over the default threshold of 100"
     );
-    let (_, text) = link.b.http_get(flowd.listen, "/metrics").unwrap();
+    let text = wait::scrape(&link.b, &flowd);
     assert_eq!(metric(&text, "flowd_scan_suspects", &[]), Some(1.0));
     assert_eq!(
         metric(&text, "flowd_scan_suspects_flagged_total", &[]),
@@ -104,9 +102,21 @@ fn normal_downloads_are_not_flagged() {
         }
     });
     server.join().unwrap();
-    // Long enough for every attempt to be judged (2 s grace) a few times.
-    thread::sleep(Duration::from_secs(4));
-    assert!(suspects(&link.b, &flowd).is_empty());
-    let (_, text) = link.b.http_get(flowd.listen, "/metrics").unwrap();
+    // Nothing to wait for here: flowd has no count of the attempts it
+    // judged, and the assertion is that nothing happens. So watch for 4 s,
+    // long enough for every attempt to be judged (2 s grace) a few times,
+    // and check at every look, not only at the end.
+    let end = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < end {
+        let s = suspects(&link.b, &flowd);
+        assert!(s.is_empty(), "flagged: {s:?}");
+        thread::sleep(Duration::from_millis(200));
+    }
+    let text = wait::scrape(&link.b, &flowd);
     assert_eq!(metric(&text, "flowd_scan_suspects", &[]), Some(0.0));
+    assert_eq!(
+        metric(&text, "flowd_scan_suspects_flagged_total", &[]),
+        Some(0.0),
+        "never flagged, not even for a moment"
+    );
 }

@@ -5,11 +5,9 @@
 use std::{
     net::{SocketAddr, UdpSocket},
     process::Command,
-    thread,
-    time::Duration,
 };
 
-use flowd_tests::{Flowd, Link, flowd_bin, send_udp_on};
+use flowd_tests::{Flowd, Link, flowd_bin, send_udp_on, wait};
 use serde_json::Value;
 
 #[test]
@@ -28,14 +26,27 @@ fn top_shows_the_heaviest_flows_with_exact_counts() {
         let tx: UdpSocket = link.a.run(move || UdpSocket::bind(src).unwrap());
         send_udp_on(&tx, dst, count, payload);
     }
-    thread::sleep(Duration::from_millis(500)); // a few drains
 
-    let (status, body) = link
-        .b
-        .http_get(api, "/api/v1/top?seconds=5&limit=10")
-        .unwrap();
-    assert_eq!(status, 200, "{body}");
-    let v: Value = serde_json::from_str(&body).unwrap();
+    // The top view shows drained flows: wait until both flows hold all
+    // their packets (420 in all), then check every number exactly.
+    let top_packets = |v: &Value| -> u64 {
+        v["flows"]
+            .as_array()
+            .map_or(0, |f| f.iter().filter_map(|f| f["packets"].as_u64()).sum())
+    };
+    let v = wait::until(
+        "the top view to hold the 420 packets sent",
+        wait::DEADLINE,
+        || {
+            let (status, body) = link
+                .b
+                .http_get(api, "/api/v1/top?seconds=5&limit=10")
+                .unwrap();
+            assert_eq!(status, 200, "{body}");
+            serde_json::from_str::<Value>(&body).unwrap()
+        },
+        |v| top_packets(v) >= 420,
+    );
     let flows = v["flows"].as_array().unwrap();
     let row = |f: &Value| {
         (

@@ -17,6 +17,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod wait;
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A short unique tag: interface names are limited to 15 bytes.
