@@ -474,7 +474,7 @@ impl Config {
             ));
         }
         for (user, hash) in &w.basic_auth_users {
-            if let Err(why) = crate::web::auth::check_user(user, hash) {
+            if let Err(why) = check_user(user, hash) {
                 return Err(bad(
                     "web.basic_auth_users",
                     format!("{user:?} = {hash:?} ({why})"),
@@ -608,6 +608,42 @@ pub fn glob(pattern: &str, name: &str) -> bool {
         }
     }
     m(pattern.as_bytes(), name.as_bytes())
+}
+
+/// bcrypt costs the bcrypt crate computes (`$2b$04$` to `$2b$31$`).
+pub(crate) const COSTS: std::ops::RangeInclusive<u32> = 4..=31;
+
+/// Why a `[web.basic_auth_users]` entry is refused, or `Ok` (used at load
+/// and by the web server's auth).
+pub fn check_user(user: &str, hash: &str) -> Result<(), String> {
+    if user.is_empty() {
+        return Err("the user name is empty".into());
+    }
+    if user.contains(':') {
+        return Err(format!(
+            "user name {user:?} contains ':', which ends the user name in a basic auth header"
+        ));
+    }
+    if user.chars().any(char::is_control) {
+        return Err(format!("user name {user:?} contains a control character"));
+    }
+    let prefix = hash.get(..4).unwrap_or(hash);
+    if !matches!(prefix, "$2a$" | "$2b$" | "$2y$") {
+        return Err(format!(
+            "the hash of {user:?} does not start with $2a$, $2b$ or $2y$"
+        ));
+    }
+    let cost = hash.get(4..6).and_then(|c| c.parse::<u32>().ok());
+    if let Some(c) = cost
+        && !COSTS.contains(&c)
+    {
+        return Err(format!(
+            "the hash of {user:?} has cost {c}, outside 4 to 31"
+        ));
+    }
+    <bcrypt::HashParts as std::str::FromStr>::from_str(hash)
+        .map(drop)
+        .map_err(|e| format!("the hash of {user:?} is not a bcrypt hash that can match ({e})"))
 }
 
 #[cfg(test)]

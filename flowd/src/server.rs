@@ -84,13 +84,18 @@ async fn suspects(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 
 async fn ready(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     if shared.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: programs not attached\n",
-        )
+        return (StatusCode::OK, "ready\n".to_owned());
     }
+    let missing = shared.unattached();
+    let why = if missing.is_empty() {
+        "programs not attached yet".to_owned()
+    } else {
+        format!("no program on {}", missing.join(", "))
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("not ready: {why}\n"),
+    )
 }
 
 async fn index() -> impl IntoResponse {

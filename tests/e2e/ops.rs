@@ -189,11 +189,23 @@ fn interface_that_goes_away_and_returns() {
         200,
         "still alive"
     );
+    // Not ready while the configured interface has no program.
+    let (status, body) = link.b.http_get(flowd.listen, "/readyz").unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains(&link.if_b), "{body}");
     link.recreate_pair();
     assert_eq!(
         metric_when(&link.b, &flowd, "flowd_program_attached", &xdp, 1.0),
         Some(1.0)
     );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while link.b.http_get(flowd.listen, "/readyz").unwrap().0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready again after the interface returned"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
     let (tx, dst, _rx) = udp_pair(&link, 7300);
     send_udp_on(&tx, dst, 50, 58);
     assert_eq!(

@@ -79,6 +79,21 @@ pub(super) fn reconcile(shared: &Shared) {
             }
         }
     }
+    // What /readyz reports: selected but not attached, and named but absent.
+    let mut unattached: Vec<String> = interfaces::selected(&present, &patterns)
+        .into_iter()
+        .filter(|i| !dp.interfaces.contains_key(&i.ifindex))
+        .map(|i| i.name)
+        .collect();
+    unattached.extend(
+        patterns
+            .iter()
+            .filter(|p| interfaces::is_plain_name(p) && !present.iter().any(|i| &i.name == *p))
+            .cloned(),
+    );
+    unattached.sort();
+    unattached.dedup();
+    *lock(&shared.unattached) = unattached;
 }
 
 /// SIGHUP: reopen the records file, then reload the configuration.

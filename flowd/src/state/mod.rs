@@ -82,6 +82,8 @@ pub struct Shared {
     pub(crate) fill_failing: AtomicBool,
     /// The HTTP server's connections.
     pub http: Arc<crate::listen::ConnStats>,
+    /// Configured interfaces without programs, as the last reconcile found.
+    pub(crate) unattached: Mutex<Vec<String>>,
 }
 
 impl Shared {
@@ -112,12 +114,21 @@ impl Shared {
             attach_errors: Mutex::new(BTreeMap::new()),
             fill_failing: AtomicBool::new(false),
             http: Arc::default(),
+            unattached: Mutex::new(Vec::new()),
         }
     }
 
     /// Whether the programs are attached and the leftovers drained.
+    /// Ready: started, and every interface the configuration selects (or
+    /// names) has its programs.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && lock(&self.unattached).is_empty()
+    }
+
+    /// The configured interfaces that have no program now (named in the
+    /// configuration but absent, or selected and failing to attach).
+    pub fn unattached(&self) -> Vec<String> {
+        lock(&self.unattached).clone()
     }
 
     pub(crate) fn set_ready(&self, ready: bool) {

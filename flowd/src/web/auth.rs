@@ -18,7 +18,6 @@
 use std::{
     collections::{BTreeMap, HashMap},
     hash::{BuildHasher, RandomState},
-    str::FromStr,
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
@@ -38,40 +37,8 @@ pub const CACHE_TTL: Duration = Duration::from_secs(300);
 pub const QUEUE_WAIT: Duration = Duration::from_secs(1);
 /// Most credentials remembered; beyond, the least recently used is forgotten.
 const CACHE_MAX: usize = 256;
-/// bcrypt costs the bcrypt crate computes (`$2b$04$` to `$2b$31$`).
-const COSTS: std::ops::RangeInclusive<u32> = 4..=31;
-
-/// Why a `[web.basic_auth_users]` entry is refused, or `Ok`.
-pub fn check_user(user: &str, hash: &str) -> Result<(), String> {
-    if user.is_empty() {
-        return Err("the user name is empty".into());
-    }
-    if user.contains(':') {
-        return Err(format!(
-            "user name {user:?} contains ':', which ends the user name in a basic auth header"
-        ));
-    }
-    if user.chars().any(char::is_control) {
-        return Err(format!("user name {user:?} contains a control character"));
-    }
-    let prefix = hash.get(..4).unwrap_or(hash);
-    if !matches!(prefix, "$2a$" | "$2b$" | "$2y$") {
-        return Err(format!(
-            "the hash of {user:?} does not start with $2a$, $2b$ or $2y$"
-        ));
-    }
-    let cost = hash.get(4..6).and_then(|c| c.parse::<u32>().ok());
-    if let Some(c) = cost
-        && !COSTS.contains(&c)
-    {
-        return Err(format!(
-            "the hash of {user:?} has cost {c}, outside 4 to 31"
-        ));
-    }
-    bcrypt::HashParts::from_str(hash)
-        .map(drop)
-        .map_err(|e| format!("the hash of {user:?} is not a bcrypt hash that can match ({e})"))
-}
+use crate::config::COSTS;
+pub use crate::config::check_user;
 
 /// Basic-auth users, the bcrypt pool and the cache of verified credentials.
 #[derive(Debug)]

@@ -60,7 +60,12 @@ fn the_dummy_hash_is_well_formed_with_the_users_cost() {
     for cost in [4, 10, 31] {
         let d = dummy_hash(cost);
         assert_eq!(check_user("x", &d), Ok(()), "{d}");
-        assert_eq!(bcrypt::HashParts::from_str(&d).unwrap().get_cost(), cost);
+        assert_eq!(
+            <bcrypt::HashParts as std::str::FromStr>::from_str(&d)
+                .unwrap()
+                .get_cost(),
+            cost
+        );
     }
     let users = BTreeMap::from([
         ("a".to_owned(), bcrypt::hash("p", 4).unwrap()),
