@@ -91,7 +91,13 @@ pub async fn serve(
 ) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    let tls = tls.map(TlsAcceptor::from);
+    // The connections are HTTP/1.1 only: offering h2 in ALPN (as
+    // axum-server's config does) would make clients speak HTTP/2 to it.
+    let tls = tls.map(|config| {
+        let mut config = (*config).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        TlsAcceptor::from(Arc::new(config))
+    });
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     stats
         .max

@@ -189,29 +189,46 @@ fn interface_that_goes_away_and_returns() {
         200,
         "still alive"
     );
-    // Not ready while the configured interface has no program.
-    let (status, body) = link.b.http_get(flowd.listen, "/readyz").unwrap();
-    assert_eq!(status, 503, "{body}");
-    assert!(body.contains(&link.if_b), "{body}");
     link.recreate_pair();
     assert_eq!(
         metric_when(&link.b, &flowd, "flowd_program_attached", &xdp, 1.0),
         Some(1.0)
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while link.b.http_get(flowd.listen, "/readyz").unwrap().0 != 200 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not ready again after the interface returned"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
     let (tx, dst, _rx) = udp_pair(&link, 7300);
     send_udp_on(&tx, dst, 50, 58);
     assert_eq!(
         metric_when(&link.b, &flowd, "flowd_receive_packets_total", &dev, 150.0),
         Some(150.0)
     );
+}
+
+/// /readyz is 503, naming the interface, while an interface the config
+/// names is gone, and 200 again once it is back and attached.
+#[test]
+fn not_ready_while_a_named_interface_has_no_program() {
+    let link = Link::new();
+    let flowd = Flowd::start(&link.b, &["--iface", &link.if_b]);
+    let readyz_when = |want: u16| -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, body) = link.b.http_get(flowd.listen, "/readyz").unwrap();
+            if status == want {
+                return body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "/readyz stayed {status} ({body}), waiting for {want}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert_eq!(readyz_when(200), "ready\n");
+    link.delete_pair();
+    let body = readyz_when(503);
+    assert_eq!(body, format!("not ready: no program on {}\n", link.if_b));
+    link.recreate_pair();
+    assert_eq!(readyz_when(200), "ready\n");
+    assert!(flowd_tests::has_xdp(&link.b, &link.if_b));
 }
 
 /// READY after attach, WATCHDOG pings, RELOADING/READY around a reload,
