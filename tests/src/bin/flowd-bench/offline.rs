@@ -10,6 +10,7 @@ use std::{
 };
 
 use anyhow::{Context as _, ensure};
+use flowd_tests::packet::{Ipv4Ends, udp_frame};
 
 use std::os::fd::AsFd;
 
@@ -20,7 +21,7 @@ use super::{
     raw::{self, BPF_F_XDP_HAS_FRAGS, BPF_PROG_TYPE_XDP, XDP_PASS},
     sep, summarize,
 };
-use crate::{
+use flowd::{
     loader::{Datapath, Programs},
     replay::{BATCH_BYTES, ReplayOptions, replay_file},
     sys,
@@ -106,7 +107,7 @@ impl Tool {
 fn run_tool(tool: Tool, file: &Path, script: &Script) -> anyhow::Result<(f64, f64)> {
     let mut cmd = match tool {
         Tool::Flowd => {
-            let mut c = Command::new(std::env::current_exe()?);
+            let mut c = Command::new(flowd_tests::flowd_bin());
             c.arg("replay").arg(file).args(["--format", "csv"]);
             c.env("FLOWD_LOG", "warn");
             c
@@ -329,7 +330,13 @@ pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
         BPF_F_XDP_HAS_FRAGS,
         "empty_xdp",
     )?;
-    let frame = super::netns::udp_frame(super::netns::MAC_B, 1, 2);
+    let ends = Ipv4Ends {
+        src_mac: [0x02, 0, 0, 0, 0, 1],
+        dst_mac: [0x02, 0, 0, 0, 0, 2],
+        src: [198, 18, 0, 1],
+        dst: [198, 18, 0, 2],
+    };
+    let frame = udp_frame(&ends, 1, 2);
     let batch = vec![0u8; BATCH_BYTES];
     let calls = 200_000u32;
     let (mut floor, mut batch_floor) = (Vec::new(), Vec::new());
