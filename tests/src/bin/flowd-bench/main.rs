@@ -294,6 +294,7 @@ fn machine(out: &mut String) {
     let _ = writeln!(out, "- memory: {mem}");
     let _ = writeln!(out, "- kernel.bpf_stats_enabled: {}", stats.trim());
     let _ = writeln!(out, "- load average at start: {}", loadavg());
+    let _ = writeln!(out, "- {}", offline::describe_captures());
     if stats.trim() != "0" {
         let _ = writeln!(
             out,
