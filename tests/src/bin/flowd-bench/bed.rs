@@ -100,7 +100,8 @@ pub(super) fn metrics(d: &Flowd) -> anyhow::Result<String> {
 // ------------------------------------------------------------ generator
 
 /// A live-frame XDP generator: `BPF_PROG_TEST_RUN` with
-/// `BPF_F_TEST_XDP_LIVE_FRAMES` of a tiny `XDP_TX` program, on the sender's
+/// `BPF_F_TEST_XDP_LIVE_FRAMES` of a 2-instruction `XDP_TX` program
+/// (`r0 = XDP_TX; exit`), on the sender's
 /// end of the pair; every run transmits one frame to the peer.
 pub(super) struct Generator {
     prog: OwnedFd,

@@ -19,7 +19,7 @@ use flowd_tests::{LinkStats, in_ns, packet::udp_frame};
 use super::{
     Plan, Targets,
     bed::{Generator, Pair},
-    raw::{self, BPF_PROG_TYPE_XDP, XDP_PASS},
+    raw::{self, BPF_F_XDP_HAS_FRAGS, BPF_PROG_TYPE_XDP, XDP_PASS},
     sep, summarize,
 };
 use flowd::loader::{Datapath, XdpAttachMode};
@@ -38,7 +38,7 @@ impl Config {
     fn name(self) -> &'static str {
         match self {
             Self::Nothing => "no XDP program (GRO path into the stack)",
-            Self::EmptyXdp => "empty XDP program (`XDP_PASS`)",
+            Self::EmptyXdp => "empty XDP program (`XDP_PASS`, frags flag as flowd's)",
             Self::Flowd => "flowd (XDP ingress + TC egress attached, RTT on)",
         }
     }
@@ -71,10 +71,12 @@ impl Receiver {
             let s = UdpSocket::bind((ip_b.as_str(), DPORT)).context("binding the receiver")?;
             Ok((dp, ifindex, slot, s))
         })?;
+        // With the frags flag, as flowd's XDP program (`#[xdp(frags)]`), so
+        // both take the same attach and run path on the veth.
         let empty = raw::load_prog(
             BPF_PROG_TYPE_XDP,
             &raw::ret_insns(XDP_PASS as i32),
-            0,
+            BPF_F_XDP_HAS_FRAGS,
             "bench_xdp_pass",
         )?;
         Ok(Self {

@@ -257,24 +257,40 @@ pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
     while startup.len() < plan.offline_reps[0] {
         startup.push(run_tool(Tool::Flowd, &tiny, &script)?);
     }
+    // tshark's own start-up, the same way: it is in every tshark row too.
+    let mut tshark_startup = Vec::new();
+    for _ in 0..plan.offline_reps[1] {
+        tshark_startup.push(run_tool(Tool::Tshark, &tiny, &script)?);
+    }
     let st = summarize(&startup.iter().map(|x| x.0).collect::<Vec<_>>());
+    let tst = summarize(&tshark_startup.iter().map(|x| x.0).collect::<Vec<_>>());
+    println!(
+        "flowd replay's fixed cost (the same command on a {}-frame capture): {} s wall; tshark's start-up (its command on that capture): {} s wall.",
+        tiny_frames,
+        st.p(3),
+        tst.p(3),
+    );
     if let Some((files, flowd_fps, tshark_fps)) = &merged_files {
+        println!(
+            "\nestimates, not measurements: each tool's median wall time above minus its median on the {tiny_frames}-frame capture (the fixed cost), frames divided by what is left; the two medians come from different runs, so the spread of both goes into the result.\n"
+        );
+        println!(
+            "| capture | flowd without fixed cost, frames/s (estimate) | tshark without start-up, frames/s (estimate) | ratio of the estimates | flowd's estimate / tshark as measured |"
+        );
+        println!("|---|---|---|---|---|");
         for (which, name) in [(0, "small"), (1, "large")] {
             let frames = frames_in(&files[which].0)? as f64;
-            let flowd_wall = frames / flowd_fps[which];
-            let marginal = frames / (flowd_wall - st.median).max(1e-6);
+            let flowd_net = frames / (frames / flowd_fps[which] - st.median).max(1e-6);
+            let tshark_net = frames / (frames / tshark_fps[which] - tst.median).max(1e-6);
             println!(
-                "{name} capture without flowd's fixed cost: {} frames/s ({:.2}× tshark).",
-                sep(marginal as u64),
-                marginal / tshark_fps[which]
+                "| {name} | {} | {} | {:.2}× | {:.2}× |",
+                sep(flowd_net as u64),
+                sep(tshark_net as u64),
+                flowd_net / tshark_net,
+                flowd_net / tshark_fps[which],
             );
         }
     }
-    println!(
-        "\nflowd replay's fixed cost (the same command on a {}-frame capture): {} s wall.",
-        tiny_frames,
-        st.p(3),
-    );
     fixed_cost_rows(merged_files.as_ref().map(|m| m.0[1].0.as_path()))
 }
 
