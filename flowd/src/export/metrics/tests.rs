@@ -5,10 +5,17 @@ use std::{
     time::Instant,
 };
 
-use flowd_common::{DIR_EGRESS, DIR_INGRESS, FlowKey, FlowStats, ipv4_mapped};
+use flowd_common::{
+    DIR_EGRESS, DIR_INGRESS, FlowKey, FlowStats, IfaceCounters, counter, ipv4_mapped,
+};
 
 use super::*;
-use crate::export::aggregate::{AggConfig, Aggregator};
+use crate::export::{
+    aggregate::{AggConfig, Aggregator},
+    ipfix::IpfixStats,
+    process::ProcessStats,
+    tcp::{RTT_BUCKETS, TcpSnapshot},
+};
 
 fn sample() -> Snapshot {
     let mut rx = IfaceCounters::default();
