@@ -290,6 +290,7 @@ pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
                 flowd_net / tshark_fps[which],
             );
         }
+        println!();
     }
     fixed_cost_rows(merged_files.as_ref().map(|m| m.0[1].0.as_path()))
 }
