@@ -1,7 +1,6 @@
 //! flowd: an eBPF flow collector. The daemon and CLI live in `main.rs`;
-//! everything else is here so tests and benchmarks can use it.
+//! everything else is here so tests and the bench (`tests/src/bin/flowd-bench`) can use it.
 
-pub mod bench;
 pub mod caps;
 pub mod clock;
 pub mod config;

@@ -91,8 +91,6 @@ enum Command {
     Top(flowd::top::TopArgs),
     /// Run a pcap/pcapng capture through the same eBPF program and print its flows.
     Replay(flowd::replay::ReplayArgs),
-    /// Measure flowd (used by `cargo xtask bench`).
-    Bench(flowd::bench::BenchArgs),
 }
 
 fn init_tracing() {
@@ -154,7 +152,6 @@ fn main() -> ExitCode {
         Command::Check => flowd::doctor::run(),
         Command::Replay(args) => flowd::replay::run(&args),
         Command::Top(args) => flowd::top::run(&args),
-        Command::Bench(args) => flowd::bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -33,13 +33,13 @@ pub enum SysError {
 /// the size the kernel accepts (it checks that unused bytes are zero).
 #[repr(C)]
 #[derive(Default)]
-pub(crate) struct Attr {
-    pub(crate) words: [u64; 16],
+pub struct Attr {
+    pub words: [u64; 16],
 }
 
 /// `bpf(cmd, attr)`; every pointer in `attr` must point at live buffers of
 /// the sizes the command implies.
-pub(crate) fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<i64> {
+pub fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<i64> {
     // SAFETY: `attr` is a valid, zero-initialised bpf_attr-sized buffer that
     // lives for the call; the kernel reads/writes at most size_of::<Attr>().
     let r = unsafe {
@@ -91,13 +91,13 @@ pub fn update_batch<K: Copy, V: Copy>(
 /// `struct xdp_md` as `BPF_PROG_TEST_RUN` takes it for its context.
 #[repr(C)]
 #[derive(Default)]
-pub(crate) struct XdpMd {
-    pub(crate) data: u32,
-    pub(crate) data_end: u32,
-    pub(crate) data_meta: u32,
-    pub(crate) ingress_ifindex: u32,
-    pub(crate) rx_queue_index: u32,
-    pub(crate) egress_ifindex: u32,
+pub struct XdpMd {
+    pub data: u32,
+    pub data_end: u32,
+    pub data_meta: u32,
+    pub ingress_ifindex: u32,
+    pub rx_queue_index: u32,
+    pub egress_ifindex: u32,
 }
 
 /// Result of one `BPF_PROG_TEST_RUN`.

@@ -209,14 +209,14 @@ fn not_ready_while_a_named_interface_has_no_program() {
     let link = Link::new();
     let flowd = Flowd::start(&link.b, &["--iface", &link.if_b]);
     let readyz_when = |want: u16| -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let (status, body) = link.b.http_get(flowd.listen, "/readyz").unwrap();
             if status == want {
                 return body;
             }
             assert!(
-                std::time::Instant::now() < deadline,
+                Instant::now() < deadline,
                 "/readyz stayed {status} ({body}), waiting for {want}"
             );
             thread::sleep(Duration::from_millis(50));

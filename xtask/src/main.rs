@@ -68,9 +68,12 @@ enum Task {
         )]
         args: Vec<OsString>,
     },
-    /// Setup, build (release), then `target/release/flowd bench [--quick] [ARGS...]`.
+    /// Setup, build the release flowd and flowd-bench, then
+    /// `target/release/flowd-bench --flowd target/release/flowd [ARGS...]`
+    /// (as root; `cargo xtask bench -- --help` lists its options). Larger
+    /// captures come from the directory in FLOWD_PCAPS (optional).
     Bench {
-        /// Arguments for `flowd bench`, e.g. `--quick`.
+        /// Arguments for flowd-bench, e.g. `--quick` or `--only 2,8`.
         #[arg(
             trailing_var_arg = true,
             allow_hyphen_values = true,
@@ -111,8 +114,26 @@ fn run(task: Task) -> Result<ExitCode> {
         Task::Test { args } => test(&root, &args),
         Task::Bench { args } => {
             setup::setup(&root)?;
-            build_release(&root)?;
-            Err(exec_flowd(&root, "bench", &args))
+            let status = cargo(
+                &root,
+                [
+                    "build",
+                    "--release",
+                    "-p",
+                    "flowd",
+                    "-p",
+                    "flowd-tests",
+                    "--bin",
+                    "flowd",
+                    "--bin",
+                    "flowd-bench",
+                ],
+                &[],
+            )?;
+            if !status.success() {
+                bail!("cargo build --release of flowd and flowd-bench failed ({status})");
+            }
+            Err(exec_bench(&root, &args))
         }
     }
 }
@@ -325,6 +346,19 @@ fn build_release(root: &Path) -> Result<()> {
 fn exec_flowd(root: &Path, subcommand: &str, args: &[OsString]) -> anyhow::Error {
     let bin = target_dir(root).join("release/flowd");
     let err = Command::new(&bin).arg(subcommand).args(args).exec();
+    anyhow::Error::new(err).context(format!("executing {}", bin.display()))
+}
+
+/// Replaces this process with `flowd-bench --flowd target/release/flowd
+/// ARGS...`. Only returns on failure.
+fn exec_bench(root: &Path, args: &[OsString]) -> anyhow::Error {
+    let release = target_dir(root).join("release");
+    let bin = release.join("flowd-bench");
+    let err = Command::new(&bin)
+        .arg("--flowd")
+        .arg(release.join("flowd"))
+        .args(args)
+        .exec();
     anyhow::Error::new(err).context(format!("executing {}", bin.display()))
 }
 

@@ -3,6 +3,7 @@
 pub mod aggregate;
 pub mod budget;
 pub mod groups;
+pub mod histogram;
 pub mod ipfix;
 pub mod metrics;
 pub mod process;

@@ -9,11 +9,14 @@ use std::collections::BTreeMap;
 
 use flowd_common::{DIR_INGRESS, FlowKey, FlowStats, proto};
 
-use super::{
-    groups::PeerGroups,
-    metrics::{HistogramSnapshot, RTT_BUCKETS},
-};
+use super::{groups::PeerGroups, histogram::HistogramSnapshot};
 use crate::flowtable::Ended;
+
+/// RTT histogram buckets: 50 µs to 5 s.
+pub const RTT_BUCKETS: [f64; 16] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
+];
 
 /// Counters of one (device, direction, peer group).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -5,10 +5,17 @@ use std::{
     time::Instant,
 };
 
-use flowd_common::{DIR_EGRESS, DIR_INGRESS, FlowCounts, FlowKey, FlowStats, ipv4_mapped};
+use flowd_common::{
+    DIR_EGRESS, DIR_INGRESS, FlowCounts, FlowKey, FlowStats, IfaceCounters, counter, ipv4_mapped,
+};
 
 use super::*;
-use crate::export::aggregate::{AggConfig, Aggregator};
+use crate::export::{
+    aggregate::{AggConfig, Aggregator},
+    ipfix::IpfixStats,
+    process::ProcessStats,
+    tcp::{RTT_BUCKETS, TcpSnapshot},
+};
 
 fn sample() -> Snapshot {
     let mut rx = IfaceCounters::default();
@@ -206,7 +213,24 @@ fn histogram_buckets_are_cumulative_once() {
 
 #[test]
 fn groups_and_top_flows_are_exported() {
+    // Burn at least 0.2 s of CPU first, so the process' CPU counter has
+    // something to show at the kernel's 1/HZ tick resolution.
+    let cpu_now = || {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid pointer to a timespec for the call.
+        unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    };
+    let start = cpu_now();
+    let mut x = 0u64;
+    while cpu_now() - start < 0.2 {
+        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(1));
+    }
     let t = encode(rich(), Format::Text004);
+    let cpu_after = cpu_now();
     let rx = "device=\"veth0\",direction=\"receive\"";
     let tx = "device=\"veth0\",direction=\"transmit\"";
     let v = |s: String| value(&t, &s).unwrap_or_else(|| panic!("{s} missing:\n{t}"));
@@ -294,7 +318,14 @@ fn groups_and_top_flows_are_exported() {
         0.0
     );
     assert!(v("process_resident_memory_bytes".into()) > 0.0);
-    assert!(v("process_cpu_seconds_total".into()) >= 0.0);
+    // /proc/self/stat counts whole ticks of this process' CPU time: at
+    // least the 0.2 s burnt above (less one tick), at most what the process
+    // had used right after the reading.
+    let cpu = v("process_cpu_seconds_total".into());
+    assert!(
+        cpu >= 0.2 - 0.011 && cpu <= cpu_after + 0.011,
+        "process_cpu_seconds_total {cpu}, process CPU time {cpu_after}"
+    );
 }
 
 #[test]
@@ -491,4 +522,160 @@ fn budget_folds_groups_for_good_and_other_only_grows() {
         Format::Text004,
     );
     assert!(value(&text, "flowd_series_folded_total{reason=\"budget\"}").unwrap() > 0.0);
+}
+
+/// A snapshot with a value in every family, and nothing read from the
+/// host or the clock: the golden file's input.
+fn golden_snapshot() -> Snapshot {
+    use std::collections::BTreeMap;
+
+    use crate::export::tcp::{IpCounts, TcpCounts};
+
+    let mut s = rich();
+    let mut tx = IfaceCounters::default();
+    for (i, c) in tx.c.iter_mut().enumerate() {
+        *c = 10 * i as u64 + 1;
+    }
+    s.ifaces[0].tx = tx;
+    s.ifaces[0].speed_bps = Some(10_000_000_000);
+    s.ifaces.push(IfaceSnapshot {
+        device: "eth\"1\\\n".into(),
+        rx: IfaceCounters::default(),
+        tx: IfaceCounters::default(),
+        xdp_mode: None,
+        tc_attached: false,
+        speed_bps: None,
+    });
+    s.flows_max = 1_000_000;
+    s.flows_started = 12;
+    s.drains = 7;
+    s.drains_early = 2;
+    s.flow_map_fill = 33;
+    s.drained_entries = 40;
+    s.last_drain_entries = 5;
+    s.drain_errors = 1;
+    s.scan_suspects = 2;
+    s.scan_flagged = 3;
+    s.ipfix = Some(IpfixStats {
+        messages: 4,
+        records: 9,
+        records_dropped: 1,
+        send_errors: 1,
+    });
+    s.process = Some(ProcessStats {
+        cpu_seconds: 1.25,
+        resident_memory_bytes: 10_485_760,
+        virtual_memory_bytes: 104_857_600,
+        start_time_seconds: 1_700_000_000.5,
+        open_fds: 17,
+        max_fds: 1024,
+    });
+    let peer = |d: &str, p: &str| (d.to_owned(), p.to_owned());
+    let mut rtt = HistogramSnapshot::with_bounds(&RTT_BUCKETS);
+    for v in [0.000_2, 0.003, 0.003, 0.04, 7.0] {
+        rtt.observe(v);
+    }
+    let mut queueing = HistogramSnapshot::with_bounds(&RTT_BUCKETS);
+    queueing.observe(0.001);
+    s.tcp = TcpSnapshot {
+        tcp: BTreeMap::from([
+            (
+                ("veth0".to_owned(), "receive", "public".to_owned()),
+                TcpCounts {
+                    segments: 20,
+                    retransmitted: 2,
+                    syn: 1,
+                    synack: 0,
+                    rst: 1,
+                    zero_window: 3,
+                },
+            ),
+            (
+                ("veth0".to_owned(), "transmit", "public".to_owned()),
+                TcpCounts {
+                    segments: 10,
+                    synack: 1,
+                    ..Default::default()
+                },
+            ),
+        ]),
+        ip: BTreeMap::from([(
+            ("veth0".to_owned(), "receive"),
+            IpCounts {
+                ect0: 5,
+                ect1: 1,
+                ce: 2,
+            },
+        )]),
+        dscp: BTreeMap::from([
+            (("veth0".to_owned(), "receive", "cs0"), 3020),
+            (("veth0".to_owned(), "transmit", "ef"), 11),
+        ]),
+        connections: BTreeMap::from([
+            (("veth0".to_owned(), "public".to_owned(), "SF"), 1),
+            (("veth0".to_owned(), "private".to_owned(), "S0"), 2),
+        ]),
+        rtt: BTreeMap::from([(peer("veth0", "public"), rtt)]),
+        queueing: BTreeMap::from([(peer("veth0", "public"), queueing)]),
+        rtt_samples: 5,
+    };
+    s.top_tcp = s
+        .groups
+        .top
+        .iter()
+        .enumerate()
+        .map(|(i, (k, _))| {
+            (k.proto == 6).then_some(TopTcp {
+                rtt: (i % 2 == 0).then_some((1_500_000, 2_250_000)),
+                segments: 20 + i as u64,
+                retransmitted: i as u64,
+            })
+        })
+        .collect();
+    s.http = HttpSnapshot {
+        open: 3,
+        max: 256,
+        rejected: 7,
+        accept_errors: 1,
+    };
+    s.records = Some(crate::export::records::RecordStats {
+        sink: "file",
+        written: 4_860,
+        dropped: [140, 2],
+    });
+    s
+}
+
+/// The whole exposition of [`golden_snapshot`] in both formats, byte for
+/// byte, against `golden/`. A change to the output shows up here first;
+/// when it is meant, rewrite the files with `FLOWD_BLESS=1`.
+#[test]
+fn exposition_matches_the_golden_files() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/export/metrics/golden");
+    for (format, file) in [
+        (Format::Text004, "metrics.txt"),
+        (Format::OpenMetrics, "metrics.openmetrics.txt"),
+    ] {
+        let got = encode(golden_snapshot(), format);
+        let path = dir.join(file);
+        if std::env::var_os("FLOWD_BLESS").is_some() {
+            std::fs::create_dir_all(&dir).expect("golden directory");
+            std::fs::write(&path, &got).expect("writing the golden file");
+        }
+        let want = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (FLOWD_BLESS=1 writes it)", path.display()));
+        if got != want {
+            let line = got
+                .lines()
+                .zip(want.lines())
+                .position(|(g, w)| g != w)
+                .unwrap_or_else(|| got.lines().count().min(want.lines().count()));
+            panic!(
+                "{file} differs from the exposition at line {}:\n  got:  {:?}\n  want: {:?}",
+                line + 1,
+                got.lines().nth(line),
+                want.lines().nth(line)
+            );
+        }
+    }
 }

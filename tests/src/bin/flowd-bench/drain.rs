@@ -22,7 +22,7 @@ use super::{
     },
     summarize, thread_cpu_ns,
 };
-use crate::{drain, loader::Datapath};
+use flowd::{drain, loader::Datapath};
 
 /// Target: a 1M-flow generation drained in at most this long.
 const TARGET_DRAIN_1M_MS: f64 = 1000.0;
@@ -294,7 +294,7 @@ pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
 /// and with idle timeouts beyond one turn of the expiry wheel (1,126 s),
 /// where eviction takes its candidates from a full scan.
 fn absorb_into_a_full_table(reps: usize) {
-    use crate::{
+    use flowd::{
         clock::TimeBase,
         flowtable::{FlowTable, TableConfig},
     };

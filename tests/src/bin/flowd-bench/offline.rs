@@ -1,7 +1,11 @@
 //! Part 7: offline. `flowd replay` against tshark's conversation
 //! statistics and Scapy's `rdpcap().sessions()` on one large capture,
-//! concatenated with `mergecap -a` from the shared captures into a
-//! temporary file (removed afterwards).
+//! concatenated with `mergecap -a` into a temporary file (removed
+//! afterwards). Captures are looked up in `FLOWD_PCAPS` (larger ones, not
+//! in the repository), then in the repository's `tests/data/pcaps`; the
+//! merged-capture rows are skipped, saying which file is missing, when one
+//! is in neither. Replay's fixed cost needs only a small capture that the
+//! repository has.
 
 use std::{
     path::{Path, PathBuf},
@@ -10,6 +14,7 @@ use std::{
 };
 
 use anyhow::{Context as _, ensure};
+use flowd_tests::packet::{Ipv4Ends, udp_frame};
 
 use std::os::fd::AsFd;
 
@@ -20,7 +25,7 @@ use super::{
     raw::{self, BPF_F_XDP_HAS_FRAGS, BPF_PROG_TYPE_XDP, XDP_PASS},
     sep, summarize,
 };
-use crate::{
+use flowd::{
     loader::{Datapath, Programs},
     replay::{BATCH_BYTES, ReplayOptions, replay_file},
     sys,
@@ -48,19 +53,65 @@ s = p.sessions()
 print(len(p), len(s))
 "#;
 
-/// Where the shared captures are: next to the repository (`../shared/pcaps`)
-/// or at /work/shared/pcaps.
-fn pcap_dir() -> anyhow::Result<PathBuf> {
-    let candidates = [
-        std::env::var_os("FLOWD_PCAPS").map(PathBuf::from),
-        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/pcaps")),
-        Some(PathBuf::from("/work/shared/pcaps")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.join(CAPTURES[0]).exists())
-        .context("the shared captures (set FLOWD_PCAPS to the pcaps directory)")
+/// The small capture for replay's fixed cost (136 frames; in the repository).
+const TINY: &str = "web/wikipedia.pcap";
+
+/// Where captures are looked up: `FLOWD_PCAPS` first (when set), then the
+/// repository's `tests/data/pcaps`.
+struct Captures {
+    large: Option<PathBuf>,
+    repo: PathBuf,
+}
+
+impl Captures {
+    fn new() -> Self {
+        Self {
+            large: std::env::var_os("FLOWD_PCAPS").map(PathBuf::from),
+            repo: flowd_tests::data_dir().join("pcaps"),
+        }
+    }
+
+    fn find(&self, rel: &str) -> Option<PathBuf> {
+        self.large
+            .iter()
+            .chain([&self.repo])
+            .map(|d| d.join(rel))
+            .find(|p| p.is_file())
+    }
+
+    /// Where a missing capture was looked for, for the message.
+    fn looked_in(&self) -> String {
+        format!(
+            "FLOWD_PCAPS ({}) and {}",
+            self.large
+                .as_ref()
+                .map_or_else(|| "not set".to_owned(), |d| d.display().to_string()),
+            self.repo.display()
+        )
+    }
+}
+
+/// One line for the machine section: where larger captures come from.
+pub(super) fn describe_captures() -> String {
+    let c = Captures::new();
+    let missing: Vec<&str> = CAPTURES
+        .iter()
+        .copied()
+        .filter(|r| c.find(r).is_none())
+        .collect();
+    match (&c.large, missing.is_empty()) {
+        (_, true) => format!("captures: all found ({})", c.looked_in()),
+        (None, false) => format!(
+            "captures: FLOWD_PCAPS is not set and {} is not in {}: part 7's merged-capture rows will be skipped (set FLOWD_PCAPS to a directory holding it)",
+            missing.join(", "),
+            c.repo.display()
+        ),
+        (Some(_), false) => format!(
+            "captures: {} not found in {}: part 7's merged-capture rows will be skipped",
+            missing.join(", "),
+            c.looked_in()
+        ),
+    }
 }
 
 /// A temporary file, removed on drop.
@@ -106,7 +157,7 @@ impl Tool {
 fn run_tool(tool: Tool, file: &Path, script: &Script) -> anyhow::Result<(f64, f64)> {
     let mut cmd = match tool {
         Tool::Flowd => {
-            let mut c = Command::new(std::env::current_exe()?);
+            let mut c = Command::new(flowd_tests::flowd_bin());
             c.arg("replay").arg(file).args(["--format", "csv"]);
             c.env("FLOWD_LOG", "warn");
             c
@@ -142,8 +193,8 @@ fn run_tool(tool: Tool, file: &Path, script: &Script) -> anyhow::Result<(f64, f6
     Ok((wall, cpu))
 }
 
-/// `mergecap -a` of `copies` copies of [`CAPTURES`] into a temporary file.
-fn merged(dir: &Path, copies: usize, tag: &str) -> anyhow::Result<TempFile> {
+/// `mergecap -a` of `copies` copies of `set` into a temporary file.
+fn merged(set: &[PathBuf], copies: usize, tag: &str) -> anyhow::Result<TempFile> {
     let file = TempFile(std::env::temp_dir().join(format!(
         "flowd-bench-{}-replay-{tag}.pcap",
         std::process::id()
@@ -151,9 +202,7 @@ fn merged(dir: &Path, copies: usize, tag: &str) -> anyhow::Result<TempFile> {
     let mut merge = Command::new("mergecap");
     merge.args(["-a", "-F", "pcap", "-w"]).arg(&file.0);
     for _ in 0..copies {
-        for c in CAPTURES {
-            merge.arg(dir.join(c));
-        }
+        merge.args(set);
     }
     let out = merge.output().context("mergecap")?;
     ensure!(
@@ -165,26 +214,104 @@ fn merged(dir: &Path, copies: usize, tag: &str) -> anyhow::Result<TempFile> {
 }
 
 /// Copies of the capture set in the large capture, per copy in the plan's
-/// (small) one: the issue's "a large one from ../shared/pcaps with
-/// mergecap", where flowd's fixed cost no longer dominates.
+/// (small) one: the issue's "a large one with mergecap", where flowd's
+/// fixed cost no longer dominates.
 const LARGE_FACTOR: usize = 10;
 
 pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
     for c in ["mergecap", "capinfos", "tshark"] {
         require(c)?;
     }
-    let dir = pcap_dir()?;
+    let captures = Captures::new();
+    let tiny = captures
+        .find(TINY)
+        .with_context(|| format!("{TINY} in neither {}", captures.looked_in()))?;
+    let tiny_frames = frames_in(&tiny)?;
+    let script = Script::new("sessions.py", SCAPY_SESSIONS)?;
+    let set: Vec<(&str, Option<PathBuf>)> =
+        CAPTURES.iter().map(|c| (*c, captures.find(c))).collect();
+    let missing: Vec<&str> = set
+        .iter()
+        .filter(|(_, p)| p.is_none())
+        .map(|(c, _)| *c)
+        .collect();
+    let mut startup = Vec::new();
+    let merged_files = if missing.is_empty() {
+        let set: Vec<PathBuf> = set.into_iter().filter_map(|(_, p)| p).collect();
+        Some(merged_rows(
+            plan,
+            targets,
+            &set,
+            &tiny,
+            &script,
+            &mut startup,
+        )?)
+    } else {
+        println!(
+            "## 7. offline: merged captures SKIPPED\n\n{} not found in {}: the small and large merged-capture rows (and the 5× target) are not measured in this run. Set FLOWD_PCAPS to a directory holding the larger captures to run them.\n",
+            missing.join(", "),
+            captures.looked_in()
+        );
+        None
+    };
+    while startup.len() < plan.offline_reps[0] {
+        startup.push(run_tool(Tool::Flowd, &tiny, &script)?);
+    }
+    // tshark's own start-up, the same way: it is in every tshark row too.
+    let mut tshark_startup = Vec::new();
+    for _ in 0..plan.offline_reps[1] {
+        tshark_startup.push(run_tool(Tool::Tshark, &tiny, &script)?);
+    }
+    let st = summarize(&startup.iter().map(|x| x.0).collect::<Vec<_>>());
+    let tst = summarize(&tshark_startup.iter().map(|x| x.0).collect::<Vec<_>>());
+    println!(
+        "flowd replay's fixed cost (the same command on a {}-frame capture): {} s wall; tshark's start-up (its command on that capture): {} s wall.",
+        tiny_frames,
+        st.p(3),
+        tst.p(3),
+    );
+    if let Some((files, flowd_fps, tshark_fps)) = &merged_files {
+        println!(
+            "\nestimates, not measurements: each tool's median wall time above minus its median on the {tiny_frames}-frame capture (the fixed cost), frames divided by what is left; the two medians come from different runs, so the spread of both goes into the result.\n"
+        );
+        println!(
+            "| capture | flowd without fixed cost, frames/s (estimate) | tshark without start-up, frames/s (estimate) | ratio of the estimates | flowd's estimate / tshark as measured |"
+        );
+        println!("|---|---|---|---|---|");
+        for (which, name) in [(0, "small"), (1, "large")] {
+            let frames = frames_in(&files[which].0)? as f64;
+            let flowd_net = frames / (frames / flowd_fps[which] - st.median).max(1e-6);
+            let tshark_net = frames / (frames / tshark_fps[which] - tst.median).max(1e-6);
+            println!(
+                "| {name} | {} | {} | {:.2}× | {:.2}× |",
+                sep(flowd_net as u64),
+                sep(tshark_net as u64),
+                flowd_net / tshark_net,
+                flowd_net / tshark_fps[which],
+            );
+        }
+        println!();
+    }
+    fixed_cost_rows(merged_files.as_ref().map(|m| m.0[1].0.as_path()))
+}
+
+/// The merged captures (small and large) with flowd, tshark and Scapy;
+/// flowd's fixed cost measured interleaved with the small one's runs.
+/// Returns the files and flowd's and tshark's frames/s on each.
+fn merged_rows(
+    plan: &Plan,
+    targets: &mut Targets,
+    set: &[PathBuf],
+    tiny: &Path,
+    script: &Script,
+    startup: &mut Vec<(f64, f64)>,
+) -> anyhow::Result<([TempFile; 2], [f64; 2], [f64; 2])> {
     let small_copies = plan.offline_copies;
     let large_copies = plan.offline_copies * LARGE_FACTOR;
     let files = [
-        merged(&dir, small_copies, "small")?,
-        merged(&dir, large_copies, "large")?,
+        merged(set, small_copies, "small")?,
+        merged(set, large_copies, "large")?,
     ];
-    let tiny = dir.join("web/wikipedia.pcap");
-    let tiny_frames = frames_in(&tiny)?;
-    let script = Script::new("sessions.py", SCAPY_SESSIONS)?;
-
-    let mut startup = Vec::new();
     let mut tshark_fps = [0.0; 2];
     let mut flowd_fps = [0.0; 2];
     for (which, file) in files.iter().enumerate() {
@@ -212,11 +339,11 @@ pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
                     rep + 1,
                     plan.offline_reps[i]
                 );
-                samples[i].push(run_tool(tools[i], &file.0, &script)?);
+                samples[i].push(run_tool(tools[i], &file.0, script)?);
             }
             if !large && rep < plan.offline_reps[0] {
                 // flowd replay's fixed cost: the same command on a 136-frame capture.
-                startup.push(run_tool(Tool::Flowd, &tiny, &script)?);
+                startup.push(run_tool(Tool::Flowd, tiny, script)?);
             }
         }
 
@@ -268,23 +395,12 @@ pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
         }
         println!();
     }
-    let st = summarize(&startup.iter().map(|x| x.0).collect::<Vec<_>>());
-    for (which, name) in [(0, "small"), (1, "large")] {
-        let frames = frames_in(&files[which].0)? as f64;
-        let flowd_wall = frames / flowd_fps[which];
-        let marginal = frames / (flowd_wall - st.median).max(1e-6);
-        println!(
-            "{name} capture without flowd's fixed cost: {} frames/s ({:.2}× tshark).",
-            sep(marginal as u64),
-            marginal / tshark_fps[which]
-        );
-    }
-    println!(
-        "\nflowd replay's fixed cost (the same command on a {}-frame capture): {} s wall.",
-        tiny_frames,
-        st.p(3),
-    );
+    Ok((files, flowd_fps, tshark_fps))
+}
 
+/// Where replay's fixed cost goes, and the per-frame floor of a test run
+/// (with the large merged capture's frames per run, when it was made).
+fn fixed_cost_rows(large: Option<&Path>) -> anyhow::Result<()> {
     // Where the fixed cost and the per-frame floor come from.
     let capacity = ReplayOptions::default().capacity;
     let replay_only = Programs {
@@ -329,7 +445,13 @@ pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
         BPF_F_XDP_HAS_FRAGS,
         "empty_xdp",
     )?;
-    let frame = super::netns::udp_frame(super::netns::MAC_B, 1, 2);
+    let ends = Ipv4Ends {
+        src_mac: [0x02, 0, 0, 0, 0, 1],
+        dst_mac: [0x02, 0, 0, 0, 0, 2],
+        src: [198, 18, 0, 1],
+        dst: [198, 18, 0, 2],
+    };
+    let frame = udp_frame(&ends, 1, 2);
     let batch = vec![0u8; BATCH_BYTES];
     let calls = 200_000u32;
     let (mut floor, mut batch_floor) = (Vec::new(), Vec::new());
@@ -345,21 +467,29 @@ pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
         }
         batch_floor.push(t.elapsed().as_nanos() as f64 / f64::from(calls));
     }
-    // Frames per test run on the large capture, from one replay in this process.
-    let r = replay_file(&files[1].0, &ReplayOptions::default())?;
-    let per_run = r.frames as f64 / r.test_runs.max(1) as f64;
     let fl = summarize(&floor);
     let bf = summarize(&batch_floor);
-    println!(
-        "the per-frame floor: one `BPF_PROG_TEST_RUN` with an empty XDP program costs {} ns per call on a 60-byte frame and {} ns on a full {}-byte batch (wall, {} calls each); the large capture replays in {} test runs, {:.1} frames per run, so the floor is {:.0} ns per frame (one run per frame, as before: {:.0} ns).",
+    print!(
+        "the per-frame floor: one `BPF_PROG_TEST_RUN` with an empty XDP program costs {} ns per call on a 60-byte frame and {} ns on a full {}-byte batch (wall, {} calls each)",
         fl.p(0),
         bf.p(0),
         BATCH_BYTES,
         sep(u64::from(calls)),
-        sep(r.test_runs),
-        per_run,
-        bf.median / per_run,
-        fl.median,
     );
+    match large {
+        Some(large) => {
+            // Frames per test run on the large capture, from one replay in this process.
+            let r = replay_file(large, &ReplayOptions::default())?;
+            let per_run = r.frames as f64 / r.test_runs.max(1) as f64;
+            println!(
+                "; the large capture replays in {} test runs, {:.1} frames per run, so the floor is {:.0} ns per frame (one run per frame, as before: {:.0} ns).",
+                sep(r.test_runs),
+                per_run,
+                bf.median / per_run,
+                fl.median,
+            );
+        }
+        None => println!(" (frames per run: skipped, no large capture)."),
+    }
     Ok(())
 }

@@ -9,13 +9,14 @@ use std::{
 
 use anyhow::{Context as _, ensure};
 use flowd_common::{DEFAULT_FLOW_CAPACITY, DIR_EGRESS, DIR_INGRESS, counter};
+use flowd_tests::packet::eth;
 
 use super::{
     Plan, Summary, Targets,
     raw::{self, BPF_F_XDP_HAS_FRAGS, BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP, XDP_PASS},
     summarize,
 };
-use crate::{
+use flowd::{
     loader::Datapath,
     sys::{self, TestRunResult},
 };
@@ -44,17 +45,6 @@ impl Kind {
         buf[self.sport_off..self.sport_off + 2].copy_from_slice(&(i as u16).to_be_bytes());
         buf[self.src_byte_off] = 0x80 | (i >> 16) as u8;
     }
-}
-
-pub(super) fn eth(dst: [u8; 6], src: [u8; 6], tag: Option<u16>, ethertype: u16) -> Vec<u8> {
-    let mut f = dst.to_vec();
-    f.extend_from_slice(&src);
-    if let Some(vid) = tag {
-        f.extend_from_slice(&0x8100u16.to_be_bytes());
-        f.extend_from_slice(&vid.to_be_bytes());
-    }
-    f.extend_from_slice(&ethertype.to_be_bytes());
-    f
 }
 
 const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 1];

@@ -10,10 +10,11 @@ use std::{thread, time::Duration};
 
 use anyhow::ensure;
 use flowd_common::{DEFAULT_FLOW_CAPACITY, counter};
+use flowd_tests::{Flowd, metric, packet::syn_frame};
 
 use super::{
     Plan, Targets,
-    netns::{Daemon, Generator, MAC_NOBODY, Pair, metric, syn_frame},
+    bed::{self, Generator, Pair},
     proc_cpu_ns, sep, summarize,
 };
 
@@ -29,8 +30,8 @@ struct Counters {
     active: f64,
 }
 
-fn counters(d: &Daemon, dev: &str) -> anyhow::Result<Counters> {
-    let m = d.metrics()?;
+fn counters(d: &Flowd, dev: &str) -> anyhow::Result<Counters> {
+    let m = bed::metrics(d)?;
     let get = |name: &str, labels: &[(&str, &str)]| metric(&m, name, labels).unwrap_or(f64::NAN);
     let rx = [("device", dev), ("direction", "receive")];
     Ok(Counters {
@@ -67,21 +68,21 @@ struct Row {
 
 pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
     let pair = Pair::new()?;
-    let daemon = Daemon::start(&pair, &[])?;
-    let g = Generator::random_sources(&pair, syn_frame(MAC_NOBODY, 0, 80))?;
+    let daemon = pair.start_daemon(&[])?;
+    let g = Generator::random_sources(&pair, syn_frame(&pair.ends_to_nobody(), 0, 80))?;
     let dev = pair.if_b.clone();
     let mut rows = Vec::new();
     for &rate in plan.storm_rates {
         eprintln!("storm: {rate} new flows/s for {} s", plan.storm_secs);
         let c0 = counters(&daemon, &dev)?;
-        let b0 = pair.b.link_stats(&pair.if_b)?;
+        let b0 = pair.b.try_link_stats(&pair.if_b)?;
         let cpu0 = proc_cpu_ns(daemon.pid()).unwrap_or(0);
         let (sent, wall) = g.paced(u64::from(rate), plan.storm_secs)?;
         // Two drain intervals: everything sent is in the table or the bucket.
         thread::sleep(Duration::from_millis(2500));
         let cpu1 = proc_cpu_ns(daemon.pid()).unwrap_or(0);
         let c1 = counters(&daemon, &dev)?;
-        let b1 = pair.b.link_stats(&pair.if_b)?;
+        let b1 = pair.b.try_link_stats(&pair.if_b)?;
         rows.push(Row {
             rate,
             sent,
@@ -102,7 +103,7 @@ pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
     let mut lat = Vec::new();
     let mut size = 0;
     for _ in 0..plan.scrape_reps {
-        let (status, body, t) = daemon.get("/metrics")?;
+        let (status, body, t) = bed::get(&daemon, "/metrics")?;
         ensure!(status == 200, "GET /metrics: {status}");
         size = body.len();
         lat.push(t.as_secs_f64() * 1e3);

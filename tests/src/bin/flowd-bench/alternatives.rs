@@ -17,10 +17,11 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
+use flowd_tests::{Flowd, packet::udp_frame};
 
 use super::{
     Plan, Targets,
-    netns::{Daemon, Generator, MAC_B, Pair, Proc, udp_frame},
+    bed::{self, Generator, Pair, Proc},
     proc_cpu_ns, sep, summarize, tree_cpu_ns,
 };
 
@@ -165,8 +166,8 @@ fn start(tool: Tool, pair: &Pair, script: &Script) -> anyhow::Result<Running> {
 }
 
 /// Stops the tool and returns the packets it counted per source port of
-/// 198.18.0.1 → 198.18.0.2:`DPORT` (one 5-tuple per burst).
-fn stop(mut r: Running) -> anyhow::Result<HashMap<u16, u64>> {
+/// the pair's `a` → `b`:`DPORT` (one 5-tuple per burst).
+fn stop(mut r: Running, pair: &Pair) -> anyhow::Result<HashMap<u16, u64>> {
     match r.tool {
         Tool::Scapy => {
             let stdin = r.proc.child.stdin.as_mut().context("stdin")?;
@@ -186,14 +187,15 @@ fn stop(mut r: Running) -> anyhow::Result<HashMap<u16, u64>> {
                 .with_context(|| format!("Scapy output: {out:?}"))?;
             for row in v.as_array().into_iter().flatten() {
                 let f = |i: usize| row.get(i).cloned().unwrap_or_default();
-                if f(0) == "198.18.0.1" && f(4) == u64::from(DPORT) {
+                if f(0) == pair.ip_a.as_str() && f(4) == u64::from(DPORT) {
                     let sport = f(3).as_u64().unwrap_or(0) as u16;
                     *counts.entry(sport).or_default() += f(5).as_u64().unwrap_or(0);
                 }
             }
         }
         Tool::Tshark => {
-            let b = format!("198.18.0.2:{DPORT}");
+            let b = format!("{}:{DPORT}", pair.ip_b);
+            let a_prefix = format!("{}:", pair.ip_a);
             for line in out.lines() {
                 let t: Vec<&str> = line.split_whitespace().collect();
                 let Some(p) = t.iter().position(|x| *x == "<->") else {
@@ -210,7 +212,10 @@ fn stop(mut r: Running) -> anyhow::Result<HashMap<u16, u64>> {
                 } else {
                     continue;
                 };
-                let Some(sport) = a.strip_prefix("198.18.0.1:").and_then(|p| p.parse().ok()) else {
+                let Some(sport) = a
+                    .strip_prefix(a_prefix.as_str())
+                    .and_then(|p| p.parse().ok())
+                else {
                     continue;
                 };
                 *counts.entry(sport).or_default() +=
@@ -223,13 +228,13 @@ fn stop(mut r: Running) -> anyhow::Result<HashMap<u16, u64>> {
 
 /// The packets flowd's table holds per source port of the bursts'
 /// 5-tuples (`/api/v1/flows`).
-fn flowd_counts(d: &Daemon) -> anyhow::Result<HashMap<u16, u64>> {
-    let (status, body, _) = d.get("/api/v1/flows")?;
+fn flowd_counts(d: &Flowd, pair: &Pair) -> anyhow::Result<HashMap<u16, u64>> {
+    let (status, body, _) = bed::get(d, "/api/v1/flows")?;
     ensure!(status == 200, "GET /api/v1/flows: {status}");
     let v: serde_json::Value = serde_json::from_str(&body).context("flows JSON")?;
     let mut counts = HashMap::new();
     for f in v.as_array().into_iter().flatten() {
-        if f["dport"] == u64::from(DPORT) && f["src"] == "198.18.0.1" {
+        if f["dport"] == u64::from(DPORT) && f["src"] == pair.ip_a.as_str() {
             let sport = f["sport"].as_u64().unwrap_or(0) as u16;
             *counts.entry(sport).or_default() += f["packets"].as_u64().unwrap_or(0);
         }
@@ -250,8 +255,11 @@ struct Run {
 pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
     require("tshark")?;
     let pair = Pair::new()?;
-    let _socket = pair.b.run(|| Ok(UdpSocket::bind(("198.18.0.2", DPORT))?))?;
-    let daemon = Daemon::start(&pair, &[])?;
+    let ip_b = pair.ip_b.clone();
+    let _socket = pair
+        .b
+        .run_scoped(move || Ok(UdpSocket::bind((ip_b.as_str(), DPORT))?))?;
+    let daemon = pair.start_daemon(&[])?;
     let script = Script::new("sniff.py", SCAPY_SNIFF)?;
     let tools = [Tool::Scapy, Tool::Tshark];
     let mut results: Vec<(u32, Tool, Vec<Run>)> = Vec::new();
@@ -275,13 +283,13 @@ pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
                     rep + 1,
                     plan.alt_reps
                 );
-                let g = Generator::fixed(&pair, udp_frame(MAC_B, sport, DPORT))?;
-                let b0 = pair.b.link_stats(&pair.if_b)?;
+                let g = Generator::fixed(&pair, udp_frame(&pair.ends, sport, DPORT))?;
+                let b0 = pair.b.try_link_stats(&pair.if_b)?;
                 let (c0, f0) = (tree_cpu_ns(pid), proc_cpu_ns(daemon.pid()).unwrap_or(0));
                 let (sent, _wall) = g.paced(u64::from(rate), plan.alt_secs)?;
                 thread::sleep(GRACE);
                 let (c1, f1) = (tree_cpu_ns(pid), proc_cpu_ns(daemon.pid()).unwrap_or(0));
-                let b1 = pair.b.link_stats(&pair.if_b)?;
+                let b1 = pair.b.try_link_stats(&pair.if_b)?;
                 bursts.push((
                     sport,
                     Run {
@@ -294,11 +302,11 @@ pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
                     },
                 ));
             }
-            let counted = stop(running)?;
+            let counted = stop(running, &pair)?;
             // flowd drains every second: wait for the drain after the last burst.
             let mut flowd = HashMap::new();
             for _ in 0..30 {
-                flowd = flowd_counts(&daemon)?;
+                flowd = flowd_counts(&daemon, &pair)?;
                 if bursts
                     .iter()
                     .all(|(p, r)| flowd.get(p).copied().unwrap_or(0) >= r.sent)

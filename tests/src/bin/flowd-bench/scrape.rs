@@ -11,7 +11,7 @@ use flowd_common::{
 };
 
 use super::{Plan, Targets, sep, summarize};
-use crate::{
+use flowd::{
     export::{
         aggregate::{AggConfig, Aggregator},
         groups::PeerGroups,
@@ -95,7 +95,7 @@ pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
             agg.absorb(&k, &d, dev);
             tcp.absorb(&k, &d, dev);
         }
-        agg.tick(crate::clock::realtime_ns());
+        agg.tick(flowd::clock::realtime_ns());
         for format in [Format::Text004, Format::OpenMetrics] {
             let mut snap_ms = Vec::new();
             let mut enc_ms = Vec::new();
@@ -168,7 +168,7 @@ pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
     }
     println!(
         "\nseries budget {} (default), top flows {} (default), window ≤ {} flows: the exposition stays the same size however many flows are active. Part 8 adds an end-to-end GET /metrics against the running daemon.",
-        sep(crate::export::aggregate::DEFAULT_SERIES_BUDGET as u64),
+        sep(flowd::export::aggregate::DEFAULT_SERIES_BUDGET as u64),
         AggConfig::default().top_flows,
         sep(AggConfig::default().window_max_flows as u64)
     );

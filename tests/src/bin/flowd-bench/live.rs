@@ -14,14 +14,15 @@ use std::{
 
 use anyhow::{Context as _, ensure};
 use flowd_common::{DEFAULT_FLOW_CAPACITY, DIR_INGRESS, counter};
+use flowd_tests::{LinkStats, in_ns, packet::udp_frame};
 
 use super::{
     Plan, Targets,
-    netns::{Generator, LinkStats, MAC_B, Pair, in_ns, udp_frame},
-    raw::{self, BPF_PROG_TYPE_XDP, XDP_PASS},
+    bed::{Generator, Pair},
+    raw::{self, BPF_F_XDP_HAS_FRAGS, BPF_PROG_TYPE_XDP, XDP_PASS},
     sep, summarize,
 };
-use crate::loader::{Datapath, XdpAttachMode};
+use flowd::loader::{Datapath, XdpAttachMode};
 
 const TARGET_RATIO: f64 = 0.90;
 const DPORT: u16 = 9000;
@@ -37,7 +38,7 @@ impl Config {
     fn name(self) -> &'static str {
         match self {
             Self::Nothing => "no XDP program (GRO path into the stack)",
-            Self::EmptyXdp => "empty XDP program (`XDP_PASS`)",
+            Self::EmptyXdp => "empty XDP program (`XDP_PASS`, frags flag as flowd's)",
             Self::Flowd => "flowd (XDP ingress + TC egress attached, RTT on)",
         }
     }
@@ -56,7 +57,7 @@ struct Receiver {
 
 impl Receiver {
     fn new(pair: &Pair) -> anyhow::Result<Self> {
-        let if_b = pair.if_b.clone();
+        let (if_b, ip_b) = (pair.if_b.clone(), pair.ip_b.clone());
         let (dp, ifindex_b, slot, socket) = in_ns(&pair.b.name, move || {
             let mut dp = Datapath::load(DEFAULT_FLOW_CAPACITY).context("loading flowd")?;
             dp.attach(&if_b, Some(XdpAttachMode::Native))?;
@@ -67,13 +68,15 @@ impl Receiver {
                 .map(|a| (a.ifindex, a.slot))
                 .context("attached interface missing")?;
             dp.detach(ifindex);
-            let s = UdpSocket::bind(("198.18.0.2", DPORT)).context("binding the receiver")?;
+            let s = UdpSocket::bind((ip_b.as_str(), DPORT)).context("binding the receiver")?;
             Ok((dp, ifindex, slot, s))
         })?;
+        // With the frags flag, as flowd's XDP program (`#[xdp(frags)]`), so
+        // both take the same attach and run path on the veth.
         let empty = raw::load_prog(
             BPF_PROG_TYPE_XDP,
             &raw::ret_insns(XDP_PASS as i32),
-            0,
+            BPF_F_XDP_HAS_FRAGS,
             "bench_xdp_pass",
         )?;
         Ok(Self {
@@ -135,15 +138,15 @@ impl Run {
 
 fn one_run(pair: &Pair, rx: &mut Receiver, g: &Generator, frames: u64) -> anyhow::Result<Run> {
     let (b0, a0) = (
-        pair.b.link_stats(&pair.if_b)?,
-        pair.a.link_stats(&pair.if_a)?,
+        pair.b.try_link_stats(&pair.if_b)?,
+        pair.a.try_link_stats(&pair.if_a)?,
     );
     let t0 = rx.rx_packets()?;
     let wall = g.burst(frames)?;
     std::thread::sleep(Duration::from_millis(50));
     let (b1, a1) = (
-        pair.b.link_stats(&pair.if_b)?,
-        pair.a.link_stats(&pair.if_a)?,
+        pair.b.try_link_stats(&pair.if_b)?,
+        pair.a.try_link_stats(&pair.if_a)?,
     );
     let t1 = rx.rx_packets()?;
     let (db, da): (LinkStats, LinkStats) = (b1 - b0, a1 - a0);
@@ -179,7 +182,7 @@ fn stats_sysctl() -> String {
 pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
     let pair = Pair::new()?;
     let mut rx = Receiver::new(&pair)?;
-    let g = Generator::fixed(&pair, udp_frame(MAC_B, 40000, DPORT))?;
+    let g = Generator::fixed(&pair, udp_frame(&pair.ends, 40000, DPORT))?;
     let frames = u64::from(plan.live_frames);
     let configs = [Config::Nothing, Config::EmptyXdp, Config::Flowd];
     // Warm-up: the neighbour and socket paths, the page pool.

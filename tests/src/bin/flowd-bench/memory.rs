@@ -23,7 +23,7 @@ use super::{
     },
     rss_bytes, sep, summarize, trim_heap,
 };
-use crate::{
+use flowd::{
     clock::TimeBase,
     export::aggregate::{AggConfig, Aggregator},
     flowtable::{Flow, FlowTable, TableConfig},
@@ -124,8 +124,8 @@ fn memlock(fd: BorrowedFd<'_>) -> u64 {
 
 pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
     // ---- daemon: flow table per active flow
-    let slot = crate::flowtable::SLOT_BYTES;
-    let wheel = crate::flowtable::WHEEL_BYTES;
+    let slot = flowd::flowtable::SLOT_BYTES;
+    let wheel = flowd::flowtable::WHEEL_BYTES;
     let mut rows = Vec::new();
     for &n in plan.mem_flows {
         let mut t = Vec::new();
@@ -240,7 +240,7 @@ pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
     }
 
     // ---- per-CPU against shared hash
-    let ncpu = crate::sys::possible_cpus()?;
+    let ncpu = flowd::sys::possible_cpus()?;
     const N: u32 = 65_536;
     let key = size_of::<FlowKey>() as u32;
     let val = size_of::<FlowStats>() as u32;

@@ -1,4 +1,9 @@
-//! `flowd bench`: the measurements behind BENCHMARKS.md (run through `cargo xtask bench`).
+//! `flowd-bench`: the measurements behind BENCHMARKS.md. `cargo xtask bench`
+//! builds the release `flowd` and this binary and runs
+//! `flowd-bench --flowd target/release/flowd ARGS`. It measures the flowd
+//! library's parts directly and runs the `flowd` binary given for the
+//! daemon and replay; its namespaces, veth pair, bpffs and daemon control
+//! are the e2e harness's (`flowd_tests`).
 //!
 //! 1. Per-packet cost: the real XDP and TC programs against empty ones
 //!    (loaded here with a raw `BPF_PROG_LOAD`), through `BPF_PROG_TEST_RUN`,
@@ -25,28 +30,55 @@
 //! 198.18.0.0/15. BENCHMARKS.md explains the method and the results.
 
 mod alternatives;
+mod bed;
 mod drain;
 mod live;
 mod memory;
-mod netns;
 mod offline;
 mod packet;
 mod raw;
 mod scrape;
 mod storm;
 
-use std::{fmt::Write as _, time::Instant};
+use std::{fmt::Write as _, path::PathBuf, process::ExitCode, time::Instant};
 
-/// Arguments of `flowd bench`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct BenchArgs {
+use clap::Parser;
+
+/// Measure flowd: the numbers behind BENCHMARKS.md (as root).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "flowd-bench")]
+struct BenchArgs {
+    /// The flowd binary to run as the daemon and for replay (`cargo xtask
+    /// bench` passes target/release/flowd).
+    #[arg(long, value_name = "PATH")]
+    flowd: PathBuf,
     /// Fewer rounds, repeats, rates and repetitions (about 4 minutes instead of about 15).
     #[arg(long)]
-    pub quick: bool,
+    quick: bool,
     /// Run only these parts (1 per packet, 2 live veth, 3 alternatives,
     /// 4 drain, 5 memory, 6 scrape, 7 offline, 8 new-flow storm), e.g. `--only 2,3`.
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=8))]
-    pub only: Vec<u8>,
+    only: Vec<u8>,
+}
+
+fn main() -> ExitCode {
+    let args = BenchArgs::parse();
+    if !args.flowd.is_file() {
+        eprintln!(
+            "flowd-bench: {} is not a file (build it: cargo build --release -p flowd)",
+            args.flowd.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let flowd = std::fs::canonicalize(&args.flowd).unwrap_or_else(|_| args.flowd.clone());
+    flowd_tests::use_flowd_bin(flowd);
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flowd-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// How much of everything a run does.
@@ -125,7 +157,7 @@ const FULL: Plan = Plan {
     storm_secs: 6.0,
 };
 
-pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let plan = if args.quick { &QUICK } else { &FULL };
     let want = |part: u8| args.only.is_empty() || args.only.contains(&part);
     let started = Instant::now();
@@ -262,6 +294,7 @@ fn machine(out: &mut String) {
     let _ = writeln!(out, "- memory: {mem}");
     let _ = writeln!(out, "- kernel.bpf_stats_enabled: {}", stats.trim());
     let _ = writeln!(out, "- load average at start: {}", loadavg());
+    let _ = writeln!(out, "- {}", offline::describe_captures());
     if stats.trim() != "0" {
         let _ = writeln!(
             out,

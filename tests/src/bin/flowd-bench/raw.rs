@@ -34,7 +34,7 @@ const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 pub(super) const XDP_PASS: u32 = 2;
 pub(super) const XDP_TX: u32 = 3;
 
-pub(super) use crate::sys::{Attr, XdpMd, bpf};
+pub(super) use flowd::sys::{Attr, XdpMd, bpf};
 
 /// One BPF instruction: opcode, registers, offset, immediate.
 pub(super) const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
@@ -193,7 +193,7 @@ const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 /// The size of a loaded program: (xlated instructions, instructions the
 /// verifier processed).
 pub(super) fn prog_sizes(prog: BorrowedFd<'_>) -> anyhow::Result<(u64, u64)> {
-    crate::sys::prog_verifier_work(prog).context("BPF_OBJ_GET_INFO_BY_FD")
+    flowd::sys::prog_verifier_work(prog).context("BPF_OBJ_GET_INFO_BY_FD")
 }
 
 /// `kernel.bpf_stats_enabled = 1` while it lives; the old value is written

@@ -1,0 +1,78 @@
+//! What one scrape shows: the daemon fills a [`Snapshot`] under its lock
+//! and the exporter encodes it outside.
+
+use flowd_common::IfaceCounters;
+
+use crate::export::{
+    aggregate::AggSnapshot, histogram::HistogramSnapshot, ipfix::IpfixStats, process::ProcessStats,
+    tcp::TcpSnapshot,
+};
+
+/// One monitored interface as the exporter sees it.
+#[derive(Debug, Clone)]
+pub struct IfaceSnapshot {
+    pub device: String,
+    pub rx: IfaceCounters,
+    pub tx: IfaceCounters,
+    /// `Some("native" | "generic")` while XDP is attached.
+    pub xdp_mode: Option<&'static str>,
+    pub tc_attached: bool,
+    /// Link speed in bits per second, when known.
+    pub speed_bps: Option<u64>,
+}
+
+/// What one scrape shows; taken under the daemon's lock, encoded outside it.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub ifaces: Vec<IfaceSnapshot>,
+    pub flows_active: u64,
+    pub flows_max: u64,
+    pub flows_started: u64,
+    /// (end reason, flows ended for it)
+    pub flows_ended: Vec<(&'static str, u64)>,
+    pub flow_map_capacity: u64,
+    pub drains: u64,
+    /// Drains started early because the flow map reached the fill threshold.
+    pub drains_early: u64,
+    /// Entries in the generation map being written, at the last check.
+    pub flow_map_fill: u64,
+    pub drained_entries: u64,
+    pub last_drain_entries: u64,
+    pub drain_errors: u64,
+    /// Duration of each drain (flip, wait, read and delete), seconds.
+    pub drain_seconds: HistogramSnapshot,
+    pub groups: AggSnapshot,
+    /// The exporting process (none: the `process_*` families are left out).
+    pub process: Option<ProcessStats>,
+    /// Sources flagged as scanning right now, and flagged since start.
+    pub scan_suspects: u64,
+    pub scan_flagged: u64,
+    /// The IPFIX exporter's counters, when one is configured.
+    pub ipfix: Option<IpfixStats>,
+    /// The JSON-lines records sink's counters, when one is configured.
+    pub records: Option<crate::export::records::RecordStats>,
+    pub tcp: TcpSnapshot,
+    /// TCP details of each of `groups.top`, when it is a TCP flow.
+    pub top_tcp: Vec<Option<TopTcp>>,
+    /// The HTTP server's connections.
+    pub http: HttpSnapshot,
+}
+
+/// The HTTP server's connection counters (see [`crate::listen::ConnStats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HttpSnapshot {
+    pub open: u64,
+    pub max: u64,
+    pub rejected: u64,
+    pub accept_errors: u64,
+}
+
+/// TCP details of a top flow, from the flow table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopTcp {
+    /// Minimum and smoothed RTT of its connection, ns, when sampled.
+    pub rtt: Option<(u64, u64)>,
+    /// Segments and retransmitted segments in its current record.
+    pub segments: u64,
+    pub retransmitted: u64,
+}
