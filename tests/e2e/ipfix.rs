@@ -352,7 +352,7 @@ fn replay_sends_a_captures_records_to_nfdump() {
     let capture = flowd_tests::data_dir().join("pcaps/web/wikipedia.pcap");
     assert!(
         capture.is_file(),
-        "{} missing (set FLOWD_SHARED)",
+        "{} missing: the captures are part of the repository (tests/data/pcaps)",
         capture.display()
     );
     let tmp = flowd_tests::TempDir::new("flowd-ipfix");

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, path::PathBuf, process::Command};
 use flowd_tests::{Flowd, Link, api_flows, flowd_bin, wait};
 use serde_json::Value;
 
-fn shared() -> PathBuf {
+fn data() -> PathBuf {
     flowd_tests::data_dir()
 }
 
@@ -44,10 +44,10 @@ fn tcpreplay_into_a_veth_equals_flowd_replay() {
         "dos/amp.dns.RRSIG.fragmented.pcap",
     ];
     for capture in captures {
-        let file = shared().join("pcaps").join(capture);
+        let file = data().join("pcaps").join(capture);
         assert!(
             file.is_file(),
-            "{} missing (set FLOWD_SHARED)",
+            "{} missing: the captures are part of the repository (tests/data/pcaps)",
             file.display()
         );
         // Offline.
