@@ -5,7 +5,7 @@
 //! and holds no `bool`, enum or `Option`. Addresses are network-order bytes;
 //! IPv4 addresses are IPv4-mapped IPv6 (`::ffff:a.b.c.d`) so that one key
 //! type serves both families.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 use core::mem::size_of;
 
@@ -533,4 +533,77 @@ mod pod {
     unsafe impl aya::Pod for SeqSlot {}
     // SAFETY: as above.
     unsafe impl aya::Pod for SeqBucket {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_add_up_and_refuse_an_overflow() {
+        let a = FlowCounts {
+            packets: 2,
+            bytes: 120,
+            syn: 1,
+            tcp_flags: proto::tcp::SYN,
+            dscp: 10,
+            seq_valid: 1,
+            ..Default::default()
+        };
+        let b = FlowCounts {
+            packets: 3,
+            bytes: 4500,
+            retrans: 1,
+            ce: 2,
+            tcp_flags: proto::tcp::ACK,
+            dscp: 46,
+            ..Default::default()
+        };
+        let sum = a.checked_add(&b).unwrap();
+        assert_eq!((sum.packets, sum.bytes, sum.syn), (5, 4620, 1));
+        assert_eq!((sum.retrans, sum.ce), (1, 2));
+        assert_eq!(sum.tcp_flags, proto::tcp::SYN | proto::tcp::ACK);
+        assert_eq!(
+            (sum.dscp, sum.seq_valid),
+            (46, 1),
+            "the later DSCP, self's seq_valid"
+        );
+        let full = FlowCounts {
+            ect1: u32::MAX,
+            ..a
+        };
+        assert_eq!(full.checked_add(&FlowCounts { ect1: 1, ..b }), None);
+    }
+
+    #[test]
+    fn protocol_table_has_one_name_per_number() {
+        for (i, (p, n)) in proto::ip::NAMES.iter().enumerate() {
+            assert!(
+                proto::ip::NAMES[i + 1..]
+                    .iter()
+                    .all(|(q, m)| q != p && m != n)
+            );
+            assert_eq!(proto::ip::name(*p), Some(*n));
+        }
+        assert_eq!(proto::ip::name(proto::ip::ICMPV6), Some("icmpv6"));
+        assert_eq!(proto::ip::name(253), None);
+        assert!(proto::ip::has_ports(proto::ip::SCTP) && !proto::ip::has_ports(proto::ip::ICMP));
+    }
+
+    #[test]
+    fn replay_chunks_read_back() {
+        let mut buf = [0u8; 128];
+        let meta = ReplayMeta::new(60, 0).to_bytes();
+        let start = replay::put_chunk(&mut buf, 128, &meta, &[7; 20]);
+        assert_eq!(start, 128 - 20 - replay::CHUNK_OVERHEAD);
+        let at = replay::put_end_mark(&mut buf, start);
+        let (m, frame, s) = replay::chunk_before(&buf, 128).unwrap();
+        assert_eq!((m, frame, s), (meta, &[7u8; 20][..], start));
+        assert_eq!(
+            replay::chunk_before(&buf[at..], start - at),
+            None,
+            "end mark"
+        );
+        assert_eq!(&meta[8..16], &1u64.to_le_bytes(), "time 0 becomes 1 ns");
+    }
 }

@@ -10,7 +10,10 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
-use flowd_common::proto::ip;
+use flowd_common::{
+    DIR_INGRESS,
+    proto::{direction_name, ip},
+};
 use serde_json::Value;
 
 use crate::replay::human_bytes;
@@ -197,7 +200,7 @@ pub fn render(addr: SocketAddr, now: &Value, prev: Option<(&Value, f64)>) -> Str
             n(f, "packets"),
             n(f, "bytes"),
             f["device"].as_str().unwrap_or("?"),
-            if f["direction"] == "ingress" {
+            if f["direction"] == direction_name(DIR_INGRESS) {
                 "in"
             } else {
                 "out"

@@ -29,6 +29,8 @@ pub struct Flow {
     pub rtt_samples: u32,
 }
 
+const _: () = assert!(size_of::<Flow>() == 136);
+
 impl Flow {
     pub(super) fn new(key: FlowKey) -> Self {
         Self {

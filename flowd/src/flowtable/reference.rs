@@ -8,11 +8,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use flowd_common::{FlowCounts, FlowKey, FlowStats, proto::tcp};
+use flowd_common::{
+    FlowCounts, FlowKey, FlowStats,
+    proto::{ip::TCP, tcp},
+};
 
 use super::{EndReason, Ended, Flow, TableConfig, TableStats};
-
-const TCP: u8 = 6;
 
 #[derive(Default)]
 pub(super) struct RefTable {
