@@ -95,7 +95,7 @@ impl Shared {
         g.top
             .iter()
             .map(|(k, _)| {
-                if k.proto != 6 {
+                if k.proto != flowd_common::proto::ip::TCP {
                     return None;
                 }
                 let side = g.sides.get(usize::from(k.side))?;
