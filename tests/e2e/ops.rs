@@ -253,7 +253,13 @@ fn notify_protocol_on_a_real_socket() {
     );
     let mut buf = [0u8; 512];
     let mut next = || {
-        let n = sock.recv(&mut buf).expect("a notification within 10 s");
+        // A signal for another test's child can interrupt the wait: retry.
+        let n = loop {
+            match sock.recv(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => break r.expect("a notification within 10 s"),
+            }
+        };
         String::from_utf8_lossy(&buf[..n]).into_owned()
     };
     let mut seen = Vec::new();
