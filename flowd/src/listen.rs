@@ -157,36 +157,40 @@ async fn connection(
     let mut timed = TimeoutStream::new(stream);
     timed.set_read_timeout(Some(limits.idle_timeout));
     let timed = Box::pin(timed);
-    let service = TowerToHyperService::new(app);
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
     match tls {
-        None => {
-            let conn = builder.serve_connection(TokioIo::new(timed), service);
-            let mut conn = pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => return r.map_err(io::Error::other),
-                _ = stop.wait_for(|s| *s) => {}
-            }
-            conn.as_mut().graceful_shutdown();
-            conn.await.map_err(io::Error::other)
-        }
+        None => serve_http1(timed, app, limits, stop).await,
         Some(acceptor) => {
             let stream = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(timed))
                 .await
                 .map_err(|_| {
                     io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
                 })??;
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            let mut conn = pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => return r.map_err(io::Error::other),
-                _ = stop.wait_for(|s| *s) => {}
-            }
-            conn.as_mut().graceful_shutdown();
-            conn.await.map_err(io::Error::other)
+            serve_http1(stream, app, limits, stop).await
         }
     }
+}
+
+/// HTTP/1.1 on `io` with hyper's header-read timeout; on stop, the request
+/// in flight finishes and the connection closes.
+async fn serve_http1<I>(
+    io: I,
+    app: Router,
+    limits: Limits,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> io::Result<()>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
+    let mut conn = pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => return r.map_err(io::Error::other),
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    conn.await.map_err(io::Error::other)
 }
