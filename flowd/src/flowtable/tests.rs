@@ -546,7 +546,11 @@ mod pages {
         src[12..].copy_from_slice(&[198, 18, (i >> 8) as u8, i as u8]);
         FlowKey {
             ifindex: 2 + i % 2,
-            proto: if i % 3 == 0 { ip::TCP } else { ip::UDP },
+            proto: if i.is_multiple_of(3) {
+                ip::TCP
+            } else {
+                ip::UDP
+            },
             src,
             dst: [7; 16],
             sport: 1000 + (i % 50) as u16,
