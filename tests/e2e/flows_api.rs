@@ -372,11 +372,13 @@ fn flows_api_pages_filters_and_streams_with_bounded_memory() {
     let rss_peak = peak.load(Ordering::Relaxed);
     let growth_mb = rss_peak.saturating_sub(rss_before) as f64 / 1024.0;
     let max = |v: &[Duration]| v.iter().max().copied().unwrap_or_default();
-    let median = |v: &[Duration]| {
+    let quantile = |v: &[Duration], q: f64| {
         let mut v = v.to_vec();
         v.sort();
-        v.get(v.len() / 2).copied().unwrap_or_default()
+        let i = ((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1));
+        v.get(i).copied().unwrap_or_default()
     };
+    let median = |v: &[Duration]| quantile(v, 0.5);
     println!(
         "/metrics while a dump is stalled: median {:?}, max {:?} ({} scrapes)",
         median(&stalled),
@@ -384,8 +386,9 @@ fn flows_api_pages_filters_and_streams_with_bounded_memory() {
         stalled.len()
     );
     println!(
-        "/metrics while {dumps} full dumps streamed: median {:?}, max {:?} ({} scrapes)",
+        "/metrics while {dumps} full dumps streamed: median {:?}, p99 {:?}, max {:?} ({} scrapes)",
         median(&streaming),
+        quantile(&streaming, 0.99),
         max(&streaming),
         streaming.len()
     );
