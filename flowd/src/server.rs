@@ -19,16 +19,18 @@ use crate::{
     state::Shared,
 };
 
+mod flows;
+
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/metrics", get(scrape))
-        .route("/api/v1/flows", get(flows))
         .route("/api/v1/top", get(top))
         .route("/api/v1/suspects", get(suspects))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/", get(index))
-        .with_state(shared)
+        .with_state(Arc::clone(&shared))
+        .merge(flows::router(shared))
 }
 
 async fn scrape(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> impl IntoResponse {
@@ -41,13 +43,6 @@ async fn scrape(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> impl I
     .await
     .unwrap_or_default();
     ([(header::CONTENT_TYPE, format.content_type())], body)
-}
-
-async fn flows(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    let flows = tokio::task::spawn_blocking(move || shared.flows_json())
-        .await
-        .unwrap_or_default();
-    Json(flows)
 }
 
 #[derive(Debug, serde::Deserialize)]

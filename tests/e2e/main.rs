@@ -8,6 +8,7 @@ mod congestion;
 mod dashboard;
 mod deploy;
 mod flows;
+mod flows_api;
 mod fresh_totals;
 mod full_disk;
 mod ipfix;

@@ -55,11 +55,11 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     })
 }
 
-/// Flows from `/api/v1/flows` as JSON objects.
+/// Every flow from `/api/v1/flows` (the full dump, `?limit=all`) as JSON objects.
 pub fn api_flows(ns: &Netns, flowd: &Flowd) -> Vec<serde_json::Value> {
     let (status, body) = ns
-        .http_get(flowd.listen, "/api/v1/flows")
-        .expect("GET /api/v1/flows");
+        .http_get(flowd.listen, "/api/v1/flows?limit=all")
+        .expect("GET /api/v1/flows?limit=all");
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).expect("flows JSON")
 }

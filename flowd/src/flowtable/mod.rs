@@ -29,6 +29,39 @@ use pair::pair_is_originator;
 use slab::{DECIDED, JUDGED, LIVE, Link, NIL, QUEUED, WHEEL, bucket, tick};
 pub use slab::{SLOT_BYTES, WHEEL_BYTES};
 
+/// Which flows a listing wants: every field given must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlowFilter {
+    /// Source address (IPv4 as IPv4-mapped, as keys hold it).
+    pub src: Option<[u8; 16]>,
+    pub dst: Option<[u8; 16]>,
+    /// Source or destination port, of protocols with ports.
+    pub port: Option<u16>,
+    pub proto: Option<u8>,
+    /// The flow's interface is one of these (`Some(empty)`: none matches).
+    pub ifindex: Option<Vec<u32>>,
+}
+
+impl FlowFilter {
+    pub fn matches(&self, k: &FlowKey) -> bool {
+        self.src.is_none_or(|a| a == k.src)
+            && self.dst.is_none_or(|a| a == k.dst)
+            && self.proto.is_none_or(|p| p == k.proto)
+            && self
+                .port
+                .is_none_or(|p| ip::has_ports(k.proto) && (k.sport == p || k.dport == p))
+            && self.ifindex.as_ref().is_none_or(|i| i.contains(&k.ifindex))
+    }
+}
+
+/// One page of a walk over the table ([`FlowTable::page`]).
+#[derive(Debug)]
+pub struct Page<'a> {
+    pub flows: Vec<&'a Flow>,
+    /// The slot the next page starts at; `None`: this was the last page.
+    pub next: Option<u32>,
+}
+
 /// Every live flow, keyed by its 5-tuple (plus interface, direction, VLAN).
 ///
 /// Memory per flow is the daemon's largest cost, so the flows live in a
@@ -420,6 +453,45 @@ impl FlowTable {
             .zip(&self.marks)
             .filter(|(_, m)| m.get() & LIVE != 0)
             .map(|(f, _)| f)
+    }
+
+    /// One page of a walk over the table: up to `limit` (at least 1) flows
+    /// matching `filter`, from slot `cursor` on, looking at no more than
+    /// `max_slots` slots (so a selective filter cannot make one call walk
+    /// the whole table); and the slot to continue from, `None` once the
+    /// walk has reached the end of the slab. A page may come back short,
+    /// even empty, with a next slot: the slot budget ran out first.
+    ///
+    /// A flow keeps its slot while it lives and the cursor only moves
+    /// forward, so a walk that follows `next` from 0 sees every flow that
+    /// lives throughout it exactly once, whatever is inserted or removed
+    /// between the calls, and no flow twice. A flow that starts or ends
+    /// during the walk is seen at most once.
+    pub fn page(
+        &self,
+        cursor: u32,
+        limit: usize,
+        max_slots: usize,
+        filter: &FlowFilter,
+    ) -> Page<'_> {
+        let end = self.flows.len();
+        let start = (cursor as usize).min(end);
+        let stop = start.saturating_add(max_slots.max(1)).min(end);
+        let limit = limit.max(1);
+        let mut flows = Vec::new();
+        let mut s = start;
+        while s < stop && flows.len() < limit {
+            let f = &self.flows[s];
+            if self.marks[s].get() & LIVE != 0 && filter.matches(&f.key) {
+                flows.push(f);
+            }
+            s += 1;
+        }
+        Page {
+            flows,
+            // Slots are below 2^31 (see `insert`).
+            next: (s < end).then_some(s as u32),
+        }
     }
 
     /// The other direction of this flow's connection: addresses and ports

@@ -531,3 +531,256 @@ mod slab {
         check(&t);
     }
 }
+
+/// Walking the table a page at a time: each flow that lives throughout a
+/// walk is seen exactly once, whatever comes and goes between pages.
+mod pages {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn key(i: u32) -> FlowKey {
+        let mut src = [0u8; 16];
+        src[10] = 0xff;
+        src[11] = 0xff;
+        src[12..].copy_from_slice(&[198, 18, (i >> 8) as u8, i as u8]);
+        FlowKey {
+            ifindex: 2 + i % 2,
+            proto: if i.is_multiple_of(3) {
+                ip::TCP
+            } else {
+                ip::UDP
+            },
+            src,
+            dst: [7; 16],
+            sport: 1000 + (i % 50) as u16,
+            dport: 80,
+            ..Default::default()
+        }
+    }
+
+    fn add(t: &mut FlowTable, k: &FlowKey) {
+        let d = FlowStats {
+            counts: FlowCounts {
+                packets: 1,
+                bytes: 100,
+                ..Default::default()
+            },
+            first_seen_ns: SEC,
+            last_seen_ns: SEC,
+            ..Default::default()
+        };
+        t.apply(k, &d, TimeBase::Capture);
+    }
+
+    fn drop_flow(t: &mut FlowTable, k: &FlowKey) {
+        let s = t.slot(k).expect("live");
+        t.remove(s);
+    }
+
+    /// Follows the cursor from 0; `between` runs after every page.
+    fn walk(
+        t: &mut FlowTable,
+        limit: usize,
+        max_slots: usize,
+        filter: &FlowFilter,
+        mut between: impl FnMut(&mut FlowTable, usize),
+    ) -> Vec<FlowKey> {
+        let mut seen = Vec::new();
+        let mut cursor = 0;
+        for n in 0.. {
+            let p = t.page(cursor, limit, max_slots, filter);
+            assert!(p.flows.len() <= limit);
+            seen.extend(p.flows.iter().map(|f| f.key));
+            let Some(next) = p.next else { break };
+            assert!(next > cursor, "the cursor moves forward");
+            assert!(next as usize <= cursor as usize + max_slots);
+            cursor = next;
+            between(t, n);
+        }
+        seen
+    }
+
+    #[test]
+    fn a_still_table_is_seen_once_in_slot_order() {
+        let mut t = FlowTable::default();
+        for i in 0..100 {
+            add(&mut t, &key(i));
+        }
+        // Holes in the slab.
+        for i in (0..100).step_by(7) {
+            drop_flow(&mut t, &key(i));
+        }
+        let all: Vec<FlowKey> = t.iter().map(|f| f.key).collect();
+        for (limit, slots) in [(1, 1), (7, 1000), (10, 3), (1000, 1000), (30, 100)] {
+            let got = walk(&mut t, limit, slots, &FlowFilter::default(), |_, _| {});
+            assert_eq!(got, all, "limit {limit}, slots {slots}");
+        }
+        // Past the end: nothing, and no next page.
+        let p = t.page(10_000, 10, 10, &FlowFilter::default());
+        assert!(p.flows.is_empty() && p.next.is_none());
+        let p = t.page(0, 1000, 1000, &FlowFilter::default());
+        assert_eq!(p.flows.len(), all.len());
+        assert_eq!(p.next, None);
+    }
+
+    #[test]
+    fn the_slot_budget_bounds_a_selective_page() {
+        let mut t = FlowTable::default();
+        for i in 0..1000 {
+            add(&mut t, &key(i));
+        }
+        let none = FlowFilter {
+            proto: Some(ip::ICMP),
+            ..Default::default()
+        };
+        let p = t.page(100, 10, 64, &none);
+        assert!(p.flows.is_empty());
+        assert_eq!(p.next, Some(164));
+        // The last flow is found from any cursor before it.
+        let last = FlowFilter {
+            src: Some(key(999).src),
+            ..Default::default()
+        };
+        let got = walk(&mut t, 5, 64, &last, |_, _| {});
+        assert_eq!(got, vec![key(999)]);
+    }
+
+    #[test]
+    fn flows_living_throughout_are_seen_exactly_once_under_churn() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next_rand = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for round in 0..20 {
+            let mut t = FlowTable::default();
+            let mut live: Vec<u32> = (0..500).collect();
+            for &i in &live {
+                add(&mut t, &key(i));
+            }
+            // Free some slots first so insertions reuse them.
+            for _ in 0..50 {
+                let j = (next_rand() % live.len() as u64) as usize;
+                drop_flow(&mut t, &key(live.swap_remove(j)));
+            }
+            let at_start: HashMap<FlowKey, ()> = live.iter().map(|&i| (key(i), ())).collect();
+            let mut removed = Vec::new();
+            let mut added = Vec::new();
+            let mut fresh = 10_000;
+            let limit = 1 + round;
+            let seen = walk(&mut t, limit, 37, &FlowFilter::default(), |t, _| {
+                for _ in 0..(next_rand() % 6) {
+                    if live.is_empty() {
+                        break;
+                    }
+                    let j = (next_rand() % live.len() as u64) as usize;
+                    let i = live.swap_remove(j);
+                    drop_flow(t, &key(i));
+                    removed.push(key(i));
+                }
+                for _ in 0..(next_rand() % 6) {
+                    add(t, &key(fresh));
+                    added.push(key(fresh));
+                    live.push(fresh);
+                    fresh += 1;
+                }
+            });
+            let mut count: HashMap<FlowKey, usize> = HashMap::new();
+            for k in &seen {
+                *count.entry(*k).or_default() += 1;
+            }
+            assert!(count.values().all(|&n| n == 1), "no flow twice");
+            for k in at_start.keys().filter(|k| !removed.contains(k)) {
+                assert_eq!(
+                    count.get(k),
+                    Some(&1),
+                    "round {round}: {k:?} lived throughout"
+                );
+            }
+            // Every flow seen lived at some point of the walk.
+            assert!(
+                seen.iter()
+                    .all(|k| at_start.contains_key(k) || added.contains(k)),
+                "round {round}"
+            );
+        }
+    }
+
+    #[test]
+    fn filters_match_each_field() {
+        let mut t = FlowTable::default();
+        for i in 0..300 {
+            add(&mut t, &key(i));
+        }
+        let mut count = |f: FlowFilter| walk(&mut t, 13, 50, &f, |_, _| {});
+        let got = count(FlowFilter {
+            src: Some(key(42).src),
+            ..Default::default()
+        });
+        assert_eq!(got, vec![key(42)]);
+        let got = count(FlowFilter {
+            dst: Some([7; 16]),
+            ..Default::default()
+        });
+        assert_eq!(got.len(), 300);
+        let got = count(FlowFilter {
+            dst: Some([8; 16]),
+            ..Default::default()
+        });
+        assert!(got.is_empty());
+        let got = count(FlowFilter {
+            proto: Some(ip::TCP),
+            ..Default::default()
+        });
+        assert_eq!(got.len(), 100);
+        assert!(got.iter().all(|k| k.proto == ip::TCP));
+        // Either port: sport 1007 (6 flows) or dport 80 (all).
+        let got = count(FlowFilter {
+            port: Some(1007),
+            ..Default::default()
+        });
+        assert_eq!(got.len(), 6);
+        assert!(got.iter().all(|k| k.sport == 1007));
+        let got = count(FlowFilter {
+            port: Some(80),
+            ..Default::default()
+        });
+        assert_eq!(got.len(), 300);
+        let got = count(FlowFilter {
+            ifindex: Some(vec![3]),
+            proto: Some(ip::UDP),
+            ..Default::default()
+        });
+        assert_eq!(
+            got.len(),
+            (0..300).filter(|i| i % 2 == 1 && i % 3 != 0).count()
+        );
+        let got = count(FlowFilter {
+            ifindex: Some(vec![]),
+            ..Default::default()
+        });
+        assert!(got.is_empty());
+    }
+
+    #[test]
+    fn ports_match_only_protocols_with_ports() {
+        let icmp = FlowKey {
+            proto: ip::ICMP,
+            dport: 8 * 256,
+            ..Default::default()
+        };
+        let f = FlowFilter {
+            port: Some(8 * 256),
+            ..Default::default()
+        };
+        assert!(!f.matches(&icmp));
+        assert!(f.matches(&FlowKey {
+            proto: ip::SCTP,
+            sport: 8 * 256,
+            ..Default::default()
+        }));
+    }
+}

@@ -5,6 +5,8 @@
 
 mod views;
 
+pub use views::{CHUNK_FLOWS, CHUNK_SLOTS, FlowChunk};
+
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{

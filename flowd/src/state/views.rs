@@ -2,6 +2,8 @@
 //! view, the flow list and the scan suspects, as the HTTP handlers serve
 //! them.
 
+use std::collections::HashMap;
+
 use flowd_common::{DIR_EGRESS, DIR_INGRESS, FlowKey, IfaceCounters, counter};
 use serde_json::Value;
 use tracing::warn;
@@ -14,10 +16,24 @@ use crate::{
         metrics::{IfaceSnapshot, Snapshot, TopTcp},
         recent,
     },
-    flowtable::EndReason,
+    flowtable::{EndReason, Flow, FlowFilter},
     interfaces, record,
     scan::Suspect,
 };
+
+/// Most flows copied out of the table under one hold of its lock.
+pub const CHUNK_FLOWS: usize = 1000;
+/// Most slab slots looked at under one hold of the table lock (a selective
+/// filter finds few flows in many slots).
+pub const CHUNK_SLOTS: usize = 65_536;
+
+/// Flows copied out of the table: each with its connection state.
+#[derive(Debug, Default)]
+pub struct FlowChunk {
+    pub flows: Vec<(Flow, Option<&'static str>)>,
+    /// The slot to go on from; `None`: the walk reached the table's end.
+    pub next: Option<u32>,
+}
 
 impl Shared {
     /// Every interface seen in this run, attached or gone, with its exact
@@ -189,22 +205,33 @@ impl Shared {
         lock(&self.scan).suspects()
     }
 
-    pub fn flows_json(&self) -> Vec<Value> {
-        let names = lock(&self.names).clone();
-        let table = lock(&self.table);
-        table
-            .iter()
-            .map(|f| {
-                let dev = names
-                    .get(&f.key.ifindex)
-                    .cloned()
-                    .unwrap_or_else(|| format!("if{}", f.key.ifindex));
-                let mut v = record::flow_json(f, &dev);
-                if let Some(state) = table.conn_state(&f.key) {
-                    v["state"] = state.into();
-                }
-                v
-            })
-            .collect()
+    /// Up to `want` flows matching `filter`, from slot `cursor` on, copied
+    /// out of the table with their connection state, and the slot to go on
+    /// from (`None`: the table's end). The table lock is taken for at most
+    /// [`CHUNK_FLOWS`] flows and [`CHUNK_SLOTS`] slots at a time and is
+    /// never held while anything is encoded.
+    pub fn flows_chunk(&self, filter: &FlowFilter, mut cursor: u32, want: usize) -> FlowChunk {
+        let mut flows = Vec::new();
+        loop {
+            let table = lock(&self.table);
+            let room = want.saturating_sub(flows.len()).clamp(1, CHUNK_FLOWS);
+            let page = table.page(cursor, room, CHUNK_SLOTS, filter);
+            flows.extend(
+                page.flows
+                    .iter()
+                    .map(|f| ((*f).clone(), table.conn_state(&f.key))),
+            );
+            let next = page.next;
+            drop(table);
+            match next {
+                Some(n) if flows.len() < want => cursor = n,
+                next => return FlowChunk { flows, next },
+            }
+        }
+    }
+
+    /// The interface name of every ifindex seen in this run.
+    pub fn device_names(&self) -> HashMap<u32, String> {
+        lock(&self.names).clone()
     }
 }

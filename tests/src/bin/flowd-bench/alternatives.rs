@@ -227,9 +227,9 @@ fn stop(mut r: Running, pair: &Pair) -> anyhow::Result<HashMap<u16, u64>> {
 }
 
 /// The packets flowd's table holds per source port of the bursts'
-/// 5-tuples (`/api/v1/flows`).
+/// 5-tuples (`/api/v1/flows?limit=all`: every flow, not one page).
 fn flowd_counts(d: &Flowd, pair: &Pair) -> anyhow::Result<HashMap<u16, u64>> {
-    let (status, body, _) = bed::get(d, "/api/v1/flows")?;
+    let (status, body, _) = bed::get(d, "/api/v1/flows?limit=all")?;
     ensure!(status == 200, "GET /api/v1/flows: {status}");
     let v: serde_json::Value = serde_json::from_str(&body).context("flows JSON")?;
     let mut counts = HashMap::new();
