@@ -173,3 +173,129 @@ fn half_a_header_is_cut_off_after_the_header_timeout() {
         );
     }
 }
+
+/// The idle timeout counts bytes either way: a client that reads a full
+/// dump slowly, for longer than the 2 s timeout and without sending a byte
+/// meanwhile, gets all of it.
+#[test]
+fn a_slow_reader_gets_a_whole_dump_longer_than_the_idle_timeout() {
+    let link = Link::new();
+    let tmp = TempDir::new("flowd-limits-slow");
+    let cfg = config(&tmp, 64);
+    let flowd = Flowd::start(
+        &link.b,
+        &[
+            "--iface",
+            &link.if_b,
+            "--config",
+            &cfg,
+            "--drain-interval-ms",
+            "200",
+        ],
+    );
+    // 20,000 UDP flows from one source port: an 11 MB dump, more than the
+    // kernel buffers between flowd and the client hold.
+    const FLOWS: usize = 20_000;
+    let src: SocketAddr = format!("{}:40001", link.ip_a).parse().unwrap();
+    let ip_b = link.ip_b.clone();
+    link.a.run(move || {
+        let s = std::net::UdpSocket::bind(src).unwrap();
+        for port in 0..FLOWS {
+            let dst: SocketAddr = format!("{ip_b}:{}", 30_000 + port).parse().unwrap();
+            while let Err(e) = s.send_to(&[0x5a; 10], dst) {
+                assert_eq!(e.raw_os_error(), Some(libc::ENOBUFS), "{e}");
+                thread::sleep(Duration::from_micros(200));
+            }
+        }
+    });
+    let path = "/api/v1/flows?limit=all&proto=udp&port=40001";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = link
+            .b
+            .http_get(flowd.listen, &path.replace("limit=all", "limit=10000"))
+            .map(|(_, body)| body.matches("\"dport\"").count())
+            .unwrap_or(0);
+        if n >= 10_000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the flows were not drained ({n})"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    thread::sleep(Duration::from_millis(500));
+    // Read at about 2 MB/s through a 4 KB receive window: the dump takes
+    // some 5 s, and flowd is still writing it well after 2 s.
+    let addr = flowd.listen;
+    let (body, took) = link.b.run(move || slow_get(addr, path, 2 << 20));
+    let text = String::from_utf8(body).unwrap();
+    let json = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let flows: Vec<serde_json::Value> = serde_json::from_str(json)
+        .unwrap_or_else(|e| panic!("the dump was cut after {took:?}: {e}"));
+    assert_eq!(flows.len(), FLOWS);
+    assert!(
+        took > Duration::from_secs(3),
+        "the dump took only {took:?}: not slow enough to test"
+    );
+}
+
+/// An HTTP/1.0 GET read at about `rate` bytes a second through a small
+/// receive window; the whole answer and how long it took.
+fn slow_get(addr: SocketAddr, path: &str, rate: usize) -> (Vec<u8>, Duration) {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: a new socket; setsockopt with a valid int; the fd is owned by
+    // the TcpStream made from it.
+    let mut s = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let small: libc::c_int = 4096;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const small).cast(),
+            size_of::<libc::c_int>() as u32,
+        );
+        TcpStream::from_raw_fd(fd)
+    };
+    let SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 only")
+    };
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*v4.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: connect with a valid sockaddr_in on the socket above.
+    let r = unsafe {
+        libc::connect(
+            std::os::fd::AsRawFd::as_raw_fd(&s),
+            (&raw const sin).cast(),
+            size_of::<libc::sockaddr_in>() as u32,
+        )
+    };
+    assert_eq!(r, 0, "connect: {}", std::io::Error::last_os_error());
+    write!(s, "GET {path} HTTP/1.0\r\nHost: flowd\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let t = Instant::now();
+    let mut body = Vec::new();
+    let mut buf = [0u8; 16 << 10];
+    loop {
+        let n = s.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&buf[..n]);
+        // Pace: no faster than `rate` on average.
+        let due = Duration::from_secs_f64(body.len() as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(t.elapsed()) {
+            thread::sleep(wait);
+        }
+    }
+    (body, t.elapsed())
+}

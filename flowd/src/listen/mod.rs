@@ -6,9 +6,11 @@
 //! process's last file descriptors (issue 18). This loop is hyper-util's
 //! connection builder with three additions: a connection cap (excess
 //! connections are closed at once and counted), hyper's header-read timeout,
-//! and an idle timeout (tokio-io-timeout's read timeout on the socket: a
-//! connection that sends nothing for that long is closed, whether it is
-//! between requests or in the middle of one).
+//! and an idle timeout ([`idle`]: a connection on which no byte moves either
+//! way for that long is closed, between requests, in the middle of one, or
+//! while its client has stopped reading an answer).
+
+mod idle;
 
 use std::{
     future::Future,
@@ -28,7 +30,6 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use tokio::{net::TcpStream, sync::Semaphore};
-use tokio_io_timeout::TimeoutStream;
 use tokio_rustls::TlsAcceptor;
 
 /// How many connections, and for how long.
@@ -154,9 +155,7 @@ async fn connection(
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    let mut timed = TimeoutStream::new(stream);
-    timed.set_read_timeout(Some(limits.idle_timeout));
-    let timed = Box::pin(timed);
+    let timed = idle::Idle::new(stream, limits.idle_timeout);
     match tls {
         None => serve_http1(timed, app, limits, stop).await,
         Some(acceptor) => {
