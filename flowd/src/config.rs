@@ -211,7 +211,7 @@ pub struct WebConfig {
     /// Seconds from a request's first byte (or a TLS handshake's) to the
     /// end of its header.
     pub header_read_timeout_s: u64,
-    /// Seconds without a byte from the client before its connection closes.
+    /// Seconds in which no byte moves either way before a connection closes.
     pub idle_timeout_s: u64,
 }
 
