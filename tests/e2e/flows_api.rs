@@ -342,17 +342,21 @@ fn flows_api_pages_filters_and_streams_with_bounded_memory() {
     // Once it is done, the next full dump runs.
     assert_eq!(get(&link.b, api, "/api/v1/flows?limit=all").status, 200);
 
-    // Full dumps streaming back to back while /metrics is scraped.
+    // Full dumps streaming back to back while /metrics is scraped and a
+    // flood of new flows (B to A, egress) comes in. The dumps list A's
+    // flows only, which the flood does not change.
     let done = Arc::new(AtomicBool::new(false));
+    let a_only = format!("/api/v1/flows?limit=all&src={}&proto=udp", link.ip_a);
     let dumper = {
         let done = Arc::clone(&done);
         let full_len = full.len();
+        let a_only = a_only.clone();
         // A thread in b: its connections are made there.
         link.b.spawn(move || {
             let mut dumps = 0;
             let t = Instant::now();
             while dumps < 3 || t.elapsed() < Duration::from_secs(2) {
-                let (status, body) = flowd_tests::http_get(api, "/api/v1/flows?limit=all").unwrap();
+                let (status, body) = flowd_tests::http_get(api, &a_only).unwrap();
                 assert_eq!(status, 200, "{body}");
                 assert_eq!(body.len(), full_len);
                 dumps += 1;
@@ -361,12 +365,43 @@ fn flows_api_pages_filters_and_streams_with_bounded_memory() {
             dumps
         })
     };
+    const FLOOD_FLOWS: u16 = 4_000;
+    const FLOOD_EACH: usize = 5;
+    let flooder = {
+        let (src, ip_a) = (
+            format!("{}:6000", link.ip_b).parse::<SocketAddr>().unwrap(),
+            link.ip_a.clone(),
+        );
+        link.b.spawn(move || {
+            let tx = UdpSocket::bind(src).unwrap();
+            for i in 0..FLOOD_FLOWS {
+                let dst: SocketAddr = format!("{ip_a}:{}", 20_000 + i).parse().unwrap();
+                send_udp_on(&tx, dst, FLOOD_EACH, 16);
+            }
+        })
+    };
     let mut streaming = Vec::new();
     while !done.load(Ordering::Relaxed) {
         streaming.push(metrics_latency(&link.b, api));
         thread::sleep(Duration::from_millis(20));
     }
+    flooder.join().expect("flooder");
     let dumps = dumper.join().expect("dumper");
+    // Nothing of the flood is lost: every flow with exactly its packets.
+    let flood = format!(
+        "/api/v1/flows?limit=10000&src={}&proto=udp&port=6000",
+        link.ip_b
+    );
+    let flooded = wait::until(
+        "the flood's flows drained",
+        wait::DEADLINE,
+        || get(&link.b, api, &flood).json(),
+        |f| {
+            f.len() == usize::from(FLOOD_FLOWS)
+                && f.iter().all(|f| f["packets"] == FLOOD_EACH as u64)
+        },
+    );
+    assert_eq!(flooded.len(), usize::from(FLOOD_FLOWS));
     stop.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
     let rss_peak = peak.load(Ordering::Relaxed);
