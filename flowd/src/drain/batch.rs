@@ -1,6 +1,6 @@
 //! Batch syscalls on a flow map, 8,192 entries a call: every entry read
-//! and deleted (`BPF_MAP_LOOKUP_AND_DELETE_BATCH`), every entry read
-//! (`BPF_MAP_LOOKUP_BATCH`), and given keys deleted (`BPF_MAP_DELETE_BATCH`).
+//! and deleted (`BPF_MAP_LOOKUP_AND_DELETE_BATCH`), or every entry read
+//! (`BPF_MAP_LOOKUP_BATCH`).
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
@@ -8,7 +8,6 @@ use crate::sys::{Attr, SysError, bpf};
 
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
-const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 
 /// Entries per batch syscall.
 pub(crate) const DRAIN_BATCH: usize = 8192;
@@ -60,39 +59,6 @@ pub(crate) fn read_hash<K: Copy + Default, V: Copy + Default>(
         batch,
         chunk,
     )
-}
-
-/// Deletes `keys` from a hash map with `BPF_MAP_DELETE_BATCH`, at most
-/// [`DRAIN_BATCH`] a call. A key that is not there (ENOENT) is skipped.
-pub(crate) fn delete_keys<K: Copy>(
-    map: BorrowedFd<'_>,
-    map_name: &str,
-    keys: &[K],
-) -> Result<(), SysError> {
-    let mut rest = keys;
-    while !rest.is_empty() {
-        let n = rest.len().min(DRAIN_BATCH);
-        let mut attr = Attr::default();
-        attr.words[2] = rest.as_ptr() as u64;
-        attr.words[4] = n as u64 | ((map.as_raw_fd() as u64) << 32);
-        let r = bpf(BPF_MAP_DELETE_BATCH, &mut attr);
-        // Keys before `done` were deleted; on an error, key `done` failed.
-        let done = ((attr.words[4] & 0xffff_ffff) as usize).min(n);
-        match r {
-            Ok(_) => rest = &rest[n..],
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && done < n => {
-                rest = &rest[done + 1..];
-            }
-            Err(source) => {
-                return Err(SysError::Map {
-                    cmd: "BPF_MAP_DELETE_BATCH",
-                    map: map_name.to_owned(),
-                    source,
-                });
-            }
-        }
-    }
-    Ok(())
 }
 
 /// One pass of a hash batch command (`cmd`: lookup, or lookup and delete)

@@ -6,10 +6,9 @@
 //!   CONTROL.active_gen = 1 - G        programs now write FLOWS_{1-G}
 //!   grace period (synchronize_rcu)    every program that still saw G has returned:
 //!                                     FLOWS_G is final
-//!   lookup FLOWS_G (batch)            each delta reaches user space once; entries
-//!    + delete those without seq state  without TCP sequence state deleted per batch
+//!   lookup FLOWS_G (batch)            each delta reaches user space exactly once
 //!   TCP_SEQ_* <- sequence state       retransmission detection spans the flip
-//!   delete the rest of FLOWS_G        until now a new entry in FLOWS_{1-G} found
+//!   lookup-and-delete FLOWS_G         until now a new entry in FLOWS_{1-G} found
 //!                                     its flow's sequence state in FLOWS_G
 //!   GEN_INSERTS[G] = 0                the fill of G starts again from zero
 //! ```
@@ -22,7 +21,7 @@ use std::{
 
 use flowd_common::{FlowKey, FlowStats, SeqSlot};
 
-use super::batch::{DRAIN_BATCH, delete_keys, read_hash};
+use super::batch::{DRAIN_BATCH, drain_hash, read_hash};
 use crate::{
     loader::{Datapath, LoadError},
     sys::{Attr, SysError, bpf},
@@ -44,36 +43,39 @@ impl Datapath {
         // Read first, delete after the carry: a TCP flow's entry stays in
         // the old generation, where a new entry in the active one finds its
         // sequence state (`update_flow`), until the carry holds that state.
-        // The old generation is final after the wait, so a read is exact.
+        // The old generation is final after the wait, so the read is exact.
         let (name, fd) = self.flow_map_fd(old)?;
         let mut seq_now: Vec<(u64, SeqSlot)> = Vec::new();
-        let mut held: Vec<FlowKey> = Vec::new();
-        let mut done: Vec<FlowKey> = Vec::with_capacity(DRAIN_BATCH);
-        let read = read_hash(
+        let mut read = 0;
+        let read_result = read_hash(
             fd,
             name,
             DRAIN_BATCH,
             |keys: &[FlowKey], values: &[FlowStats]| {
-                done.clear();
                 for (k, v) in keys.iter().zip(values) {
-                    match Datapath::seq_slot(k, v) {
-                        Some(s) => {
-                            seq_now.push(s);
-                            held.push(*k);
-                        }
-                        None => done.push(*k),
+                    if let Some(s) = Datapath::seq_slot(k, v) {
+                        seq_now.push(s);
                     }
                     sink(k, v);
                 }
-                // Entries without sequence state go at once.
-                delete_keys(fd, name, &done)
+                read += keys.len();
+                Ok(())
             },
         );
-        // Also after a failed read: what was read reached `sink`.
+        // Also after a failed read: what was read has its carry.
         let carried = self.carry_seq(seq_now);
+        // The delete walks the final map in the read's order: its first
+        // `read` entries reached `sink`, any after them (a read that
+        // failed part way) reach it now.
         let (name, fd) = self.flow_map_fd(old)?;
-        delete_keys(fd, name, &held)?;
-        let n = read?;
+        let mut seen = 0;
+        let n = drain_hash(fd, name, DRAIN_BATCH, |k: &FlowKey, v: &FlowStats| {
+            seen += 1;
+            if seen > read {
+                sink(k, v);
+            }
+        })?;
+        read_result?;
         carried?;
         self.reset_inserts(old)?;
         Ok(n)
