@@ -291,8 +291,11 @@ fn slot_of(ifindex: u32) -> u32 {
 /// carry and from `other`, the previous generation: until the drain has
 /// written the carry, the flow's entry there is fresher (the drain deletes
 /// it only after).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site per generation, inlined"
+)]
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn update_flow(
     flows: &HashMap<FlowKey, FlowStats>,
     other: &HashMap<FlowKey, FlowStats>,
