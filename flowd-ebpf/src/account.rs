@@ -118,9 +118,13 @@ pub(crate) fn account<const INLINE_IP: bool, const RTT: bool>(f: &Frame, pkt: &P
     };
     // One call site per map, so the verifier can inline each map's lookup.
     let (v, prev_ts) = if ctl.active_gen == 0 {
-        update_flow(&FLOWS_0, 0, key, info, packets, bytes, &clock, totals)
+        update_flow(
+            &FLOWS_0, &FLOWS_1, 0, key, info, packets, bytes, &clock, totals,
+        )
     } else {
-        update_flow(&FLOWS_1, 1, key, info, packets, bytes, &clock, totals)
+        update_flow(
+            &FLOWS_1, &FLOWS_0, 1, key, info, packets, bytes, &clock, totals,
+        )
     };
     if clock.rtt && info.tcp_full {
         rtt(key, info, v, prev_ts, pkt, &clock, totals);
@@ -282,9 +286,19 @@ fn slot_of(ifindex: u32) -> u32 {
     slot.unwrap_or(0)
 }
 
+/// Adds the packet to its flow in `flows` (the active generation). A new
+/// entry of a TCP segment with data takes its sequence state from the
+/// carry and from `other`, the previous generation: until the drain has
+/// written the carry, the flow's entry there is fresher (the drain deletes
+/// it only after).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site per generation, inlined"
+)]
 #[inline(always)]
 fn update_flow(
     flows: &HashMap<FlowKey, FlowStats>,
+    other: &HashMap<FlowKey, FlowStats>,
     generation: u32,
     key: &FlowKey,
     info: &L4Info,
@@ -311,15 +325,23 @@ fn update_flow(
     let probe_ts = clock.rtt && info.has_ts;
     // Only segments with data look (a cold cache line): a pure ACK's first
     // packet in a generation may take its probe again.
-    if info.tcp_full
-        && info.tcp_payload > 0
-        && let Some(c) = carried(key, clock.seq_gen)
-    {
-        if c.tag & SEQ_TAG_VALID != 0 {
-            new.seq_next = c.seq_next;
+    if info.tcp_full && info.tcp_payload > 0 {
+        if let Some(c) = carried(key, clock.seq_gen) {
+            if c.tag & SEQ_TAG_VALID != 0 {
+                new.seq_next = c.seq_next;
+                new.counts.seq_valid = 1;
+            }
+            prev_ts = c.ts_last;
+        }
+        // SAFETY: a read of a plain value; the programs no longer write
+        // the previous generation, and its entry stays valid for this run (RCU).
+        if let Some(o) = unsafe { other.get(key) }
+            && o.counts.seq_valid != 0
+            && (new.counts.seq_valid == 0 || o.seq_next.wrapping_sub(new.seq_next) as i32 > 0)
+        {
+            new.seq_next = o.seq_next;
             new.counts.seq_valid = 1;
         }
-        prev_ts = c.ts_last;
     }
     if probe_ts {
         // `rtt` takes this packet's probe (or looks for its echo) now.

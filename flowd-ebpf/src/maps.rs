@@ -12,7 +12,9 @@ use flowd_common::{
 };
 
 /// Flow generation 0 and 1: the programs write to the one `CONTROL` names,
-/// the daemon drains the other. A shared hash with atomic adds: per-CPU
+/// the daemon drains the other (a new TCP entry with data also reads the
+/// other's sequence state, which is fresher than `TCP_SEQ_*` until the
+/// drain has written the carry). A shared hash with atomic adds: per-CPU
 /// values would cost capacity x CPUs x 48 bytes (see BENCHMARKS.md).
 #[map]
 pub(crate) static FLOWS_0: HashMap<FlowKey, FlowStats> =
@@ -59,8 +61,8 @@ pub(crate) static RTT_RECENT: Array<[u8; 64]> = Array::with_max_entries(RTT_RECE
 pub(crate) static RTT_EVENTS: RingBuf = RingBuf::with_byte_size(RTT_EVENTS_BYTES, 0);
 
 /// A TCP flow's highest sequence end (and last RTT timestamp) at the last
-/// drain (written by the daemon), read when the flow's entry is created in
-/// a new generation. Arrays of 4-way buckets (`seq_hash`): the lookup is
+/// drain (written by the daemon before it deletes the drained generation),
+/// read when the flow's entry is created in a new generation. Arrays of 4-way buckets (`seq_hash`): the lookup is
 /// inlined by the verifier, one cache line, no helper call and no LRU
 /// bookkeeping. The daemon writes the one `Control::seq_gen` does not name.
 #[map]

@@ -1,10 +1,12 @@
-//! The batch drain: every entry of a flow map read and deleted with a
-//! handful of `BPF_MAP_LOOKUP_AND_DELETE_BATCH` calls, 8,192 entries each.
+//! Batch syscalls on a flow map, 8,192 entries a call: every entry read
+//! and deleted (`BPF_MAP_LOOKUP_AND_DELETE_BATCH`), or every entry read
+//! (`BPF_MAP_LOOKUP_BATCH`).
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use crate::sys::{Attr, SysError, bpf};
 
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
 
 /// Entries per batch syscall.
@@ -21,6 +23,54 @@ pub fn drain_hash<K: Copy + Default, V: Copy + Default>(
     batch: usize,
     mut sink: impl FnMut(&K, &V),
 ) -> Result<usize, SysError> {
+    // Entries copied out were deleted, also when the call reports an error.
+    walk_hash(
+        BPF_MAP_LOOKUP_AND_DELETE_BATCH,
+        "BPF_MAP_LOOKUP_AND_DELETE_BATCH",
+        map,
+        map_name,
+        batch,
+        |keys: &[K], values: &[V]| {
+            for (k, v) in keys.iter().zip(values) {
+                sink(k, v);
+            }
+            Ok(())
+        },
+    )
+}
+
+/// Reads every entry of a hash map with `BPF_MAP_LOOKUP_BATCH` (deleting
+/// nothing), handing `chunk` the entries of each call. Stops at the first
+/// error `chunk` returns. Returns the number of entries read.
+///
+/// Only exact on a map nothing writes to meanwhile (a drained generation
+/// after the grace period). K and V as in [`drain_hash`].
+pub(crate) fn read_hash<K: Copy + Default, V: Copy + Default>(
+    map: BorrowedFd<'_>,
+    map_name: &str,
+    batch: usize,
+    chunk: impl FnMut(&[K], &[V]) -> Result<(), SysError>,
+) -> Result<usize, SysError> {
+    walk_hash(
+        BPF_MAP_LOOKUP_BATCH,
+        "BPF_MAP_LOOKUP_BATCH",
+        map,
+        map_name,
+        batch,
+        chunk,
+    )
+}
+
+/// One pass of a hash batch command (`cmd`: lookup, or lookup and delete)
+/// over every entry of `map`, `chunk` called with what each call copied out.
+fn walk_hash<K: Copy + Default, V: Copy + Default>(
+    cmd: libc::c_long,
+    cmd_name: &'static str,
+    map: BorrowedFd<'_>,
+    map_name: &str,
+    batch: usize,
+    mut chunk: impl FnMut(&[K], &[V]) -> Result<(), SysError>,
+) -> Result<usize, SysError> {
     let mut keys = vec![K::default(); batch];
     let mut values = vec![V::default(); batch];
     // Hash batch cursors are bucket indexes (u32); give them 8 bytes.
@@ -35,12 +85,9 @@ pub fn drain_hash<K: Copy + Default, V: Copy + Default>(
         attr.words[2] = keys.as_mut_ptr() as u64;
         attr.words[3] = values.as_mut_ptr() as u64;
         attr.words[4] = keys.len() as u64 | ((map.as_raw_fd() as u64) << 32);
-        let r = bpf(BPF_MAP_LOOKUP_AND_DELETE_BATCH, &mut attr);
-        // Entries copied out were deleted, also when the call reports an error.
-        let count = (attr.words[4] & 0xffff_ffff) as usize;
-        for i in 0..count.min(keys.len()) {
-            sink(&keys[i], &values[i]);
-        }
+        let r = bpf(cmd, &mut attr);
+        let count = ((attr.words[4] & 0xffff_ffff) as usize).min(keys.len());
+        chunk(&keys[..count], &values[..count])?;
         total += count;
         match r {
             Ok(_) => {}
@@ -54,7 +101,7 @@ pub fn drain_hash<K: Copy + Default, V: Copy + Default>(
             }
             Err(source) => {
                 return Err(SysError::Map {
-                    cmd: "BPF_MAP_LOOKUP_AND_DELETE_BATCH",
+                    cmd: cmd_name,
                     map: map_name.to_owned(),
                     source,
                 });

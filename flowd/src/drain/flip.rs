@@ -1,12 +1,15 @@
 //! The kernel half of a drain: flip the generation the programs write to,
-//! wait out the grace period, then batch-read and delete the old
-//! generation and carry its TCP sequence state over.
+//! wait out the grace period, then batch-read the old generation, carry
+//! its TCP sequence state over and delete it.
 //!
 //! ```text
 //!   CONTROL.active_gen = 1 - G        programs now write FLOWS_{1-G}
-//!   grace period (synchronize_rcu)    every program that still saw G has returned
-//!   lookup-and-delete FLOWS_G         each delta reaches user space exactly once
+//!   grace period (synchronize_rcu)    every program that still saw G has returned:
+//!                                     FLOWS_G is final
+//!   lookup FLOWS_G (batch)            each delta reaches user space exactly once
 //!   TCP_SEQ_* <- sequence state       retransmission detection spans the flip
+//!   lookup-and-delete FLOWS_G         until now a new entry in FLOWS_{1-G} found
+//!                                     its flow's sequence state in FLOWS_G
 //!   GEN_INSERTS[G] = 0                the fill of G starts again from zero
 //! ```
 
@@ -18,7 +21,7 @@ use std::{
 
 use flowd_common::{FlowKey, FlowStats, SeqSlot};
 
-use super::batch::{DRAIN_BATCH, drain_hash};
+use super::batch::{DRAIN_BATCH, drain_hash, read_hash};
 use crate::{
     loader::{Datapath, LoadError},
     sys::{Attr, SysError, bpf},
@@ -26,7 +29,8 @@ use crate::{
 
 impl Datapath {
     /// One drain: flip the generation, wait out programs still writing to the
-    /// old one, then read and delete all of it. Returns the entries drained.
+    /// old one, then read all of it, carry its TCP sequence state and delete
+    /// it. Returns the entries drained.
     pub fn drain(
         &mut self,
         mut sink: impl FnMut(&FlowKey, &FlowStats),
@@ -36,15 +40,43 @@ impl Datapath {
         if self.may_have_writers() {
             grace_period()?;
         }
+        // Read first, delete after the carry: a TCP flow's entry stays in
+        // the old generation, where a new entry in the active one finds its
+        // sequence state (`update_flow`), until the carry holds that state.
+        // The old generation is final after the wait, so the read is exact.
         let (name, fd) = self.flow_map_fd(old)?;
         let mut seq_now: Vec<(u64, SeqSlot)> = Vec::new();
+        let mut read = 0;
+        let read_result = read_hash(
+            fd,
+            name,
+            DRAIN_BATCH,
+            |keys: &[FlowKey], values: &[FlowStats]| {
+                for (k, v) in keys.iter().zip(values) {
+                    if let Some(s) = Datapath::seq_slot(k, v) {
+                        seq_now.push(s);
+                    }
+                    sink(k, v);
+                }
+                read += keys.len();
+                Ok(())
+            },
+        );
+        // Also after a failed read: what was read has its carry.
+        let carried = self.carry_seq(seq_now);
+        // The delete walks the final map in the read's order: its first
+        // `read` entries reached `sink`, any after them (a read that
+        // failed part way) reach it now.
+        let (name, fd) = self.flow_map_fd(old)?;
+        let mut seen = 0;
         let n = drain_hash(fd, name, DRAIN_BATCH, |k: &FlowKey, v: &FlowStats| {
-            if let Some(s) = Datapath::seq_slot(k, v) {
-                seq_now.push(s);
+            seen += 1;
+            if seen > read {
+                sink(k, v);
             }
-            sink(k, v);
         })?;
-        self.carry_seq(seq_now)?;
+        read_result?;
+        carried?;
         self.reset_inserts(old)?;
         Ok(n)
     }

@@ -4,8 +4,10 @@
 //!
 //! ```text
 //!  drain loop (run)          every interval, or when the fill reaches drain_at_fill_percent
-//!   -> flip.rs               flip the generation, grace period, batch-read + delete the old one
-//!       -> batch.rs          BPF_MAP_LOOKUP_AND_DELETE_BATCH, 8,192 entries a call
+//!   -> flip.rs               flip the generation, grace period, batch-read the old one,
+//!                            carry its TCP sequence state, delete it
+//!       -> batch.rs          BPF_MAP_LOOKUP_BATCH, then BPF_MAP_LOOKUP_AND_DELETE_BATCH,
+//!                            8,192 entries a call
 //!   -> absorb.rs             deltas -> flow table, aggregates, TCP signals, live view
 //!                            (in chunks, while the batch drain runs)
 //!                            -> timeouts -> ended flows -> records, IPFIX

@@ -1,7 +1,9 @@
 //! The TCP sequence carry: each TCP flow's next expected sequence number
 //! survives the drain of its generation, so a retransmission right after a
 //! flip is still recognised. The state lives in two `TCP_SEQ_*` arrays of
-//! buckets; the programs read one while this writes the other.
+//! buckets; the programs read one while this writes the other. The drain
+//! writes it before it deletes the drained generation: until then a new
+//! entry finds the fresher state there (`update_flow` in flowd-ebpf).
 
 use std::os::fd::AsFd;
 
