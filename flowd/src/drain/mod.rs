@@ -40,7 +40,10 @@ const FILL_CHECK: Duration = Duration::from_millis(20);
 /// capacity, until `stop` is set. `tick` runs on every pass (at least
 /// every 50 ms) for the daemon's own chores.
 pub fn run(shared: &Shared, stop: &AtomicBool, mut tick: impl FnMut(Instant)) {
-    let mut next = Instant::now();
+    // The start drained what an earlier flowd left: the first periodic
+    // drain is one interval later (not at once, which raced with the first
+    // packets after READY and split their flows over two generations).
+    let mut next = Instant::now() + lock(&shared.config).drain_interval();
     let mut next_fill = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
