@@ -200,6 +200,9 @@ impl Engine {
                 return;
             }
             self.stats.reasm_gap += 1;
+        } else if self.reasm.is_retransmission(&skey, seq) {
+            self.stats.retransmissions += 1;
+            return;
         }
         let Some(start) = detect::classify(&pkt.payload, true, dns_port) else {
             self.stats.unrecognised += 1;
@@ -243,6 +246,9 @@ impl Engine {
             let (parsed, kind) = parse(start, rest, last);
             match parsed {
                 Parsed::Done(msg, used) => {
+                    if is_tcp {
+                        self.reasm.parsed_up_to(stream_key(&origin.key), next_seq);
+                    }
                     self.handle(origin, msg);
                     off += used.max(1);
                     if off >= data.len() {
@@ -254,10 +260,13 @@ impl Engine {
                     }
                 }
                 Parsed::Cut(msg) => {
+                    if is_tcp {
+                        self.reasm.parsed_up_to(stream_key(&origin.key), next_seq);
+                    }
                     match kind {
                         L7Kind::Http => self.stats.http_truncated += 1,
                         L7Kind::Dns => self.stats.dns_truncated += 1,
-                        L7Kind::Tls => {}
+                        L7Kind::Tls => self.stats.tls_truncated += 1,
                     }
                     if limit && !cut {
                         self.stats.reasm_limit += 1;

@@ -33,6 +33,9 @@ pub struct Buf {
 
 pub struct Reasm {
     bufs: HashMap<FlowKey, Buf>,
+    /// Per flow direction, the sequence number after the last message
+    /// parsed: a segment before it is a retransmission, not a new request.
+    seen: HashMap<FlowKey, u32>,
     max_flows: usize,
 }
 
@@ -48,6 +51,7 @@ impl Reasm {
     pub fn new(max_flows: usize) -> Self {
         Self {
             bufs: HashMap::new(),
+            seen: HashMap::new(),
             max_flows: max_flows.max(1),
         }
     }
@@ -80,6 +84,27 @@ impl Reasm {
         self.bufs.insert(k, buf);
     }
 
+    /// Remembers where the last message of `k` ended.
+    pub fn parsed_up_to(&mut self, k: FlowKey, next_seq: u32) {
+        if self.seen.len() >= self.max_flows
+            && !self.seen.contains_key(&k)
+            && let Some(any) = self.seen.keys().next().copied()
+        {
+            // No age kept for these: any one goes (it only costs a
+            // retransmission seen as new).
+            self.seen.remove(&any);
+        }
+        self.seen.insert(k, next_seq);
+    }
+
+    /// Whether a segment of `k` starting at `seq` repeats bytes already
+    /// parsed.
+    pub fn is_retransmission(&self, k: &FlowKey, seq: u32) -> bool {
+        self.seen
+            .get(k)
+            .is_some_and(|&end| (seq.wrapping_sub(end) as i32) < 0)
+    }
+
     /// Drops buffers started more than `age_ns` before `now_ns`.
     pub fn expire(&mut self, now_ns: u64, age_ns: u64, stats: &mut L7Stats) {
         let before = self.bufs.len();
@@ -92,5 +117,6 @@ impl Reasm {
     pub fn clear(&mut self, stats: &mut L7Stats) {
         stats.reasm_expired += self.bufs.len() as u64;
         self.bufs.clear();
+        self.seen.clear();
     }
 }

@@ -21,11 +21,16 @@ pub struct L7Stats {
     pub http_truncated: u64,
     /// TLS handshake records tls-parser rejected, or cut short.
     pub tls_parse_errors: u64,
+    /// ClientHellos cut by the snap length inside an extension other than
+    /// padding: emitted with the fields captured, without JA4.
+    pub tls_truncated: u64,
     /// DNS messages that were not DNS (bad header, name, compression loop).
     pub dns_parse_errors: u64,
     /// DNS responses cut short: the answers that fitted were kept.
     pub dns_truncated: u64,
 
+    /// TCP segments that repeat bytes already parsed (not new requests).
+    pub retransmissions: u64,
     /// Reassembly buffers dropped at a sequence gap.
     pub reasm_gap: u64,
     /// Reassembly buffers dropped at the per-flow segment or byte bound.

@@ -4,9 +4,13 @@
 //! says where it starts, its length where it ends, so a ServerHello that
 //! shares its record with a long certificate chain parses from the first
 //! bytes. A handshake message spread over several records is not
-//! reassembled (rare for hellos; counted as a parse error).
+//! reassembled (rare for hellos; counted as a parse error). A ClientHello
+//! cut by the snap length gives what was captured (see
+//! [`parse_client_hello`]).
 
-use tls_parser::{TlsExtension, TlsMessage, TlsMessageHandshake};
+use std::borrow::Cow;
+
+use tls_parser::{TlsClientHelloContents, TlsExtension, TlsMessage, TlsMessageHandshake};
 
 use super::{Parsed, TlsInfo, ja4};
 
@@ -28,8 +32,9 @@ pub struct ServerHello {
     pub cipher: u16,
 }
 
-/// The bytes of the first handshake message in the record at `p`'s start.
-fn message(p: &[u8], last: bool) -> Result<Option<(&[u8], usize)>, ()> {
+/// The record at `p`'s start: the end of its first handshake message
+/// (`need`) and of the record as far as `p` has it (`used`).
+fn message(p: &[u8], last: bool) -> Result<Option<(usize, usize)>, ()> {
     if p.len() < 9 {
         return if last { Err(()) } else { Ok(None) };
     }
@@ -42,31 +47,77 @@ fn message(p: &[u8], last: bool) -> Result<Option<(&[u8], usize)>, ()> {
         return Err(());
     }
     let need = 5 + 4 + hs;
-    if p.len() < need {
-        return if last { Err(()) } else { Ok(None) };
+    if p.len() < need && !last {
+        return Ok(None);
     }
-    Ok(Some((&p[5..need], 5 + record.min(p.len() - 5))))
+    Ok(Some((need, (5 + record).min(p.len()))))
 }
 
 /// A ClientHello record at `p`'s start.
+///
+/// One cut by the snap length (`last`, fewer bytes than the message) is
+/// parsed with the missing tail zero-filled, and only what lay in the
+/// captured bytes is used: if the cut fell inside the padding extension
+/// (zeros by definition, and often last: browsers pad the ClientHello to
+/// 512 bytes) nothing is lost and the result is exact; otherwise the
+/// extensions after the cut are missing, there is no JA4, and the result
+/// is `Cut`.
 pub fn parse_client_hello(p: &[u8], last: bool) -> Parsed<ClientHello> {
-    let (msg, used) = match message(p, last) {
+    let (need, used) = match message(p, last) {
         Ok(Some(m)) => m,
         Ok(None) => return Parsed::More,
         Err(()) => return Parsed::Error,
     };
+    let have = p.len().min(need);
+    let filled: Cow<'_, [u8]> = if have < need {
+        let mut v = p[..have].to_vec();
+        v.resize(need, 0);
+        Cow::Owned(v)
+    } else {
+        Cow::Borrowed(&p[..need])
+    };
     let Ok((_, TlsMessage::Handshake(TlsMessageHandshake::ClientHello(ch)))) =
-        tls_parser::parse_tls_message_handshake(msg)
+        tls_parser::parse_tls_message_handshake(&filled[5..need])
     else {
         return Parsed::Error;
     };
-    let raw_ext = ch.ext.unwrap_or(&[]);
-    let Some(ext_types) = extension_types(raw_ext) else {
+    let Some(raw_ext) = ch.ext else {
+        // No extensions: complete only if nothing was cut.
+        return if have < need {
+            Parsed::Error
+        } else {
+            build(&ch, &[], true).map_or(Parsed::Error, |c| Parsed::Done(c, used))
+        };
+    };
+    // Where the extension block starts in `filled`; the cipher and
+    // compression lists before it must have been captured.
+    let ext_at = raw_ext.as_ptr() as usize - filled.as_ptr() as usize;
+    if ext_at > have {
+        return Parsed::Error;
+    }
+    let Some(spans) = extension_spans(raw_ext) else {
         return Parsed::Error;
     };
-    let Ok((_, exts)) = tls_parser::parse_tls_client_hello_extensions(raw_ext) else {
-        return Parsed::Error;
+    let captured = |(t, start, end): (u16, usize, usize)| {
+        ext_at + end <= have || (t == PADDING && ext_at + start + 4 <= have)
     };
+    if spans.iter().all(|&s| captured(s)) {
+        return build(&ch, raw_ext, true).map_or(Parsed::Error, |c| Parsed::Done(c, used));
+    }
+    let whole = spans
+        .iter()
+        .take_while(|s| ext_at + s.2 <= have)
+        .last()
+        .map_or(0, |s| s.2);
+    build(&ch, &raw_ext[..whole], false).map_or(Parsed::Error, Parsed::Cut)
+}
+
+/// The padding extension (RFC 7685): its body is zeros.
+const PADDING: u16 = 21;
+
+fn build(ch: &TlsClientHelloContents<'_>, raw_ext: &[u8], complete: bool) -> Option<ClientHello> {
+    let ext_types = extension_spans(raw_ext)?.into_iter().map(|s| s.0).collect();
+    let (_, exts) = tls_parser::parse_tls_client_hello_extensions(raw_ext).ok()?;
     let mut out = ClientHello::default();
     for e in &exts {
         match e {
@@ -99,21 +150,26 @@ pub fn parse_client_hello(p: &[u8], last: bool) -> Parsed<ClientHello> {
     out.ja4.legacy_version = ch.version.0;
     out.ja4.ciphers = ch.ciphers.iter().map(|c| c.0).collect();
     out.ja4.extensions = ext_types;
-    out.info.ja4 = Some(ja4::ja4(&out.ja4));
-    Parsed::Done(out, used)
+    if complete {
+        out.info.ja4 = Some(ja4::ja4(&out.ja4));
+    }
+    Some(out)
 }
 
-/// The extension type codes in wire order; `None` if the block is malformed.
-fn extension_types(mut p: &[u8]) -> Option<Vec<u16>> {
+/// Each extension's type and its span in the block, in wire order; `None`
+/// if the block is malformed.
+fn extension_spans(block: &[u8]) -> Option<Vec<(u16, usize, usize)>> {
     let mut v = Vec::new();
-    while !p.is_empty() {
-        if p.len() < 4 {
+    let mut at = 0;
+    while at < block.len() {
+        let h = block.get(at..at + 4)?;
+        let t = u16::from_be_bytes([h[0], h[1]]);
+        let end = at + 4 + usize::from(u16::from_be_bytes([h[2], h[3]]));
+        if end > block.len() {
             return None;
         }
-        let t = u16::from_be_bytes([p[0], p[1]]);
-        let len = usize::from(u16::from_be_bytes([p[2], p[3]]));
-        p = p.get(4 + len..)?;
-        v.push(t);
+        v.push((t, at, end));
+        at = end;
     }
     Some(v)
 }
@@ -121,10 +177,13 @@ fn extension_types(mut p: &[u8]) -> Option<Vec<u16>> {
 /// A ServerHello record at `p`'s start: the negotiated version (its
 /// supported_versions extension, else its version field) and cipher.
 pub fn parse_server_hello(p: &[u8], last: bool) -> Parsed<ServerHello> {
-    let (msg, used) = match message(p, last) {
+    let (need, used) = match message(p, last) {
         Ok(Some(m)) => m,
         Ok(None) => return Parsed::More,
         Err(()) => return Parsed::Error,
+    };
+    let Some(msg) = p.get(5..need) else {
+        return Parsed::Error;
     };
     let Ok((_, TlsMessage::Handshake(TlsMessageHandshake::ServerHello(sh)))) =
         tls_parser::parse_tls_message_handshake(msg)
