@@ -95,21 +95,30 @@ pub fn parse_client_hello(p: &[u8], last: bool) -> Parsed<ClientHello> {
     if ext_at > have {
         return Parsed::Error;
     }
-    let Some(spans) = extension_spans(raw_ext) else {
-        return Parsed::Error;
-    };
-    let captured = |(t, start, end): (u16, usize, usize)| {
-        ext_at + end <= have || (t == PADDING && ext_at + start + 4 <= have)
-    };
-    if spans.iter().all(|&s| captured(s)) {
+    // Walk the extensions as far as they were captured.
+    let cap = have.saturating_sub(ext_at).min(raw_ext.len());
+    let (mut at, mut exact) = (0, true);
+    while at < raw_ext.len() {
+        if at + 4 > cap {
+            exact = false;
+            break;
+        }
+        let t = u16::from_be_bytes([raw_ext[at], raw_ext[at + 1]]);
+        let end = at + 4 + usize::from(u16::from_be_bytes([raw_ext[at + 2], raw_ext[at + 3]]));
+        if end > raw_ext.len() {
+            return Parsed::Error;
+        }
+        if end > cap {
+            // Only a last padding extension's zeros may be missing.
+            exact = t == PADDING && end == raw_ext.len();
+            break;
+        }
+        at = end;
+    }
+    if exact {
         return build(&ch, raw_ext, true).map_or(Parsed::Error, |c| Parsed::Done(c, used));
     }
-    let whole = spans
-        .iter()
-        .take_while(|s| ext_at + s.2 <= have)
-        .last()
-        .map_or(0, |s| s.2);
-    build(&ch, &raw_ext[..whole], false).map_or(Parsed::Error, Parsed::Cut)
+    build(&ch, &raw_ext[..at], false).map_or(Parsed::Error, Parsed::Cut)
 }
 
 /// The padding extension (RFC 7685): its body is zeros.
