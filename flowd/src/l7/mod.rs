@@ -9,6 +9,20 @@
 //! one [`L7Event`] per request, query or handshake ([`event`]). Every
 //! parse failure and every dropped buffer is counted in [`L7Stats`]; nothing
 //! here panics on input.
+//!
+//! What the kernel half (issue 12's ring buffer) must hand over, per
+//! selected packet: the flow key as the flow table has it, the direction,
+//! the wall-clock timestamp (converted from the kernel clock), the TCP
+//! sequence number and flags, the first snap-length bytes of the L4
+//! payload and its length on the wire (so a cut is known). Continuation
+//! segments of a marked flow come in order of arrival; the engine checks
+//! their sequence numbers itself (gaps and retransmissions are counted).
+//! The daemon calls [`Engine::poll`] about once a second and
+//! [`Engine::flush`] at shutdown.
+//!
+//! Pairing is per interface: a response is matched on the same `ifindex`
+//! and VLAN as its request (a host sees both on one interface; a router
+//! that sees them on two does not pair them, and both are still counted).
 
 pub mod detect;
 pub mod dns;
