@@ -11,6 +11,7 @@ pub mod drain;
 pub mod export;
 pub mod flowtable;
 pub mod interfaces;
+pub mod l7;
 pub mod listen;
 pub mod loader;
 pub mod notify;
