@@ -41,10 +41,11 @@ impl TcpCounter {
         let script = format!(
             "table inet flowdt {{ counter seen {{ }}\n chain input {{ type filter hook input priority 0; policy accept; {rule} counter name seen\n }}\n}}\n"
         );
-        let path = std::env::temp_dir().join(format!("flowdt-{}.nft", flowd_tests::unique_tag()));
+        // In a TempDir: removed also when nft fails.
+        let dir = flowd_tests::TempDir::new("flowdt-nft");
+        let path = dir.path().join("rules.nft");
         std::fs::write(&path, script).unwrap();
         ns.exec(&["nft", "-f", path.to_str().unwrap()]);
-        let _ = std::fs::remove_file(&path);
         Self {
             ns: ns.name.clone(),
         }

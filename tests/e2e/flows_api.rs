@@ -136,10 +136,11 @@ fn flows_api_pages_filters_and_streams_with_bounded_memory() {
     let link = Link::new();
     // Nothing in b answers: no ICMP port unreachable goes back.
     let rules = "table inet flowdt {\n chain input { type filter hook input priority 0; policy accept; meta l4proto udp drop\n }\n}\n";
-    let path = std::env::temp_dir().join(format!("flowdt-{}.nft", flowd_tests::unique_tag()));
+    // In a TempDir: removed also when nft fails.
+    let dir = flowd_tests::TempDir::new("flowdt-nft");
+    let path = dir.path().join("rules.nft");
     std::fs::write(&path, rules).unwrap();
     link.b.exec(&["nft", "-f", path.to_str().unwrap()]);
-    let _ = std::fs::remove_file(&path);
 
     let flowd = Flowd::start(
         &link.b,
