@@ -551,6 +551,10 @@ mod pod {
     unsafe impl aya::Pod for SeqSlot {}
     // SAFETY: as above.
     unsafe impl aya::Pod for SeqBucket {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for l7::L7Control {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for l7::L7Budget {}
 }
 
 #[cfg(test)]
