@@ -1,7 +1,7 @@
 //! The L7 selection (issue 12): its settings in the programs, and the ring
 //! buffer of samples they write.
 
-use aya::maps::{Array, MapData};
+use aya::maps::{Array, MapData, RingBuf};
 use bytes::Bytes;
 use flowd_common::{
     l7::{L7_SAMPLE_TCP, L7_SNAP_MAX, L7Control, L7Sample},
@@ -25,22 +25,33 @@ impl Datapath {
     }
 
     /// Hands every L7 sample waiting in the ring buffer to `sink`.
-    pub fn drain_l7(&mut self, mut sink: impl FnMut(&L7Sample)) -> usize {
-        let Some(ring) = self.l7_events.as_mut() else {
-            return 0;
-        };
-        let mut n = 0;
-        while let Some(item) = ring.next() {
-            if item.len() >= size_of::<L7Sample>() {
-                // SAFETY: the programs write whole L7Sample records (plain
-                // data, any bit pattern valid); read unaligned to be safe.
-                let s = unsafe { item.as_ptr().cast::<L7Sample>().read_unaligned() };
-                sink(&s);
-                n += 1;
-            }
+    pub fn drain_l7(&mut self, sink: impl FnMut(&L7Sample)) -> usize {
+        match self.l7_events.as_mut() {
+            Some(ring) => drain_l7_ring(ring, sink),
+            None => 0,
         }
-        n
     }
+
+    /// The L7 ring, for a reader that is not the `Datapath`'s owner (the
+    /// replay reads it after each test run); `drain_l7` then reads nothing.
+    pub fn take_l7_ring(&mut self) -> Option<RingBuf<MapData>> {
+        self.l7_events.take()
+    }
+}
+
+/// Hands every L7 sample waiting in `ring` to `sink`.
+pub fn drain_l7_ring(ring: &mut RingBuf<MapData>, mut sink: impl FnMut(&L7Sample)) -> usize {
+    let mut n = 0;
+    while let Some(item) = ring.next() {
+        if item.len() >= size_of::<L7Sample>() {
+            // SAFETY: the programs write whole L7Sample records (plain
+            // data, any bit pattern valid); read unaligned to be safe.
+            let s = unsafe { item.as_ptr().cast::<L7Sample>().read_unaligned() };
+            sink(&s);
+            n += 1;
+        }
+    }
+    n
 }
 
 /// The engine's packet for a sample; `ts_ns` is the sample's time already

@@ -38,7 +38,7 @@ use thiserror::Error;
 pub use self::{
     attach::{Attached, Hold, XdpAttachMode, ifindex},
     bpffs::{BPFFS_MOUNT_POINT, PinRoot, check_pin_root},
-    l7::l7_packet,
+    l7::{drain_l7_ring, l7_packet},
     load::{EBPF_OBJECT, Programs, REPLAY_PROGRAM},
     pin::PIN_MARKER,
 };
