@@ -84,6 +84,8 @@ pub struct ReplayOptions {
     /// Select L7 packets and run them through the L7 engine
     /// ([`Replay::l7_events`]).
     pub l7: bool,
+    /// DNS ports besides 53 and 5353 (at most 2 reach the kernel).
+    pub l7_dns_ports: Vec<u16>,
 }
 
 impl Default for ReplayOptions {
@@ -95,6 +97,7 @@ impl Default for ReplayOptions {
             table: TableConfig::default(),
             batched: true,
             l7: false,
+            l7_dns_ports: Vec::new(),
         }
     }
 }

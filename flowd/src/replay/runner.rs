@@ -89,7 +89,11 @@ pub(super) struct Runner {
 impl Runner {
     /// Loads only the program the replay runs: the replay driver, or for
     /// one frame per test run `flowd_ingress`. Never the TC program.
-    pub(super) fn load(capacity: u32, batched: bool, l7: bool) -> Result<Self, LoadError> {
+    pub(super) fn load(
+        capacity: u32,
+        batched: bool,
+        l7: Option<&[u16]>,
+    ) -> Result<Self, LoadError> {
         let mut dp = Datapath::load_programs(
             capacity,
             Programs {
@@ -108,14 +112,18 @@ impl Runner {
         } else {
             dp.ingress_fd()?;
         }
-        let l7 = if l7 {
+        let l7 = if let Some(extra) = l7 {
+            let mut dns_ports = [53, 5353, 0, 0];
+            for (slot, p) in dns_ports[2..].iter_mut().zip(extra) {
+                *slot = *p;
+            }
             // No budget on the capture's clock: every selected frame is kept.
             dp.set_l7(Some(L7Control {
                 snap_len: L7_SNAP_MAX as u32,
                 budget_per_s: u32::MAX,
                 continuation: L7_DEFAULT_CONTINUATION,
                 _pad: 0,
-                dns_ports: [53, 5353, 0, 0],
+                dns_ports,
             }))?;
             dp.take_l7_ring()
                 .map(|r| std::cell::RefCell::new((r, Vec::new())))
@@ -231,12 +239,17 @@ pub(super) fn replay_frames(
         };
         let r = match &mut runner {
             Some(r) => r,
-            None => runner.insert(Runner::load(opts.capacity, opts.batched, opts.l7).map_err(
-                |source| ReplayError::Load {
+            None => runner.insert(
+                Runner::load(
+                    opts.capacity,
+                    opts.batched,
+                    opts.l7.then_some(&opts.l7_dns_ports[..]),
+                )
+                .map_err(|source| ReplayError::Load {
                     path: path_buf.clone(),
                     source: Box::new(source),
-                },
-            )?),
+                })?,
+            ),
         };
         let mut frame = layer.to_ethernet(p.data, MAX_FRAME, &mut scratch);
         if frame.len() < RUNT_FRAME.len() {
@@ -367,18 +380,21 @@ pub(super) fn replay_frames(
         test_runs,
         elapsed: started.elapsed(),
         error,
-        l7_events: l7_events(&l7_samples),
+        l7_events: l7_events(&l7_samples, &opts.l7_dns_ports),
     };
     Ok((replay, last_drain_ts))
 }
 
 /// The L7 engine's events for the samples of a replay, on the capture's
 /// clock (a sample's time is its frame's capture time).
-fn l7_events(samples: &[L7Sample]) -> Vec<L7Event> {
+fn l7_events(samples: &[L7Sample], dns_ports: &[u16]) -> Vec<L7Event> {
     if samples.is_empty() {
         return Vec::new();
     }
-    let mut engine = Engine::new(L7Config::default());
+    let mut engine = Engine::new(L7Config {
+        dns_ports: dns_ports.to_vec(),
+        ..L7Config::default()
+    });
     let mut last_poll = 0;
     for s in samples {
         engine.push(&l7_packet(s, s.ts_ns));
