@@ -86,6 +86,8 @@ pub struct Shared {
     pub http: Arc<crate::listen::ConnStats>,
     /// Configured interfaces without programs, as the last reconcile found.
     pub(crate) unattached: Mutex<Vec<String>>,
+    /// The L7 engine and event log, when `[l7] log` is set.
+    pub(crate) l7: Mutex<Option<crate::drain::L7Live>>,
 }
 
 impl Shared {
@@ -117,6 +119,7 @@ impl Shared {
             fill_failing: AtomicBool::new(false),
             http: Arc::default(),
             unattached: Mutex::new(Vec::new()),
+            l7: Mutex::new(None),
         }
     }
 
