@@ -177,7 +177,7 @@ fn start(cfg: &Config, listen: SocketAddr) -> Result<Shared> {
     let l7 = if cfg.l7.enabled() {
         let sink = RecordSink::open(&cfg.l7.log)?;
         dp.set_l7(Some(cfg.l7.control()))?;
-        Some(drain::L7Live::new(&cfg.l7.dns_ports, sink))
+        Some(crate::state::L7Live::new(&cfg.l7.dns_ports, sink))
     } else {
         // An earlier flowd's setting is not left on.
         dp.set_l7(None)?;

@@ -8,29 +8,9 @@ use tracing::{error, warn};
 
 use crate::{
     clock::{self, TimeBase},
-    export::records::RecordSink,
-    l7::{Engine, L7Config},
     loader::l7_packet,
     state::{Shared, lock},
 };
-
-/// The engine and the event log of a daemon with the selection on.
-pub struct L7Live {
-    pub engine: Engine,
-    pub sink: RecordSink,
-}
-
-impl L7Live {
-    pub fn new(dns_ports: &[u16], sink: RecordSink) -> Self {
-        Self {
-            engine: Engine::new(L7Config {
-                dns_ports: dns_ports.to_vec(),
-                ..L7Config::default()
-            }),
-            sink,
-        }
-    }
-}
 
 impl Shared {
     /// Feeds the samples of one drain to the engine and writes its events.

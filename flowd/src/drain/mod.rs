@@ -26,7 +26,6 @@ use std::{
 
 pub use batch::drain_hash;
 use flowd_common::{FlowKey, FlowStats, RttSample};
-pub use l7::L7Live;
 use tracing::{info, warn};
 
 use crate::state::{Shared, lock};
