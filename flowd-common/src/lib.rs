@@ -9,6 +9,7 @@
 
 use core::mem::size_of;
 
+pub mod l7;
 pub mod proto;
 pub mod replay;
 
@@ -16,7 +17,7 @@ pub use replay::{REPLAY_META_MAGIC, ReplayMeta};
 
 /// Layout version of every map below. Bump it whenever a map's key or value
 /// layout changes: pinned maps from another version are reset, not reused.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 /// Names of the maps in the eBPF object (also their pin names in bpffs).
 pub mod maps {
@@ -33,8 +34,11 @@ pub mod maps {
     pub const TCP_SEQ_0: &str = "TCP_SEQ_0";
     pub const TCP_SEQ_1: &str = "TCP_SEQ_1";
     pub const GEN_INSERTS: &str = "GEN_INSERTS";
+    pub const L7_EVENTS: &str = "L7_EVENTS";
+    pub const L7_CONTROL: &str = "L7_CONTROL";
+    pub const L7_BUDGET: &str = "L7_BUDGET";
     /// Every map, in a stable order.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 16] = [
         FLOWS_0,
         FLOWS_1,
         FRAGS,
@@ -48,6 +52,9 @@ pub mod maps {
         TCP_SEQ_0,
         TCP_SEQ_1,
         GEN_INSERTS,
+        L7_EVENTS,
+        L7_CONTROL,
+        L7_BUDGET,
     ];
 }
 
@@ -444,7 +451,15 @@ pub mod counter {
     pub const FRAG_MAP_FAILED: usize = 19;
     /// RTT samples lost because the ring buffer to user space was full.
     pub const RTT_RING_FULL: usize = 20;
-    pub const COUNT: usize = 21;
+    /// L7 samples lost because the ring buffer to user space was full.
+    pub const L7_RING_FULL: usize = 21;
+    /// L7 samples not taken: the per-second copy budget was spent.
+    pub const L7_BUDGET: usize = 22;
+    /// A selected request's continuation segments were spent and more
+    /// payload followed in that direction (counted once per request; the
+    /// request may have been whole).
+    pub const L7_CONTINUATION_LIMIT: usize = 23;
+    pub const COUNT: usize = 24;
 
     /// First and one-past-last outcome index.
     pub const OUTCOMES: core::ops::Range<usize> = OUT_FLOW..LOSS_MAP_FULL;
@@ -472,6 +487,9 @@ pub mod counter {
         "insert_race",
         "frag_map_failed",
         "rtt_ring_full",
+        "l7_ring_full",
+        "l7_budget",
+        "l7_continuation_limit",
     ];
 }
 
@@ -533,6 +551,10 @@ mod pod {
     unsafe impl aya::Pod for SeqSlot {}
     // SAFETY: as above.
     unsafe impl aya::Pod for SeqBucket {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for l7::L7Control {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for l7::L7Budget {}
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use flowd_common::{
 };
 
 use crate::{
+    l7::Payload,
     maps::{
         CONTROL, FLOWS_0, FLOWS_1, GEN_INSERTS, IFACE_SLOTS, IFACE_SLOTS_BIG, RTT_EVENTS,
         RTT_PENDING, RTT_RECENT, TCP_SEQ_0, TCP_SEQ_1, TOTALS,
@@ -62,7 +63,11 @@ const _: () = assert!(size_of::<FlowStats>() % 4 == 0);
 /// see [`parse`]. `RTT`: whether the RTT code is compiled in at all (then
 /// `FLAG_RTT` switches it at run time); the replay driver leaves it out.
 #[inline(always)]
-pub(crate) fn account<const INLINE_IP: bool, const RTT: bool>(f: &Frame, pkt: &Packet) {
+pub(crate) fn account<const INLINE_IP: bool, const RTT: bool, P: Payload>(
+    p: &P,
+    f: &Frame,
+    pkt: &Packet,
+) {
     let mut key_slot = MaybeUninit::<FlowKey>::uninit();
     let mut info_slot = MaybeUninit::<L4Info>::uninit();
     zero_in_place(key_slot.as_mut_ptr());
@@ -126,7 +131,11 @@ pub(crate) fn account<const INLINE_IP: bool, const RTT: bool>(f: &Frame, pkt: &P
             &FLOWS_1, &FLOWS_0, 1, key, info, packets, bytes, &clock, totals,
         )
     };
+    if outcome == counter::OUT_FLOW {
+        p.select(key, info, v, totals);
+    }
     if clock.rtt && info.tcp_full {
+        let v = if v.is_null() { None } else { Some(v) };
         rtt(key, info, v, prev_ts, pkt, &clock, totals);
     }
 }
@@ -290,7 +299,8 @@ fn slot_of(ifindex: u32) -> u32 {
 /// entry of a TCP segment with data takes its sequence state from the
 /// carry and from `other`, the previous generation: until the drain has
 /// written the carry, the flow's entry there is fresher (the drain deletes
-/// it only after).
+/// it only after). Returns the entry when it existed before (null for a
+/// new one) and the carried RTT timestamp.
 #[expect(
     clippy::too_many_arguments,
     reason = "one call site per generation, inlined"
@@ -306,10 +316,10 @@ fn update_flow(
     bytes: u64,
     clock: &Clock,
     totals: &mut IfaceCounters,
-) -> (Option<*mut FlowStats>, u32) {
+) -> (*mut FlowStats, u32) {
     if let Some(v) = flows.get_ptr_mut(key) {
         add_to::<true>(v, info, packets, bytes, clock.coarse());
-        return (Some(v), 0);
+        return (v, 0);
     }
 
     let t = now(clock.ts_ns);
@@ -336,7 +346,7 @@ fn update_flow(
         // SAFETY: a read of a plain value; the programs no longer write
         // the previous generation, and its entry stays valid for this run (RCU).
         if let Some(o) = unsafe { other.get(key) }
-            && o.counts.seq_valid != 0
+            && o.counts.seq_valid & 1 != 0
             && (new.counts.seq_valid == 0 || o.seq_next.wrapping_sub(new.seq_next) as i32 > 0)
         {
             new.seq_next = o.seq_next;
@@ -359,7 +369,7 @@ fn update_flow(
                 // SAFETY: this CPU's u64 in a per-CPU array (no sharing).
                 unsafe { *n += 1 };
             }
-            None
+            core::ptr::null_mut()
         }
         Err(e) if e == -EEXIST => {
             // Another CPU inserted this flow between our lookup and insert.
@@ -367,21 +377,21 @@ fn update_flow(
             match flows.get_ptr_mut(key) {
                 Some(v) => {
                     add_to::<true>(v, info, packets, bytes, t);
-                    Some(v)
+                    v
                 }
                 None => {
                     overflow(totals, counter::LOSS_INSERT_FAILED, packets, bytes);
-                    None
+                    core::ptr::null_mut()
                 }
             }
         }
         Err(e) if e == -E2BIG => {
             overflow(totals, counter::LOSS_MAP_FULL, packets, bytes);
-            None
+            core::ptr::null_mut()
         }
         Err(_) => {
             overflow(totals, counter::LOSS_INSERT_FAILED, packets, bytes);
-            None
+            core::ptr::null_mut()
         }
     };
     (v, prev_ts)
@@ -471,11 +481,13 @@ fn add_to<const SHARED: bool>(v: *mut FlowStats, info: &L4Info, packets: u64, by
         // Data already seen: its end is not beyond the highest end so far.
         if info.tcp_payload > 0 {
             let end = info.tcp_seq.wrapping_add(info.tcp_payload);
-            if (*v).counts.seq_valid != 0 && (*v).seq_next.wrapping_sub(end) as i32 >= 0 {
+            // Bit 0; the others hold the L7 continuation mark.
+            let sv = (*v).counts.seq_valid;
+            if sv & 1 != 0 && (*v).seq_next.wrapping_sub(end) as i32 >= 0 {
                 add32::<SHARED>(&raw mut (*v).counts.retrans, packets as u32);
             } else {
                 (&raw mut (*v).seq_next).write_volatile(end);
-                (&raw mut (*v).counts.seq_valid).write_volatile(1);
+                (&raw mut (*v).counts.seq_valid).write_volatile(sv | 1);
             }
         }
     }

@@ -10,6 +10,7 @@
 )]
 
 mod account;
+mod l7;
 mod maps;
 mod parse;
 mod replay;
@@ -51,7 +52,8 @@ pub(crate) fn ingress<const RTT: bool>(ctx: &XdpContext) {
         // SAFETY: the context pointer is the one the kernel passed in.
         None => (unsafe { bpf_xdp_get_buff_len(ctx.ctx) }, 0),
     };
-    account::<true, RTT>(
+    account::<true, RTT, _>(
+        ctx,
         &frame,
         &Packet {
             ifindex: ctx.ingress_ifindex() as u32,
@@ -73,7 +75,7 @@ fn verdict() -> u32 {
 /// Replay (`BPF_PROG_TEST_RUN`) puts the original length and capture time in
 /// the XDP metadata area; live frames have no metadata.
 #[inline(always)]
-fn replay_meta(ctx: &XdpContext) -> Option<ReplayMeta> {
+pub(crate) fn replay_meta(ctx: &XdpContext) -> Option<ReplayMeta> {
     let start = ctx.metadata();
     if start + size_of::<ReplayMeta>() > ctx.metadata_end() {
         return None;
@@ -99,7 +101,8 @@ pub(crate) fn flowd_egress(ctx: TcContext) -> i32 {
         start: ctx.data(),
         end: ctx.data_end(),
     };
-    account::<false, true>(
+    account::<false, true, _>(
+        &ctx,
         &frame,
         &Packet {
             ifindex,

@@ -9,6 +9,7 @@ use flowd_common::{
     Control, DEFAULT_FLOW_CAPACITY, FRAG_CAPACITY, FlowKey, FlowStats, FragKey, FragPorts,
     IfaceCounters, MAX_SLOTS, RTT_EVENTS_BYTES, RTT_PENDING_CAPACITY, RTT_RECENT_SLOTS, RttKey,
     SEQ_BUCKETS, SLOT_ARRAY_LEN, SeqBucket,
+    l7::{L7_EVENTS_BYTES, L7Budget, L7Control},
 };
 
 /// Flow generation 0 and 1: the programs write to the one `CONTROL` names,
@@ -75,3 +76,16 @@ pub(crate) static TCP_SEQ_1: Array<SeqBucket> = Array::with_max_entries(SEQ_BUCK
 /// generation before it is full. The daemon zeroes an entry after draining.
 #[map]
 pub(crate) static GEN_INSERTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+
+/// Selected packets' first payload bytes on their way to user space
+/// (`flowd_common::l7::L7Sample` records).
+#[map]
+pub(crate) static L7_EVENTS: RingBuf = RingBuf::with_byte_size(L7_EVENTS_BYTES, 0);
+
+/// The selection's settings (snap length 0: off), written by the daemon.
+#[map]
+pub(crate) static L7_CONTROL: Array<L7Control> = Array::with_max_entries(1, 0);
+
+/// Per CPU, the copy budget's current one-second window.
+#[map]
+pub(crate) static L7_BUDGET: PerCpuArray<L7Budget> = PerCpuArray::with_max_entries(1, 0);

@@ -34,7 +34,7 @@ impl Frame {
 
     /// The N bytes at `off`, read in place (no copy onto the 512-byte stack).
     #[inline(always)]
-    fn bytes<const N: usize>(&self, off: usize) -> Option<&[u8; N]> {
+    pub(crate) fn bytes<const N: usize>(&self, off: usize) -> Option<&[u8; N]> {
         // SAFETY: `ptr` checked that N bytes at `off` lie inside the frame,
         // which stays valid and unchanged for the program run; u8 has no
         // alignment requirement.

@@ -83,6 +83,7 @@ pub struct Config {
     pub interface_speeds: BTreeMap<String, u64>,
     pub web: WebConfig,
     pub ipfix: IpfixSettings,
+    pub l7: crate::config_l7::L7Settings,
 }
 
 /// IPFIX export of ended flows (RFC 7011, UDP).
@@ -258,6 +259,7 @@ impl Default for Config {
             interface_speeds: BTreeMap::new(),
             web: WebConfig::default(),
             ipfix: IpfixSettings::default(),
+            l7: crate::config_l7::L7Settings::default(),
         }
     }
 }
@@ -324,6 +326,9 @@ impl Config {
                 format!("{:?}", self.listen),
                 "an IP address and a port from 1 to 65535, e.g. \"127.0.0.1:29391\" or \"[::1]:29391\"",
             ));
+        }
+        if let Some((key, value, accepted)) = self.l7.invalid() {
+            return Err(bad(key, value, accepted));
         }
         if !(100..=60_000).contains(&self.drain_interval_ms) {
             return Err(bad(

@@ -4,6 +4,7 @@
 pub mod caps;
 pub mod clock;
 pub mod config;
+pub mod config_l7;
 pub mod connstate;
 pub mod daemon;
 pub mod doctor;

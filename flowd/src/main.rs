@@ -68,6 +68,10 @@ struct RunArgs {
     /// Ended flow records as JSON lines: a file (reopened on SIGHUP) or `-` for stdout.
     #[arg(long)]
     records: Option<String>,
+    /// L7 events (HTTP requests, DNS queries, TLS handshakes) as JSON lines:
+    /// a file (reopened on SIGHUP) or `-` for stdout; turns the selection on.
+    #[arg(long, value_name = "FILE")]
+    l7_log: Option<String>,
     /// IPFIX collector (IP:port, UDP) for ended flow records; empty for none.
     #[arg(long, value_name = "ADDR")]
     ipfix: Option<String>,
@@ -135,6 +139,7 @@ fn source(a: RunArgs) -> ConfigSource {
             tcp_close_grace_s: a.tcp_close_grace,
             max_flows: a.max_flows,
             records: a.records,
+            l7_log: a.l7_log,
             ipfix: a.ipfix,
             pin_path: a.pin_path,
         },

@@ -174,7 +174,17 @@ fn start(cfg: &Config, listen: SocketAddr) -> Result<Shared> {
             "drained flows an earlier flowd left in the pinned maps"
         );
     }
+    let l7 = if cfg.l7.enabled() {
+        let sink = RecordSink::open(&cfg.l7.log)?;
+        dp.set_l7(Some(cfg.l7.control()))?;
+        Some(crate::state::L7Live::new(&cfg.l7.dns_ports, sink))
+    } else {
+        // An earlier flowd's setting is not left on.
+        dp.set_l7(None)?;
+        None
+    };
     let shared = Shared::new(dp, cfg.clone(), agg_cfg, records, ipfix);
+    *lock(&shared.l7) = l7;
     reload::reconcile(&shared);
     {
         let mut dp = lock(&shared.dp);
@@ -200,6 +210,7 @@ fn start(cfg: &Config, listen: SocketAddr) -> Result<Shared> {
 fn stop(shared: &Shared) {
     shared.set_ready(false);
     let detach = lock(&shared.config).detach_on_exit;
+    let mut l7_samples = Vec::new();
     let final_batch = {
         let mut dp = lock(&shared.dp);
         if detach {
@@ -210,9 +221,11 @@ fn stop(shared: &Shared) {
         }
         let mut batch = Vec::new();
         let r = dp.drain_all(|k, v| batch.push((*k, *v)));
+        dp.drain_l7(|s| l7_samples.push(*s));
         r.map(|_| batch)
     };
     shared.absorb(final_batch, true);
+    shared.absorb_l7(&l7_samples, true);
     info!(flows = lock(&shared.table).len(), "flowd stopped");
 }
 

@@ -100,6 +100,7 @@ pub(super) fn reconcile(shared: &Shared) {
 fn reload(shared: &Shared, source: &ConfigSource) {
     notify::reloading();
     reopen_records(shared);
+    shared.reopen_l7_log();
     match source.load() {
         Err(e) => {
             error!(error = %format!("{e:#}"), "reload rejected; keeping the running configuration")

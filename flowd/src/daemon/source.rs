@@ -22,6 +22,7 @@ pub struct Overrides {
     pub tcp_close_grace_s: Option<u64>,
     pub max_flows: Option<u64>,
     pub records: Option<String>,
+    pub l7_log: Option<String>,
     pub ipfix: Option<String>,
     pub pin_path: Option<String>,
 }
@@ -40,7 +41,7 @@ impl Overrides {
         }
         set!(listen => listen, drain_interval_ms => drain_interval_ms, flow_capacity => flow_capacity,
             drain_at_fill_percent => drain_at_fill_percent,
-            xdp_mode => xdp_mode, records => records, pin_path => pin_path, ipfix => ipfix.collector,
+            xdp_mode => xdp_mode, records => records, l7_log => l7.log, pin_path => pin_path, ipfix => ipfix.collector,
             idle_timeout_s => flow_table.idle_timeout_s, active_timeout_s => flow_table.active_timeout_s,
             tcp_close_grace_s => flow_table.tcp_close_grace_s, max_flows => flow_table.max_flows);
     }

@@ -16,6 +16,7 @@
 mod absorb;
 mod batch;
 mod flip;
+mod l7;
 
 use std::{
     sync::atomic::{AtomicBool, Ordering},
@@ -79,6 +80,7 @@ impl Shared {
     /// deltas are 8 MiB).
     pub(crate) fn drain_once(&self) {
         let mut samples: Vec<RttSample> = Vec::new();
+        let mut l7_samples = Vec::new();
         let mut chunk: Vec<(FlowKey, FlowStats)> = Vec::with_capacity(ABSORB_CHUNK);
         let mut absorbed = 0;
         let mut absorbing = Duration::ZERO;
@@ -86,6 +88,7 @@ impl Shared {
         let r = {
             let mut dp = lock(&self.dp);
             dp.drain_rtt(|s| samples.push(*s));
+            dp.drain_l7(|s| l7_samples.push(*s));
             dp.drain(|k, v| {
                 chunk.push((*k, *v));
                 if chunk.len() == ABSORB_CHUNK {
@@ -106,6 +109,7 @@ impl Shared {
         drop(chunk);
         self.finish(r.map(|_| absorbed), false);
         self.absorb_rtt(&samples);
+        self.absorb_l7(&l7_samples, false);
         release_freed_memory();
     }
 

@@ -106,6 +106,14 @@ impl Datapath {
                 map: maps::RTT_EVENTS,
                 source,
             })?;
+        let l7_events = ebpf
+            .take_map(maps::L7_EVENTS)
+            .map(RingBuf::try_from)
+            .transpose()
+            .map_err(|source| LoadError::Map {
+                map: maps::L7_EVENTS,
+                source,
+            })?;
         let jiffy = match sys::jiffy_clock() {
             Ok(Some(j)) => Some(j),
             Ok(None) => {
@@ -126,6 +134,7 @@ impl Datapath {
             slots: BTreeMap::new(),
             flags: FLAG_RTT,
             rtt_events,
+            l7_events,
             jiffy,
             seq: SeqCarry::default(),
         };

@@ -19,6 +19,7 @@
 mod attach;
 mod bpffs;
 mod generation;
+mod l7;
 mod load;
 mod pin;
 mod rtt;
@@ -37,6 +38,7 @@ use thiserror::Error;
 pub use self::{
     attach::{Attached, Hold, XdpAttachMode, ifindex},
     bpffs::{BPFFS_MOUNT_POINT, PinRoot, check_pin_root},
+    l7::{drain_l7_ring, l7_packet},
     load::{EBPF_OBJECT, Programs, REPLAY_PROGRAM},
     pin::PIN_MARKER,
 };
@@ -104,6 +106,8 @@ pub struct Datapath {
     flags: u32,
     /// RTT samples from the programs.
     rtt_events: Option<RingBuf<MapData>>,
+    /// L7 samples (selected packets' first payload bytes).
+    l7_events: Option<RingBuf<MapData>>,
     /// Jiffies -> monotonic ns, for the programs' live timestamps.
     jiffy: Option<JiffyClock>,
     /// TCP sequence state this Datapath carries across generations.

@@ -35,7 +35,7 @@ impl Datapath {
     /// The sequence state a drained TCP flow carries into the next
     /// generation (None: the flow has none).
     pub(crate) fn seq_slot(k: &FlowKey, v: &FlowStats) -> Option<(u64, SeqSlot)> {
-        if v.counts.seq_valid == 0 {
+        if v.counts.seq_valid & 1 == 0 {
             return None;
         }
         let hash = seq_hash(k);

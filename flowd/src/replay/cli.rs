@@ -41,6 +41,11 @@ pub struct ReplayArgs {
     /// `flowd run --ipfix` does for live flows.
     #[arg(long, value_name = "ADDR")]
     pub ipfix: Option<std::net::SocketAddr>,
+    /// Also select the packets that carry application metadata (HTTP/1.x,
+    /// TLS handshakes, DNS) as the live programs do, and write one JSON line
+    /// per HTTP request, DNS query and TLS handshake to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub l7_log: Option<PathBuf>,
 }
 
 /// How `flowd replay` prints its flows.
@@ -71,6 +76,7 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
             tcp_close_grace_ns: args.tcp_close_grace * SEC,
             max_flows: 0,
         },
+        l7: args.l7_log.is_some(),
         ..ReplayOptions::default()
     };
     let mut replay = replay_file(&args.file, &opts)?;
@@ -85,6 +91,14 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.metrics {
         fs::write(path, replay.metrics_text())
             .with_context(|| format!("writing the metrics to {}", path.display()))?;
+    }
+    if let Some(path) = &args.l7_log {
+        let mut text = String::new();
+        for e in &replay.l7_events {
+            text.push_str(&e.to_line(&replay.device));
+        }
+        fs::write(path, text)
+            .with_context(|| format!("writing the L7 events to {}", path.display()))?;
     }
     eprintln!("{}", replay.summary());
     if let Some(addr) = args.ipfix {

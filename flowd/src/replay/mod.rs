@@ -81,6 +81,11 @@ pub struct ReplayOptions {
     /// `false` runs `flowd_ingress` once per frame. Both run the same
     /// per-frame code on the same frames in the same order.
     pub batched: bool,
+    /// Select L7 packets and run them through the L7 engine
+    /// ([`Replay::l7_events`]).
+    pub l7: bool,
+    /// DNS ports besides 53 and 5353 (at most 2 reach the kernel).
+    pub l7_dns_ports: Vec<u16>,
 }
 
 impl Default for ReplayOptions {
@@ -91,6 +96,8 @@ impl Default for ReplayOptions {
             progress: false,
             table: TableConfig::default(),
             batched: true,
+            l7: false,
+            l7_dns_ports: Vec::new(),
         }
     }
 }
@@ -183,6 +190,9 @@ pub struct Replay {
     /// Scan suspects found on the capture's clock.
     pub suspects: Vec<Suspect>,
     pub scan_flagged: u64,
+    /// With [`ReplayOptions::l7`]: the L7 engine's events (HTTP requests,
+    /// DNS queries, TLS handshakes), in the order the engine emitted them.
+    pub l7_events: Vec<crate::l7::L7Event>,
 }
 
 impl Replay {

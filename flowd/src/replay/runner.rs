@@ -10,13 +10,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flowd_common::{DIR_INGRESS, FlowKey, FlowStats, IfaceCounters, ReplayMeta, counter};
+use aya::maps::{MapData, RingBuf};
+use flowd_common::{
+    DIR_INGRESS, FlowKey, FlowStats, IfaceCounters, ReplayMeta, counter,
+    l7::{L7_DEFAULT_CONTINUATION, L7_SNAP_MAX, L7Control, L7Sample},
+};
 
 use crate::{
     clock::TimeBase,
     export::tcp::{TcpSignals, TcpSnapshot},
     flowtable::{Ended, FlowTable},
-    loader::{Datapath, LoadError, Programs},
+    l7::{Engine, L7Config, L7Event},
+    loader::{Datapath, LoadError, Programs, drain_l7_ring, l7_packet},
     pcap::{CaptureError, CaptureErrorKind, CaptureReader, LinkLayer},
     scan::{ScanConfig, ScanDetector},
     sys::{self, SysError},
@@ -71,6 +76,9 @@ impl Tables {
 /// The loaded program and the drain bookkeeping.
 pub(super) struct Runner {
     pub(super) dp: Datapath,
+    /// With `--l7-log`: the L7 ring, read after every test run (a batch's
+    /// samples fit in it), and the samples read so far.
+    pub(super) l7: Option<std::cell::RefCell<(RingBuf<MapData>, Vec<L7Sample>)>>,
     pub(super) batched: bool,
     pub(super) test_runs: std::cell::Cell<u64>,
     pub(super) drains: u64,
@@ -81,7 +89,11 @@ pub(super) struct Runner {
 impl Runner {
     /// Loads only the program the replay runs: the replay driver, or for
     /// one frame per test run `flowd_ingress`. Never the TC program.
-    pub(super) fn load(capacity: u32, batched: bool) -> Result<Self, LoadError> {
+    pub(super) fn load(
+        capacity: u32,
+        batched: bool,
+        l7: Option<&[u16]>,
+    ) -> Result<Self, LoadError> {
         let mut dp = Datapath::load_programs(
             capacity,
             Programs {
@@ -100,8 +112,27 @@ impl Runner {
         } else {
             dp.ingress_fd()?;
         }
+        let l7 = if let Some(extra) = l7 {
+            let mut dns_ports = [53, 5353, 0, 0];
+            for (slot, p) in dns_ports[2..].iter_mut().zip(extra) {
+                *slot = *p;
+            }
+            // No budget on the capture's clock: every selected frame is kept.
+            dp.set_l7(Some(L7Control {
+                snap_len: L7_SNAP_MAX as u32,
+                budget_per_s: u32::MAX,
+                continuation: L7_DEFAULT_CONTINUATION,
+                _pad: 0,
+                dns_ports,
+            }))?;
+            dp.take_l7_ring()
+                .map(|r| std::cell::RefCell::new((r, Vec::new())))
+        } else {
+            None
+        };
         Ok(Self {
             dp,
+            l7,
             batched,
             test_runs: Default::default(),
             drains: 0,
@@ -117,7 +148,17 @@ impl Runner {
             .ingress_fd()
             .expect("the ingress program was found at load");
         self.test_runs.set(self.test_runs.get() + 1);
-        sys::xdp_test_run(prog, meta, frame, 1).map(drop)
+        let r = sys::xdp_test_run(prog, meta, frame, 1).map(drop);
+        self.read_l7();
+        r
+    }
+
+    /// Moves the L7 samples of the last test run out of the ring.
+    fn read_l7(&self) {
+        if let Some(l7) = &self.l7 {
+            let (ring, samples) = &mut *l7.borrow_mut();
+            drain_l7_ring(ring, |s| samples.push(*s));
+        }
     }
 
     /// Runs a batch through the replay driver: its return value (the
@@ -128,7 +169,9 @@ impl Runner {
             .replay_fd()
             .expect("the replay driver was found at load");
         self.test_runs.set(self.test_runs.get() + 1);
-        sys::xdp_test_run_buf(prog, batch.bytes(), 0, 1).map(|r| r.retval)
+        let r = sys::xdp_test_run_buf(prog, batch.bytes(), 0, 1).map(|r| r.retval);
+        self.read_l7();
+        r
     }
 
     /// Drains the flow maps into `out` (also the entries read before an error).
@@ -196,12 +239,17 @@ pub(super) fn replay_frames(
         };
         let r = match &mut runner {
             Some(r) => r,
-            None => runner.insert(Runner::load(opts.capacity, opts.batched).map_err(|source| {
-                ReplayError::Load {
+            None => runner.insert(
+                Runner::load(
+                    opts.capacity,
+                    opts.batched,
+                    opts.l7.then_some(&opts.l7_dns_ports[..]),
+                )
+                .map_err(|source| ReplayError::Load {
                     path: path_buf.clone(),
                     source: Box::new(source),
-                }
-            })?),
+                })?,
+            ),
         };
         let mut frame = layer.to_ethernet(p.data, MAX_FRAME, &mut scratch);
         if frame.len() < RUNT_FRAME.len() {
@@ -269,6 +317,7 @@ pub(super) fn replay_frames(
 
     let mut rx = IfaceCounters::default();
     let (mut drains, mut drained_entries, mut last_drain_entries, mut test_runs) = (0, 0, 0, 0);
+    let mut l7_samples = Vec::new();
     if let Some(mut r) = runner {
         // Frames read before a bad record (or the end) still count.
         if let Err(e) = flush(&r, &mut batch, &mut frames, &path_buf) {
@@ -302,6 +351,9 @@ pub(super) fn replay_frames(
                 frames,
             });
         }
+        if let Some(l7) = r.l7.take() {
+            l7_samples = l7.into_inner().1;
+        }
         (drains, drained_entries, last_drain_entries, test_runs) = (
             r.drains,
             r.drained_entries,
@@ -328,8 +380,31 @@ pub(super) fn replay_frames(
         test_runs,
         elapsed: started.elapsed(),
         error,
+        l7_events: l7_events(&l7_samples, &opts.l7_dns_ports),
     };
     Ok((replay, last_drain_ts))
+}
+
+/// The L7 engine's events for the samples of a replay, on the capture's
+/// clock (a sample's time is its frame's capture time).
+fn l7_events(samples: &[L7Sample], dns_ports: &[u16]) -> Vec<L7Event> {
+    if samples.is_empty() {
+        return Vec::new();
+    }
+    let mut engine = Engine::new(L7Config {
+        dns_ports: dns_ports.to_vec(),
+        ..L7Config::default()
+    });
+    let mut last_poll = 0;
+    for s in samples {
+        engine.push(&l7_packet(s, s.ts_ns));
+        if s.ts_ns.saturating_sub(last_poll) >= 1_000_000_000 {
+            engine.poll(s.ts_ns);
+            last_poll = s.ts_ns;
+        }
+    }
+    engine.flush();
+    engine.take_events()
 }
 
 /// Ends the replay's records and fills in its flows, once every drain has

@@ -62,6 +62,25 @@ impl Default for DrainStats {
     }
 }
 
+/// The engine and the event log of a daemon with the L7 selection on
+/// (fed by `drain/l7.rs`).
+pub struct L7Live {
+    pub engine: crate::l7::Engine,
+    pub sink: RecordSink,
+}
+
+impl L7Live {
+    pub fn new(dns_ports: &[u16], sink: RecordSink) -> Self {
+        Self {
+            engine: crate::l7::Engine::new(crate::l7::L7Config {
+                dns_ports: dns_ports.to_vec(),
+                ..crate::l7::L7Config::default()
+            }),
+            sink,
+        }
+    }
+}
+
 /// State shared by the drain loop and the HTTP handlers.
 pub struct Shared {
     pub(crate) dp: Mutex<Datapath>,
@@ -86,6 +105,8 @@ pub struct Shared {
     pub http: Arc<crate::listen::ConnStats>,
     /// Configured interfaces without programs, as the last reconcile found.
     pub(crate) unattached: Mutex<Vec<String>>,
+    /// The L7 engine and event log, when `[l7] log` is set.
+    pub(crate) l7: Mutex<Option<L7Live>>,
 }
 
 impl Shared {
@@ -117,6 +138,7 @@ impl Shared {
             fill_failing: AtomicBool::new(false),
             http: Arc::default(),
             unattached: Mutex::new(Vec::new()),
+            l7: Mutex::new(None),
         }
     }
 

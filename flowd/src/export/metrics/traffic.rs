@@ -49,6 +49,7 @@ pub(super) fn interfaces(s: &Snapshot, out: &mut Vec<Family>) {
     let mut lost = Vec::new();
     let mut races = Vec::new();
     let mut frag_fail = Vec::new();
+    let mut l7_skipped = Vec::new();
     for i in &s.ifaces {
         for (dir, c) in [(DIR_INGRESS, &i.rx), (DIR_EGRESS, &i.tx)] {
             let dir = dir_label(dir);
@@ -69,6 +70,14 @@ pub(super) fn interfaces(s: &Snapshot, out: &mut Vec<Family>) {
             }
             races.push((l(None), Num::U(c.c[counter::INSERT_RACE])));
             frag_fail.push((l(None), Num::U(c.c[counter::FRAG_MAP_FAILED])));
+            for r in [
+                counter::L7_RING_FULL,
+                counter::L7_BUDGET,
+                counter::L7_CONTINUATION_LIMIT,
+            ] {
+                let reason = counter::NAMES[r].trim_start_matches("l7_");
+                l7_skipped.push((l(Some(("reason", reason))), Num::U(c.c[r])));
+            }
         }
     }
     out.push(Family::counter(
@@ -100,6 +109,11 @@ pub(super) fn interfaces(s: &Snapshot, out: &mut Vec<Family>) {
         "flowd_fragment_map_failures",
         "First fragments whose ports could not be remembered for later fragments.",
         frag_fail,
+    ));
+    out.push(Family::counter(
+        "flowd_l7_skipped",
+        "Packets with application metadata not copied to user space, by reason: ring_full, budget (the per-second copy budget), continuation_limit (a request's continuation segments were spent and more followed).",
+        l7_skipped,
     ));
 }
 

@@ -1,0 +1,98 @@
+//! The kernel half of the application layer (issue 12): selected packets'
+//! first payload bytes go to user space through the `L7_EVENTS` ring, one
+//! fixed-size [`L7Sample`] each.
+
+use core::mem::size_of;
+
+use crate::FlowKey;
+
+/// The most payload bytes a sample carries (compile-time; `L7Control::snap_len`
+/// may lower it).
+pub const L7_SNAP_MAX: usize = 512;
+/// Bytes of the ring buffer that carries samples to user space.
+pub const L7_EVENTS_BYTES: u32 = 4 << 20;
+/// Default copy budget: samples per second, per CPU.
+pub const L7_DEFAULT_BUDGET_PER_S: u32 = 20_000;
+/// Default continuation: segments of the same direction copied after a
+/// selected request or ClientHello.
+pub const L7_DEFAULT_CONTINUATION: u32 = 3;
+/// DNS ports the kernel recognises (0 = unused slot).
+pub const L7_DNS_PORTS: usize = 4;
+/// `L7Sample::flags`: the packet is TCP (`tcp_seq`, `tcp_flags` are real).
+pub const L7_SAMPLE_TCP: u8 = 1;
+/// `L7Sample::flags`: selected as a continuation segment, not by content.
+pub const L7_SAMPLE_CONTINUATION: u8 = 2;
+/// The continuation mark lives in bits 1..7 of the flow value's
+/// `counts.seq_valid` (bit 0 is the sequence state's valid bit): the
+/// segments with payload still to copy after a selected request or
+/// ClientHello, or [`L7_CONT_SPENT`]. A byte of a cache line the packet
+/// already touches, and `FlowStats` keeps its 80 bytes (at 88 the
+/// verifier's work grew by a sixth).
+pub const L7_CONT_SHIFT: u32 = 1;
+/// The mark once the continuation segments are spent: the next segment
+/// with payload that is not selected by content counts
+/// `counter::L7_CONTINUATION_LIMIT` (once) and clears it.
+pub const L7_CONT_SPENT: u8 = 0x7f;
+
+/// The settings of the selection, written by the daemon (`L7_CONTROL[0]`).
+/// `snap_len == 0` switches the selection off (the default of a new map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct L7Control {
+    /// Payload bytes copied per sample, 1..=`L7_SNAP_MAX`.
+    pub snap_len: u32,
+    /// Samples per second per CPU (0: none).
+    pub budget_per_s: u32,
+    /// Continuation segments after a request / ClientHello (at most 126).
+    pub continuation: u32,
+    pub _pad: u32,
+    /// UDP/TCP ports that carry DNS (0 = unused).
+    pub dns_ports: [u16; L7_DNS_PORTS],
+}
+const _: () = assert!(size_of::<L7Control>() == 24);
+
+/// The per-CPU copy budget's window (`L7_BUDGET[0]`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct L7Budget {
+    /// Start of the current one-second window (the packet clock).
+    pub window_ns: u64,
+    /// Samples taken in it.
+    pub used: u64,
+    /// Scratch: the packet's payload offset and wire length, stored and
+    /// read back so the verifier sees unknown values and checks the
+    /// selection once for all parse paths, not once per header layout.
+    pub off: u32,
+    pub wire: u32,
+    /// Scratch: TCP sequence number and flags byte, and whether TCP.
+    pub seq: u32,
+    pub tcp_flags: u8,
+    pub tcp: u8,
+    pub _pad: u16,
+}
+const _: () = assert!(size_of::<L7Budget>() == 32);
+
+/// One selected packet. 584 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct L7Sample {
+    /// Kernel monotonic clock, or the capture time in replay (as the flow
+    /// maps' first-seen).
+    pub ts_ns: u64,
+    /// As in the flow map (ifindex and direction set).
+    pub key: FlowKey,
+    pub direction: u8,
+    /// TCP flag bits (byte 13).
+    pub tcp_flags: u8,
+    /// `L7_SAMPLE_*`.
+    pub flags: u8,
+    pub _pad0: u8,
+    pub tcp_seq: u32,
+    /// L4 payload length on the wire.
+    pub wire_len: u32,
+    /// Bytes of `payload` that are valid.
+    pub cap_len: u32,
+    pub _pad1: u32,
+    pub payload: [u8; L7_SNAP_MAX],
+}
+const _: () = assert!(size_of::<L7Sample>() == 72 + L7_SNAP_MAX);

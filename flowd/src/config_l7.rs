@@ -1,0 +1,90 @@
+//! The `[l7]` section of the configuration (issue 12): the kernel's
+//! selection of packets with application metadata and the event log.
+
+use flowd_common::l7::{
+    L7_DEFAULT_BUDGET_PER_S, L7_DEFAULT_CONTINUATION, L7_DNS_PORTS, L7_SNAP_MAX, L7Control,
+};
+use serde::Deserialize;
+
+/// `[l7]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct L7Settings {
+    /// Event log, one JSON line per HTTP request, DNS query and TLS
+    /// handshake: a file path (reopened on SIGHUP), `-` for stdout, empty
+    /// for none (then the programs select nothing).
+    pub log: String,
+    /// Payload bytes copied per selected packet (1..=512).
+    pub snap_len: u32,
+    /// Packets copied per second and CPU at most (1..=10000000); the rest
+    /// are counted in `flowd_l7_skipped_total{reason="budget"}`.
+    pub budget_per_s: u32,
+    /// Segments copied after a request or ClientHello on the same flow
+    /// direction (0..=126).
+    pub continuation_segments: u32,
+    /// DNS ports besides 53 and 5353 (at most 2).
+    pub dns_ports: Vec<u16>,
+}
+
+impl Default for L7Settings {
+    fn default() -> Self {
+        Self {
+            log: String::new(),
+            snap_len: L7_SNAP_MAX as u32,
+            budget_per_s: L7_DEFAULT_BUDGET_PER_S,
+            continuation_segments: L7_DEFAULT_CONTINUATION,
+            dns_ports: Vec::new(),
+        }
+    }
+}
+
+impl L7Settings {
+    /// The first key with a value out of range: (key, value, accepted).
+    pub fn invalid(&self) -> Option<(&'static str, String, &'static str)> {
+        if !(1..=L7_SNAP_MAX as u32).contains(&self.snap_len) {
+            return Some(("l7.snap_len", self.snap_len.to_string(), "1 to 512"));
+        }
+        if !(1..=10_000_000).contains(&self.budget_per_s) {
+            return Some((
+                "l7.budget_per_s",
+                self.budget_per_s.to_string(),
+                "1 to 10000000 (packets per second and CPU)",
+            ));
+        }
+        if self.continuation_segments > 126 {
+            return Some((
+                "l7.continuation_segments",
+                self.continuation_segments.to_string(),
+                "0 to 126",
+            ));
+        }
+        if self.dns_ports.len() > L7_DNS_PORTS - 2 || self.dns_ports.contains(&0) {
+            return Some((
+                "l7.dns_ports",
+                format!("{:?}", self.dns_ports),
+                "at most 2 ports from 1 to 65535 (53 and 5353 are always DNS)",
+            ));
+        }
+        None
+    }
+
+    /// The selection on: an event log is configured.
+    pub fn enabled(&self) -> bool {
+        !self.log.is_empty()
+    }
+
+    /// The programs' settings.
+    pub fn control(&self) -> L7Control {
+        let mut dns_ports = [53, 5353, 0, 0];
+        for (slot, p) in dns_ports[2..].iter_mut().zip(&self.dns_ports) {
+            *slot = *p;
+        }
+        L7Control {
+            snap_len: self.snap_len,
+            budget_per_s: self.budget_per_s,
+            continuation: self.continuation_segments,
+            _pad: 0,
+            dns_ports,
+        }
+    }
+}

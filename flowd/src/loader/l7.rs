@@ -1,0 +1,72 @@
+//! The L7 selection (issue 12): its settings in the programs, and the ring
+//! buffer of samples they write.
+
+use aya::maps::{Array, MapData, RingBuf};
+use bytes::Bytes;
+use flowd_common::{
+    l7::{L7_SAMPLE_TCP, L7_SNAP_MAX, L7Control, L7Sample},
+    maps,
+};
+
+use super::{Datapath, LoadError, typed_map};
+use crate::l7::{L7Packet, TcpMeta};
+
+impl Datapath {
+    /// Writes the selection's settings; `None` (or a snap length of 0)
+    /// switches it off.
+    pub fn set_l7(&mut self, ctl: Option<L7Control>) -> Result<(), LoadError> {
+        let mut c = ctl.unwrap_or_default();
+        c.snap_len = c.snap_len.min(L7_SNAP_MAX as u32);
+        let mut map: Array<&mut MapData, L7Control> = typed_map(&mut self.ebpf, maps::L7_CONTROL)?;
+        map.set(0, c, 0).map_err(|source| LoadError::Map {
+            map: maps::L7_CONTROL,
+            source,
+        })
+    }
+
+    /// Hands every L7 sample waiting in the ring buffer to `sink`.
+    pub fn drain_l7(&mut self, sink: impl FnMut(&L7Sample)) -> usize {
+        match self.l7_events.as_mut() {
+            Some(ring) => drain_l7_ring(ring, sink),
+            None => 0,
+        }
+    }
+
+    /// The L7 ring, for a reader that is not the `Datapath`'s owner (the
+    /// replay reads it after each test run); `drain_l7` then reads nothing.
+    pub fn take_l7_ring(&mut self) -> Option<RingBuf<MapData>> {
+        self.l7_events.take()
+    }
+}
+
+/// Hands every L7 sample waiting in `ring` to `sink`.
+pub fn drain_l7_ring(ring: &mut RingBuf<MapData>, mut sink: impl FnMut(&L7Sample)) -> usize {
+    let mut n = 0;
+    while let Some(item) = ring.next() {
+        if item.len() >= size_of::<L7Sample>() {
+            // SAFETY: the programs write whole L7Sample records (plain
+            // data, any bit pattern valid); read unaligned to be safe.
+            let s = unsafe { item.as_ptr().cast::<L7Sample>().read_unaligned() };
+            sink(&s);
+            n += 1;
+        }
+    }
+    n
+}
+
+/// The engine's packet for a sample; `ts_ns` is the sample's time already
+/// converted to wall-clock nanoseconds (as flow timestamps are).
+pub fn l7_packet(s: &L7Sample, ts_ns: u64) -> L7Packet {
+    let cap = (s.cap_len as usize).min(L7_SNAP_MAX);
+    L7Packet {
+        ts_ns,
+        key: s.key,
+        direction: s.direction,
+        tcp: (s.flags & L7_SAMPLE_TCP != 0).then_some(TcpMeta {
+            seq: s.tcp_seq,
+            flags: s.tcp_flags,
+        }),
+        payload: Bytes::copy_from_slice(&s.payload[..cap]),
+        wire_payload_len: s.wire_len,
+    }
+}
