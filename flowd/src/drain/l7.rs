@@ -31,6 +31,7 @@ impl Shared {
             live.engine.poll(clock::realtime_ns());
         }
         let events = live.engine.take_events();
+        lock(&self.l7_metrics).observe(&events, &lock(&self.names), clock::realtime_ns());
         if events.is_empty() {
             return;
         }

@@ -75,6 +75,7 @@
 mod family;
 mod flows;
 mod health;
+mod l7;
 mod scans;
 mod snapshot;
 mod tcp_signals;
@@ -110,6 +111,7 @@ fn fixed_families(s: &Snapshot) -> Vec<Family> {
     tcp_signals::families(s, &mut out);
     health::drain_errors(s, &mut out);
     flows::window(&s.groups, &mut out);
+    l7::families(s, &mut out);
     health::process(s, &mut out);
     health::build_info(&mut out);
     out

@@ -56,6 +56,8 @@ pub struct Snapshot {
     pub top_tcp: Vec<Option<TopTcp>>,
     /// The HTTP server's connections.
     pub http: HttpSnapshot,
+    /// The application layer's counts and signals, when the L7 selection is on.
+    pub l7_metrics: Option<crate::export::l7stats::L7Snapshot>,
 }
 
 /// The HTTP server's connection counters (see [`crate::listen::ConnStats`]).
