@@ -22,9 +22,10 @@
 //! not kept); each drop is counted. Names from the network live only here,
 //! never in a label.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use flowd_common::FlowKey;
+use hashbrown::HashMap;
 use tracing::warn;
 
 use crate::{
@@ -351,14 +352,17 @@ pub fn host_name(h: &str) -> String {
 
 /// Shannon entropy of `s`'s bytes, in bits per byte (ASCII case folded).
 pub fn entropy(s: &[u8]) -> f64 {
-    if s.is_empty() {
-        return 0.0;
-    }
+    entropy_of(s.iter().copied())
+}
+
+fn entropy_of(bytes: impl Iterator<Item = u8>) -> f64 {
     let mut n = [0u32; 256];
-    for b in s {
+    let mut len = 0u32;
+    for b in bytes {
         n[usize::from(b.to_ascii_lowercase())] += 1;
+        len += 1;
     }
-    let len = s.len() as f64;
+    let len = f64::from(len);
     n.iter()
         .filter(|c| **c > 0)
         .map(|c| {
@@ -368,25 +372,28 @@ pub fn entropy(s: &[u8]) -> f64 {
         .sum()
 }
 
-/// Whether a query name looks like data carried in DNS (see the table above).
+/// Whether a query name looks like data carried in DNS (see the table
+/// above). No allocation: it runs on every query.
 pub fn tunnel_name(qname: &str) -> bool {
-    let q = qname.trim_end_matches('.');
-    let lower = q.to_ascii_lowercase();
-    if lower == "arpa" || lower.ends_with(".arpa") {
+    let q = qname.trim_end_matches('.').as_bytes();
+    let arpa = q.len() >= 4
+        && q[q.len() - 4..].eq_ignore_ascii_case(b"arpa")
+        && (q.len() == 4 || q[q.len() - 5] == b'.');
+    if arpa {
         return false;
     }
     if q.len() > TUNNEL_NAME_LEN {
         return true;
     }
-    let labels: Vec<&str> = q.split('.').collect();
-    if labels.len() <= 2 {
+    // The labels left of the last two.
+    let Some(last) = q.iter().rposition(|b| *b == b'.') else {
         return false;
-    }
-    let sub: Vec<u8> = labels[..labels.len() - 2]
-        .iter()
-        .flat_map(|l| l.bytes())
-        .collect();
-    sub.len() >= TUNNEL_SUB_LEN && entropy(&sub) >= TUNNEL_ENTROPY
+    };
+    let Some(second) = q[..last].iter().rposition(|b| *b == b'.') else {
+        return false;
+    };
+    let sub = q[..second].iter().copied().filter(|b| *b != b'.');
+    sub.clone().count() >= TUNNEL_SUB_LEN && entropy_of(sub) >= TUNNEL_ENTROPY
 }
 
 /// `s` cut to at most `max` bytes, on a character boundary.

@@ -111,6 +111,9 @@ fn entropy_and_tunnel_names() {
     assert!(!tunnel_name(
         "b.a.9.8.7.6.5.0.4.0.0.0.3.0.0.0.2.0.0.0.1.0.0.0.0.0.0.0.1.2.3.4.ip6.arpa"
     ));
+    assert!(!tunnel_name(&format!("{}IP6.ARPA.", "a.".repeat(60))));
+    assert!(tunnel_name(&format!("{}.notarpa", "a".repeat(100))));
+    assert!(!tunnel_name("arpa"));
     assert_eq!(host_name("Secure.Example.COM:8080"), "secure.example.com");
     assert_eq!(host_name("example.com."), "example.com");
     assert_eq!(host_name("[2001:db8::1]:80"), "2001:db8::1");
