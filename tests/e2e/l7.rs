@@ -461,3 +461,327 @@ fn dns_dnsmasq_and_dig_one_event_per_query() {
     let replayed = replay_events(&capture, &dir.path().join("replay.jsonl"));
     assert_replay_equals_live(&events, &replayed, &link.if_b, &capture);
 }
+
+// ---------------------------------------------------------------- TLS
+
+/// JA4 (FoxIO, `technical_details/JA4.md`) and the versions offered of
+/// each ClientHello in a capture, computed here from tshark's dissection:
+/// the test's own oracle for flowd's fingerprint. Keyed by the client's port.
+fn tshark_hellos(capture: &Path) -> BTreeMap<u64, (String, Vec<u16>)> {
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(capture)
+        .args(["-d", "tcp.port==8443,tls", "-Y", "tls.handshake.type==1"])
+        .args(["-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,"])
+        .args(["-E", "separator=|"])
+        .args(["-e", "tcp.srcport", "-e", "tls.handshake.version"])
+        .args([
+            "-e",
+            "tls.handshake.ciphersuite",
+            "-e",
+            "tls.handshake.extension.type",
+        ])
+        .args([
+            "-e",
+            "tls.handshake.sig_hash_alg",
+            "-e",
+            "tls.handshake.extensions_alpn_str",
+        ])
+        .args(["-e", "tls.handshake.extensions.supported_version"])
+        .output()
+        .expect("run tshark");
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let grease = |v: u16| (v & 0x0f0f) == 0x0a0a && (v >> 8) == (v & 0xff);
+    let hex = |s: &str| -> Vec<u16> {
+        s.split(',')
+            .filter(|x| !x.is_empty())
+            .map(|x| u16::from_str_radix(x.trim_start_matches("0x"), 16).unwrap())
+            .filter(|v| !grease(*v))
+            .collect()
+    };
+    let hash12 = |s: &str| -> String {
+        let d = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
+        d.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let list = |v: &[u16]| {
+        v.iter()
+            .map(|x| format!("{x:04x}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut m = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let f: Vec<&str> = line.split('|').collect();
+        assert_eq!(f.len(), 7, "{line}");
+        let mut ciphers = hex(f[2]);
+        let exts: Vec<u16> = f[3]
+            .split(',')
+            .map(|x| x.parse::<u16>().unwrap())
+            .filter(|v| !grease(*v))
+            .collect();
+        // signature_algorithms_cert would add its list to tshark's field.
+        assert!(!exts.contains(&50), "{line}");
+        let offered = hex(f[6]);
+        let version = offered.iter().copied().max().unwrap_or(hex(f[1])[0]);
+        let alpn = match f[5].split(',').next().filter(|a| !a.is_empty()) {
+            Some(a) => format!("{}{}", &a[..1], &a[a.len() - 1..]),
+            None => "00".to_owned(),
+        };
+        let a = format!(
+            "t{}{}{:02}{:02}{alpn}",
+            match version {
+                0x0304 => "13",
+                0x0303 => "12",
+                v => panic!("version {v:#x}"),
+            },
+            if exts.contains(&0) { 'd' } else { 'i' },
+            ciphers.len(),
+            exts.len(),
+        );
+        ciphers.sort_unstable();
+        let mut sorted: Vec<u16> = exts.into_iter().filter(|e| *e != 0 && *e != 16).collect();
+        sorted.sort_unstable();
+        let c = format!("{}_{}", list(&sorted), list(&hex(f[4])));
+        let ja4 = format!("{a}_{}_{}", hash12(&list(&ciphers)), hash12(&c));
+        m.insert(f[0].parse().unwrap(), (ja4, offered));
+    }
+    m
+}
+
+/// JA4's shape: `t13d0411h2_<12 hex>_<12 hex>`.
+fn ja4_shaped(s: &str) -> bool {
+    let p: Vec<&str> = s.split('_').collect();
+    let hex12 = |x: &str| {
+        x.len() == 12
+            && x.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    p.len() == 3
+        && p[0].len() == 10
+        && p[0].starts_with('t')
+        && ["12", "13"].contains(&&p[0][1..3])
+        && matches!(&p[0][3..4], "d" | "i")
+        && p[0][4..8].bytes().all(|b| b.is_ascii_digit())
+        && p[0][8..].bytes().all(|b| b.is_ascii_alphanumeric())
+        && hex12(p[1])
+        && hex12(p[2])
+}
+
+/// openssl s_server (TLS 1.2 and 1.3, one cipher each) on 443 over IPv4
+/// and 8443 over IPv6, s_client with and without `-servername` and
+/// `-alpn`, `-tls1_2`, `-tls1_3` or both: one event per handshake with the
+/// SNI, ALPN and versions offered, the negotiated version and cipher, and
+/// the JA4 tshark's dissection of the same ClientHello gives.
+#[test]
+fn tls_openssl_server_and_client_one_event_per_handshake() {
+    let link = Link::dual_stack();
+    link.no_offloads();
+    let dir = TempDir::new("flowdt-l7tls");
+    let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+    flowd_tests::sh(&[
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=tls.l7.test",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        cert.to_str().unwrap(),
+    ]);
+    let live = dir.path().join("live.jsonl");
+    let mut flowd = flowd_l7(&link, &live);
+    let cap = Capture::start(&link.b, &link.if_b, dir.path(), "tls");
+    let mut servers = Vec::new();
+    for (i, accept) in [
+        format!("{}:443", link.ip_b),
+        format!("[{}]:8443", link.ip6_b),
+    ]
+    .iter()
+    .enumerate()
+    {
+        servers.push(Proc::spawn(
+            &link.b,
+            &[
+                "openssl",
+                "s_server",
+                "-quiet",
+                "-accept",
+                accept,
+                "-key",
+                key.to_str().unwrap(),
+                "-cert",
+                cert.to_str().unwrap(),
+                "-alpn",
+                "h2,http/1.1",
+                "-ciphersuites",
+                "TLS_AES_128_GCM_SHA256",
+                "-cipher",
+                "ECDHE-ECDSA-AES128-GCM-SHA256",
+            ],
+            &dir.path().join(format!("s_server{i}.log")),
+        ));
+        wait::bound(&link.b, "tcp", accept.parse().unwrap());
+    }
+
+    // (IPv6, client port, s_client options, SNI, ALPN, versions offered
+    // (None: OpenSSL's defaults, which depend on its configuration: taken
+    // from tshark), negotiated version)
+    type Hs = (
+        bool,
+        u16,
+        &'static [&'static str],
+        Option<&'static str>,
+        &'static [&'static str],
+        Option<&'static [u16]>,
+        u16,
+    );
+    let handshakes: [Hs; 5] = [
+        (
+            false,
+            40201,
+            &[
+                "-tls1_3",
+                "-servername",
+                "a.tls.l7.test",
+                "-alpn",
+                "h2,http/1.1",
+            ],
+            Some("a.tls.l7.test"),
+            &["h2", "http/1.1"],
+            Some(&[0x0304]),
+            0x0304,
+        ),
+        (
+            false,
+            40202,
+            &[
+                "-tls1_2",
+                "-servername",
+                "b.tls.l7.test",
+                "-alpn",
+                "http/1.1",
+            ],
+            Some("b.tls.l7.test"),
+            &["http/1.1"],
+            Some(&[]),
+            0x0303,
+        ),
+        (
+            false,
+            40203,
+            &["-noservername", "-alpn", "h2"],
+            None,
+            &["h2"],
+            None,
+            0x0304,
+        ),
+        (
+            true,
+            40204,
+            &["-tls1_2", "-servername", "c.tls.l7.test"],
+            Some("c.tls.l7.test"),
+            &[],
+            Some(&[]),
+            0x0303,
+        ),
+        (
+            true,
+            40205,
+            &["-tls1_3", "-servername", "d.tls.l7.test", "-alpn", "h2"],
+            Some("d.tls.l7.test"),
+            &["h2"],
+            Some(&[0x0304]),
+            0x0304,
+        ),
+    ];
+    let mut expected = Vec::new();
+    for (v6, port, opts, sni, alpn, offered, version) in handshakes {
+        let (src, dst, dport) = if v6 {
+            (&link.ip6_a, &link.ip6_b, 8443)
+        } else {
+            (&link.ip_a, &link.ip_b, 443)
+        };
+        let (connect, bind) = if v6 {
+            (format!("[{dst}]:{dport}"), format!("[{src}]:{port}"))
+        } else {
+            (format!("{dst}:{dport}"), format!("{src}:{port}"))
+        };
+        let mut args = vec!["openssl", "s_client", "-connect", &connect, "-bind", &bind];
+        args.extend(opts);
+        let out = client(&link.a, &args);
+        // The handshake s_client reports: the version and the server's cipher.
+        let (name, cipher, cipher_name) = if version == 0x0304 {
+            ("TLSv1.3", 0x1301, "TLS_AES_128_GCM_SHA256")
+        } else {
+            ("TLSv1.2", 0xc02b, "ECDHE-ECDSA-AES128-GCM-SHA256")
+        };
+        assert!(
+            out.contains(&format!("New, {name}, Cipher is {cipher_name}")),
+            "{args:?}: {out}"
+        );
+        let mut e = json!({
+            "device": link.if_b, "direction": "ingress",
+            "src": src, "dst": dst, "sport": port, "dport": dport, "proto": 6, "kind": "tls",
+            "tls_version": version, "tls_cipher": cipher,
+        });
+        if let Some(s) = sni {
+            e["tls_sni"] = json!(s);
+        }
+        if !alpn.is_empty() {
+            e["tls_alpn"] = json!(alpn);
+        }
+        if let Some(o) = offered.filter(|o| !o.is_empty()) {
+            e["tls_versions_offered"] = json!(o);
+        }
+        let t = (
+            src.clone(),
+            dst.clone(),
+            u64::from(port),
+            dport,
+            6,
+            "tls".to_owned(),
+        );
+        expected.push((t, e, offered));
+    }
+    let events = events_settled(&live, handshakes.len());
+    for e in &events {
+        let ja4 = e["tls_ja4"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no tls_ja4 in {e}"));
+        assert!(ja4_shaped(ja4), "{e}");
+    }
+    assert_eq!(flowd.stop(), Some(0), "{}", flowd.log_text());
+    assert_eq!(read_events(&live), events);
+    drop(servers);
+    let capture = cap.stop();
+
+    // The JA4 of each ClientHello, and OpenSSL's default versions, from
+    // tshark's dissection of the capture.
+    let hellos = tshark_hellos(&capture);
+    let mut want: BTreeMap<Tuple, Vec<Value>> = BTreeMap::new();
+    for (t, mut e, offered) in expected {
+        let (ja4, tshark_offered) = &hellos[&t.2];
+        e["tls_ja4"] = json!(ja4);
+        match offered {
+            Some(o) => assert_eq!(&tshark_offered[..], o, "{t:?}"),
+            None if !tshark_offered.is_empty() => e["tls_versions_offered"] = json!(tshark_offered),
+            None => panic!("{t:?}: no supported_versions offered"),
+        }
+        want.entry(t).or_default().push(e);
+    }
+    assert_events(&events, &want);
+    let replayed = replay_events(&capture, &dir.path().join("replay.jsonl"));
+    assert_replay_equals_live(&events, &replayed, &link.if_b, &capture);
+}
