@@ -10,17 +10,10 @@
 //! ClientHellos, DNS compression loops) gives no event and leaves the
 //! packet totals exact.
 
-use std::{
-    collections::BTreeMap,
-    io::{Read, Write},
-    net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket},
-    path::Path,
-    process::Command,
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::SocketAddr, path::Path, process::Command};
 
 use flowd_tests::{
-    Flowd, Link, Netns, TempDir, api_flows, find_flows,
+    Flowd, Link, Netns, TempDir,
     l7::{
         Capture, Proc, Tuple, assert_replay_equals_live, by_tuple, events_settled, exact_part,
         read_events, replay_events,

@@ -118,7 +118,7 @@ impl Capture {
             .lines()
             .find_map(|l| l.split_once("received/dropped on interface"))
             .and_then(|(_, r)| r.split_once(": "))
-            .and_then(|(_, r)| r.split(|c: char| c == '/' || c == ' ').nth(1))
+            .and_then(|(_, r)| r.split(['/', ' ']).nth(1))
             .unwrap_or_else(|| panic!("no packet counts in dumpcap's output:\n{log}"));
         assert_eq!(dropped, "0", "dumpcap dropped packets:\n{log}");
         self.path.clone()

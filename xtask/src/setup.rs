@@ -36,6 +36,9 @@ const PACKAGES: &[&str] = &[
     "python3-yaml",
     "curl",
     "openssl",
+    // The live application-layer tests' DNS server and client (tests/e2e/l7.rs).
+    "dnsmasq-base",
+    "bind9-dnsutils",
     "systemd",
     "util-linux",
     "procps",

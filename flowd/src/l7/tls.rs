@@ -210,7 +210,7 @@ pub fn parse_server_hello(p: &[u8], last: bool) -> Parsed<ServerHello> {
     if let Some(raw) = sh.ext {
         match tls_parser::parse_tls_server_hello_extensions(raw) {
             // As for the ClientHello: an extension left unparsed is an error.
-            Ok((rest, exts)) if rest.is_empty() => {
+            Ok(([], exts)) => {
                 for e in exts {
                     if let TlsExtension::SupportedVersions(v) = e
                         && let Some(v) = v.first()
