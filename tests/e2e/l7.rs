@@ -6,9 +6,7 @@
 //! capture of the same traffic on the same interface, replayed with
 //! `flowd replay --l7-log`, gives the same events (see
 //! `flowd_tests::l7::assert_replay_equals_live` for the keys that depend on
-//! the capture point). Bad input (truncated and garbage payloads, absurd
-//! ClientHellos, DNS compression loops) gives no event and leaves the
-//! packet totals exact.
+//! the capture point). Bad input: `l7_bad_input.rs`.
 
 use std::{collections::BTreeMap, net::SocketAddr, path::Path, process::Command};
 

@@ -258,7 +258,10 @@ pub fn ts_ns(ts: &str) -> i128 {
 /// within 100 ms (the same packets, timestamped by the XDP/TC hook live and
 /// by the packet socket in the capture: microseconds apart, plus the
 /// daemon's conversion of the kernel clock to wall-clock time) and the
-/// latency within 5 ms, present in both or in neither.
+/// latency within 5 ms, present in both or in neither. `direction` is
+/// compared: a replay presents every frame as received, and live the
+/// event's direction is that of the request, which arrives on the
+/// server's interface where these tests capture, so both say `ingress`.
 pub fn assert_replay_equals_live(
     live: &[Value],
     replay: &[Value],
