@@ -35,9 +35,13 @@ fn flowd_l7(link: &Link, log: &Path) -> Flowd {
     )
 }
 
-/// Runs a client inside `ns`; its stdout, panicking when it fails.
+/// Runs a client inside `ns` for 20 s at most (coreutils' `timeout`: a
+/// server that never answers fails the test instead of hanging it); its
+/// stdout, panicking when it fails.
 fn client(ns: &Netns, args: &[&str]) -> String {
-    String::from_utf8(ns.exec(args).stdout).expect("UTF-8 output")
+    let mut full = vec!["timeout", "20"];
+    full.extend_from_slice(args);
+    String::from_utf8(ns.exec(&full).stdout).expect("UTF-8 output")
 }
 
 /// Packets with application metadata the programs skipped, by direction
