@@ -1,6 +1,7 @@
 //! flowd: an eBPF flow collector. The daemon and CLI live in `main.rs`;
 //! everything else is here so tests and the bench (`tests/src/bin/flowd-bench`) can use it.
 
+pub mod afxdp;
 pub mod caps;
 pub mod clock;
 pub mod config;

@@ -69,9 +69,6 @@ fn afxdp_counts_an_unassigned_interface_in_slot_zero() {
         assert_eq!(run(&mut h, &f, LO, 0), XDP_PASS);
     }
     let c = h.dp.afxdp_counts(0, 0).unwrap();
-    assert_eq!(
-        (c.frames, c.bytes, c.no_socket),
-        (3, 3 * f.len() as u64, 3)
-    );
+    assert_eq!((c.frames, c.bytes, c.no_socket), (3, 3 * f.len() as u64, 3));
     assert_eq!(c.redirected(), 0);
 }
