@@ -5,6 +5,7 @@ pub mod afxdp;
 pub mod caps;
 pub mod clock;
 pub mod config;
+pub mod config_afxdp;
 pub mod config_l7;
 pub mod connstate;
 pub mod daemon;

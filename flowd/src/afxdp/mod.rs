@@ -56,7 +56,10 @@ pub use self::{
     stats::{QueueSnapshot, QueueStats, XskStats},
     worker::XskMode,
 };
-use crate::loader::{AfXdpLink, Datapath, LoadError, XdpAttachMode};
+use crate::{
+    export::metrics::AfXdpQueueSnapshot,
+    loader::{AfXdpLink, Datapath, LoadError, XdpAttachMode},
+};
 
 #[derive(Debug, Error)]
 pub enum AfXdpError {
@@ -235,18 +238,44 @@ impl AfXdpCapture {
             .collect()
     }
 
+    /// The per-queue series of `flowd_af_xdp_*`.
+    pub fn metrics(&self, dp: &Datapath) -> Vec<AfXdpQueueSnapshot> {
+        self.view(dp)
+            .into_iter()
+            .map(|q| AfXdpQueueSnapshot {
+                device: self.iface.clone(),
+                queue: q.queue,
+                mode: q.mode.as_str(),
+                frames: q.kernel.frames,
+                bytes: q.kernel.bytes,
+                no_socket: q.kernel.no_socket,
+                parsed: q.worker.parsed,
+                parse_failed: q.worker.failed,
+                rx_dropped: q.worker.xsk.rx_dropped,
+                rx_ring_full: q.worker.xsk.rx_ring_full,
+                rx_invalid_descs: q.worker.xsk.rx_invalid_descs,
+                rx_fill_ring_empty_descs: q.worker.xsk.rx_fill_ring_empty_descs,
+            })
+            .collect()
+    }
+
     /// Stops: the sockets leave the map (frames are passed and counted as
-    /// `no_socket` from then on), a grace period lets every program run that
-    /// still redirected finish, each worker empties its RX ring, reads its
-    /// socket's counters a last time and releases socket and UMEM; then the
-    /// program is detached. Returns the final counts.
-    pub fn stop(mut self, dp: &mut Datapath) -> Vec<QueueView> {
+    /// `no_socket` from then on), `grace_period` (the drain's wait for
+    /// running programs, [`crate::drain::grace_period`]) lets every program
+    /// run that still redirected finish, each worker empties its RX ring,
+    /// reads its socket's counters a last time and releases socket and
+    /// UMEM; then the program is detached. Returns the final counts.
+    pub fn stop(
+        mut self,
+        dp: &mut Datapath,
+        grace_period: impl FnOnce() -> Result<(), crate::sys::SysError>,
+    ) -> Vec<QueueView> {
         for q in &self.queues {
             if let Err(e) = dp.unset_afxdp_socket(self.slot, q.queue) {
                 warn!(iface = %self.iface, queue = q.queue, error = %e, "AF_XDP: taking the socket out of the map failed");
             }
         }
-        if let Err(e) = crate::drain::grace_period() {
+        if let Err(e) = grace_period() {
             warn!(error = %e, "AF_XDP: waiting for running programs failed; the last frames may be uncounted");
         }
         self.join();

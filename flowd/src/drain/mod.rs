@@ -25,7 +25,7 @@ use std::{
 };
 
 pub use batch::drain_hash;
-pub(crate) use flip::grace_period;
+pub use flip::grace_period;
 use flowd_common::{FlowKey, FlowStats, RttSample};
 use tracing::{info, warn};
 

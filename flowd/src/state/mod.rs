@@ -107,6 +107,9 @@ pub struct Shared {
     pub(crate) unattached: Mutex<Vec<String>>,
     /// The L7 engine and event log, when `[l7] log` is set.
     pub(crate) l7: Mutex<Option<L7Live>>,
+    /// AF_XDP capture, one per `[af_xdp]` interface present. Lock order:
+    /// `dp` first (stopping one needs both).
+    pub(crate) afxdp: Mutex<Vec<crate::afxdp::AfXdpCapture>>,
 }
 
 impl Shared {
@@ -139,6 +142,7 @@ impl Shared {
             http: Arc::default(),
             unattached: Mutex::new(Vec::new()),
             l7: Mutex::new(None),
+            afxdp: Mutex::new(Vec::new()),
         }
     }
 

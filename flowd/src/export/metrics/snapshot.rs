@@ -56,6 +56,8 @@ pub struct Snapshot {
     pub top_tcp: Vec<Option<TopTcp>>,
     /// The HTTP server's connections.
     pub http: HttpSnapshot,
+    /// AF_XDP capture, per device and RX queue (empty: none).
+    pub afxdp: Vec<super::afxdp::AfXdpQueueSnapshot>,
 }
 
 /// The HTTP server's connection counters (see [`crate::listen::ConnStats`]).
