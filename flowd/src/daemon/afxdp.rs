@@ -23,7 +23,7 @@ pub(super) fn reconcile(
     settings: &AfXdpSettings,
     mode: Option<XdpAttachMode>,
 ) -> Vec<String> {
-    let wanted = settings.selected(present);
+    let wanted = interfaces::af_xdp_selected(present, &settings.interfaces);
     let mut dp = lock(&shared.dp);
     let mut caps = lock(&shared.afxdp);
     let (keep, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut *caps).into_iter().partition(|c| {

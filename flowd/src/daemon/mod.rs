@@ -159,8 +159,8 @@ fn check_interfaces(cfg: &Config) -> Result<()> {
             );
         }
     }
-    if cfg.af_xdp.in_kernel(&present, &cfg.interfaces).is_empty()
-        && cfg.af_xdp.selected(&present).is_empty()
+    if interfaces::in_kernel(&present, &cfg.interfaces, &cfg.af_xdp.interfaces).is_empty()
+        && interfaces::af_xdp_selected(&present, &cfg.af_xdp.interfaces).is_empty()
     {
         bail!(
             "no interface matches {:?} (apart from loopback): name one with --iface or --af-xdp",

@@ -44,7 +44,7 @@ pub(super) fn reconcile(shared: &Shared) {
         }
     };
     let afxdp_missing = super::afxdp::reconcile(shared, &present, &af_xdp, mode);
-    let wanted = af_xdp.in_kernel(&present, &patterns);
+    let wanted = interfaces::in_kernel(&present, &patterns, &af_xdp.interfaces);
     let mut dp = lock(&shared.dp);
     let attached: Vec<(u32, String)> = dp
         .interfaces
@@ -81,12 +81,12 @@ pub(super) fn reconcile(shared: &Shared) {
         }
     }
     // What /readyz reports: selected but not attached, and named but absent.
-    let mut unattached: Vec<String> = af_xdp
-        .in_kernel(&present, &patterns)
-        .into_iter()
-        .filter(|i| !dp.interfaces.contains_key(&i.ifindex))
-        .map(|i| i.name)
-        .collect();
+    let mut unattached: Vec<String> =
+        interfaces::in_kernel(&present, &patterns, &af_xdp.interfaces)
+            .into_iter()
+            .filter(|i| !dp.interfaces.contains_key(&i.ifindex))
+            .map(|i| i.name)
+            .collect();
     unattached.extend(
         patterns
             .iter()
