@@ -81,7 +81,7 @@ pub enum AfXdpError {
     Load {
         iface: String,
         #[source]
-        source: LoadError,
+        source: Box<LoadError>,
     },
     #[error("AF_XDP on `{iface}` queue {queue}: {step} failed: {reason}")]
     Socket {
@@ -170,7 +170,7 @@ impl AfXdpCapture {
         }
         let load = |source| AfXdpError::Load {
             iface: iface.into(),
-            source,
+            source: Box::new(source),
         };
         let link = dp.attach_afxdp(iface, xdp_mode).map_err(load)?;
         let mut cap = Self {
