@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 /// `[af_xdp]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AfXdpSettings {
     /// Interface names or glob patterns (`!pattern` excludes) whose every
@@ -14,6 +14,20 @@ pub struct AfXdpSettings {
     /// no `interfaces` entry; with `interfaces` empty and this set, no
     /// interface takes the in-kernel path ([`crate::interfaces::in_kernel`]).
     pub interfaces: Vec<String>,
+    /// Entries of each socket's fill and RX rings (a power of two, 64 to
+    /// 16384): the frames a worker may fall behind by before the socket
+    /// drops. Each RX queue's UMEM holds twice as many 4 KiB frames (2048:
+    /// 16 MiB per queue).
+    pub ring_size: u32,
+}
+
+impl Default for AfXdpSettings {
+    fn default() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            ring_size: 2048,
+        }
+    }
 }
 
 impl AfXdpSettings {
@@ -23,6 +37,13 @@ impl AfXdpSettings {
 
     /// The first pattern that is not accepted: (key, value, accepted).
     pub fn invalid(&self) -> Option<(&'static str, String, &'static str)> {
+        if !(64..=16_384).contains(&self.ring_size) || !self.ring_size.is_power_of_two() {
+            return Some((
+                "af_xdp.ring_size",
+                self.ring_size.to_string(),
+                "a power of two from 64 to 16384",
+            ));
+        }
         self.interfaces
             .iter()
             .find(|p| {
@@ -58,8 +79,17 @@ mod tests {
         assert!(toml::from_str::<T>("[af_xdp]\nqueues = 2\n").is_err());
         let bad = AfXdpSettings {
             interfaces: vec!["a/b".into()],
+            ..AfXdpSettings::default()
         };
         let (key, value, _) = bad.invalid().unwrap();
         assert_eq!((key, value.as_str()), ("af_xdp.interfaces", "\"a/b\""));
+        for ring in [32, 100, 32_768] {
+            let bad = AfXdpSettings {
+                ring_size: ring,
+                ..AfXdpSettings::default()
+            };
+            let (key, value, _) = bad.invalid().unwrap();
+            assert_eq!((key, value), ("af_xdp.ring_size", ring.to_string()));
+        }
     }
 }

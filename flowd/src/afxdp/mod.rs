@@ -153,12 +153,15 @@ impl std::fmt::Debug for AfXdpCapture {
 
 impl AfXdpCapture {
     /// Attaches the AF_XDP program to `iface` and starts a worker per RX
-    /// queue (queue q on CPU q mod CPUs). `xdp_mode` None: native XDP if the
-    /// driver has it, else generic. On failure nothing stays attached.
+    /// queue (queue q on CPU q mod CPUs), each socket with `ring` entries
+    /// in its fill and RX rings (`[af_xdp] ring_size`). `xdp_mode` None:
+    /// native XDP if the driver has it, else generic. On failure nothing
+    /// stays attached.
     pub fn start(
         dp: &mut Datapath,
         iface: &str,
         xdp_mode: Option<XdpAttachMode>,
+        ring: u32,
     ) -> Result<Self, AfXdpError> {
         let n = rx_queues(iface)?;
         if n > AFXDP_MAX_QUEUES {
@@ -185,7 +188,7 @@ impl AfXdpCapture {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         for q in 0..n {
             // On error `cap` drops: workers stopped, program detached.
-            let xsk = Xsk::open(iface, cap.ifindex, q)?;
+            let xsk = Xsk::open(iface, cap.ifindex, q, ring)?;
             dp.set_afxdp_socket(cap.slot, q, xsk.socket().raw_fd())
                 .map_err(load)?;
             let stats = Arc::new(QueueStats::default());

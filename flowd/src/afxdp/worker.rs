@@ -1,9 +1,9 @@
 //! One RX queue's socket and its worker thread.
 //!
 //! ```text
-//! UMEM: FRAMES chunks of 4 KiB (16 MiB per queue)
-//!   fill ring (RING)  user -> kernel: empty chunks
-//!   RX ring   (RING)  kernel -> user: filled chunks (addr, len)
+//! UMEM: 2 x ring chunks of 4 KiB (16 MiB per queue at the default 2048):
+//!   fill ring (ring)  user -> kernel: empty chunks
+//!   RX ring   (ring)  kernel -> user: filled chunks (addr, len)
 //!   completion (64)   required by the kernel; unused (no TX ring)
 //! worker loop:
 //!   take up to RX_BATCH descriptors -> copy each frame into a replay batch
@@ -50,10 +50,6 @@ use crate::{
     sys::{self, XdpMd},
 };
 
-/// Entries of the fill and RX rings.
-pub(super) const RING: u32 = 2048;
-/// UMEM chunks: a full RX ring and a full fill ring at once.
-pub(super) const FRAMES: u32 = 2 * RING;
 /// Descriptors taken from the RX ring at a time.
 const RX_BATCH: usize = 64;
 /// How long an idle worker sleeps in poll(2) before it looks at its stop flag.
@@ -91,14 +87,27 @@ pub(super) struct Xsk {
 impl Xsk {
     /// A socket bound to (`ifindex`, `queue`): zero-copy if the driver
     /// offers it, else copy mode.
-    pub(super) fn open(iface: &str, ifindex: u32, queue: u32) -> Result<Self, AfXdpError> {
-        match Self::open_mode(iface, ifindex, queue, XskMode::ZeroCopy) {
+    /// `ring` entries in the fill and RX rings (a power of two), twice as
+    /// many chunks in the UMEM.
+    pub(super) fn open(
+        iface: &str,
+        ifindex: u32,
+        queue: u32,
+        ring: u32,
+    ) -> Result<Self, AfXdpError> {
+        match Self::open_mode(iface, ifindex, queue, ring, XskMode::ZeroCopy) {
             Ok(x) => Ok(x),
-            Err(_) => Self::open_mode(iface, ifindex, queue, XskMode::Copy),
+            Err(_) => Self::open_mode(iface, ifindex, queue, ring, XskMode::Copy),
         }
     }
 
-    fn open_mode(iface: &str, ifindex: u32, queue: u32, mode: XskMode) -> Result<Self, AfXdpError> {
+    fn open_mode(
+        iface: &str,
+        ifindex: u32,
+        queue: u32,
+        ring: u32,
+        mode: XskMode,
+    ) -> Result<Self, AfXdpError> {
         let err = |step: &'static str, e: String| AfXdpError::Socket {
             iface: iface.into(),
             queue,
@@ -107,7 +116,7 @@ impl Xsk {
         };
         let cfg = UmemCfgBuilder {
             frame_size: FrameSize::FourK,
-            frame_count: FRAMES,
+            frame_count: 2 * ring,
             ..Default::default()
         }
         .build()
@@ -116,9 +125,9 @@ impl Xsk {
         let mut builder =
             XdpSocketBuilder::new().map_err(|e| err("creating the socket", e.to_string()))?;
         let rings = RingConfigBuilder {
-            rx_count: RING,
+            rx_count: ring,
             tx_count: 0,
-            fill_count: RING,
+            fill_count: ring,
             completion_count: 64,
         }
         .build()
@@ -134,7 +143,7 @@ impl Xsk {
             .bind(NicIndex(ifindex), queue, flags)
             .map_err(|e| err("binding", e.to_string()))?;
         // SAFETY: the UMEM outlives the socket (field order of `Xsk`).
-        unsafe { rings.fill_ring.enqueue(&mut umem, RING as usize, true) }
+        unsafe { rings.fill_ring.enqueue(&mut umem, ring as usize, true) }
             .map_err(|e| err("filling the fill ring", e.to_string()))?;
         Ok(Self {
             rings,

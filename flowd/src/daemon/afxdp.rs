@@ -41,7 +41,7 @@ pub(super) fn reconcile(
         if caps.iter().any(|c| c.ifindex == i.ifindex) {
             continue;
         }
-        match AfXdpCapture::start(&mut dp, &i.name, mode) {
+        match AfXdpCapture::start(&mut dp, &i.name, mode, settings.ring_size) {
             Ok(c) => {
                 lock(&shared.names).insert(i.ifindex, i.name.clone());
                 lock(&shared.attach_errors).remove(&i.name);
