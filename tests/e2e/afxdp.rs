@@ -276,3 +276,87 @@ fn afxdp_overload_loss_adds_up_exactly() {
         "the burst overran the rings: {q:#?}"
     );
 }
+
+#[test]
+fn afxdp_two_rx_queues_both_carry_traffic_and_totals_are_exact() {
+    let link = Link::new();
+    let ends = link.ipv4_a_to_b();
+    // The pair again, with two queues each way: veth hands a frame to the
+    // receiver's RX queue numbered like the sender's TX queue, which the
+    // sender picks by the flow's hash (so by source port).
+    link.delete_pair();
+    flowd_tests::sh(&[
+        "ip",
+        "link",
+        "add",
+        &link.if_a,
+        "netns",
+        &link.a.name,
+        "numtxqueues",
+        "2",
+        "numrxqueues",
+        "2",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &link.if_b,
+        "netns",
+        &link.b.name,
+        "numtxqueues",
+        "2",
+        "numrxqueues",
+        "2",
+    ]);
+    link.a.exec(&["ip", "link", "set", &link.if_a, "up"]);
+    link.b.exec(&["ip", "link", "set", &link.if_b, "up"]);
+    // 16 UDP flows of 100 frames each: all on one queue has odds of 2^-15.
+    let flows: Vec<u16> = (0..16).map(|i| 41_000 + i).collect();
+    let mut frames = Vec::new();
+    for _ in 0..100 {
+        for &sport in &flows {
+            frames.push(udp_frame(&ends, sport, 9));
+        }
+    }
+    let sent = frames.len() as u64;
+    let if_b = link.if_b.clone();
+    let (mut dp, cap) = link
+        .b
+        .run_scoped(|| {
+            let mut dp = Datapath::load(1 << 14)?;
+            let cap = AfXdpCapture::start(&mut dp, &if_b, None, 2048)?;
+            Ok((dp, cap))
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let (slot, ifindex) = (cap.slot, cap.ifindex);
+    send_frames(&link.a, &link.if_a, frames);
+    settle(&cap, &dp, sent);
+    let view = cap.stop(&mut dp, flowd::drain::grace_period);
+    assert_eq!(view.len(), 2, "a worker per RX queue: {view:#?}");
+    for q in &view {
+        assert!(
+            q.kernel.frames > 0,
+            "queue {} carried none: {view:#?}",
+            q.queue
+        );
+        assert_eq!(q.unaccounted(), 0, "{q:#?}");
+        assert_eq!((q.worker.xsk.lost(), q.worker.failed), (0, 0), "{q:#?}");
+        assert_eq!(q.worker.parsed, q.kernel.frames, "{q:#?}");
+    }
+    let total: u64 = view.iter().map(|q| q.kernel.frames).sum();
+    assert_eq!(total, sent);
+    assert_eq!(
+        dp.totals(slot, DIR_INGRESS).unwrap().c[counter::PACKETS],
+        sent
+    );
+    let mut got = BTreeMap::<FlowKey, FlowStats>::new();
+    dp.drain_all(|k, v| {
+        got.entry(*k).or_default().merge(v);
+    })
+    .unwrap();
+    assert_eq!(got.len(), flows.len(), "{got:#?}");
+    for (k, v) in &got {
+        assert_eq!((k.ifindex, k.proto, k.dport), (ifindex, proto::ip::UDP, 9));
+        assert_eq!((v.counts.packets, v.counts.bytes), (100, 6_000), "{k:?}");
+    }
+}
