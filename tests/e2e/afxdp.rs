@@ -360,3 +360,61 @@ fn afxdp_two_rx_queues_both_carry_traffic_and_totals_are_exact() {
         assert_eq!((v.counts.packets, v.counts.bytes), (100, 6_000), "{k:?}");
     }
 }
+
+#[test]
+fn flowd_run_af_xdp_follows_an_interface_that_goes_and_comes_back() {
+    let link = Link::new();
+    let ends = link.ipv4_a_to_b();
+    let mut flowd = Flowd::start(
+        &link.b,
+        &["--af-xdp", &link.if_b, "--drain-interval-ms", "100"],
+    );
+    let dev = [("device", link.if_b.as_str())];
+    let q0 = [dev[0], ("queue", "0")];
+    let burst = |n: usize| {
+        let f = udp_frame(&ends, 42_000, 9);
+        send_frames(&link.a, &link.if_a, vec![f; n]);
+    };
+    burst(500);
+    metric_reaches(
+        &link.b,
+        &flowd,
+        "flowd_af_xdp_parsed_frames_total",
+        &q0,
+        500.0,
+    );
+
+    // Gone: the capture stops (its series go with it).
+    link.delete_pair();
+    wait::until(
+        "the capture of the deleted interface to stop",
+        wait::DEADLINE,
+        || wait::scrape(&link.b, &flowd),
+        |t| metric(t, "flowd_af_xdp_frames_total", &q0).is_none(),
+    );
+    // Back (a new ifindex): captured again within a reconcile; the
+    // interface's totals go on from where they were.
+    link.recreate_pair();
+    wait::until(
+        "the capture of the recreated interface",
+        wait::DEADLINE,
+        || wait::scrape(&link.b, &flowd),
+        |t| metric(t, "flowd_af_xdp_frames_total", &q0).is_some(),
+    );
+    burst(300);
+    let text = metric_reaches(&link.b, &flowd, "flowd_receive_packets_total", &dev, 800.0);
+    assert_eq!(
+        metric(&text, "flowd_receive_packets_total", &dev),
+        Some(800.0)
+    );
+    assert_eq!(
+        metric(&text, "flowd_receive_bytes_total", &dev),
+        Some(800.0 * 60.0)
+    );
+    assert_eq!(
+        metric(&text, "flowd_af_xdp_parsed_frames_total", &q0),
+        Some(300.0)
+    );
+    assert_eq!(flowd.stop(), Some(0), "log:\n{}", flowd.log_text());
+    assert!(!has_xdp(&link.b, &link.if_b), "program detached on exit");
+}
