@@ -250,6 +250,7 @@ impl Worker {
                 batch.limit = MAX_FRAME + wire::CHUNK_OVERHEAD + wire::END_CHUNK.len();
                 self.one_by_one(batch, warned);
             }
+            Ok(NONLINEAR) => self.fail(n, warned, "the frame is not linear in a test run"),
             Ok(status) => {
                 let ran = (status as usize).saturating_sub(1).min(n);
                 self.stats.add_parsed(ran as u64, batch.wire_bytes(ran));
