@@ -423,3 +423,71 @@ fn flowd_run_af_xdp_follows_an_interface_that_goes_and_comes_back() {
     assert_eq!(flowd.stop(), Some(0), "log:\n{}", flowd.log_text());
     assert!(!has_xdp(&link.b, &link.if_b), "program detached on exit");
 }
+
+#[test]
+fn one_daemon_serves_an_af_xdp_port_and_an_in_kernel_interface() {
+    let link = Link::new();
+    let ends = link.ipv4_a_to_b();
+    // A second pair between the same namespaces, for the in-kernel path.
+    let tag = flowd_tests::unique_tag();
+    let (x_a, x_b) = (format!("xa{tag}"), format!("xb{tag}"));
+    flowd_tests::sh(&[
+        "ip",
+        "link",
+        "add",
+        &x_a,
+        "netns",
+        &link.a.name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &x_b,
+        "netns",
+        &link.b.name,
+    ]);
+    for (ns, ifc) in [(&link.a, &x_a), (&link.b, &x_b)] {
+        let key = format!("net.ipv6.conf.{ifc}.disable_ipv6=1");
+        ns.exec(&["sysctl", "-qw", &key]);
+        ns.exec(&["ip", "link", "set", ifc, "up"]);
+    }
+    let mut flowd = Flowd::start(
+        &link.b,
+        &[
+            "--af-xdp",
+            &link.if_b,
+            "--iface",
+            &x_b,
+            "--drain-interval-ms",
+            "100",
+        ],
+    );
+    send_frames(&link.a, &link.if_a, vec![udp_frame(&ends, 44_000, 9); 400]);
+    send_frames(&link.a, &x_a, vec![udp_frame(&ends, 44_001, 9); 300]);
+    let af = [("device", link.if_b.as_str())];
+    let kern = [("device", x_b.as_str())];
+    metric_reaches(&link.b, &flowd, "flowd_receive_packets_total", &af, 400.0);
+    let text = metric_reaches(&link.b, &flowd, "flowd_receive_packets_total", &kern, 300.0);
+    assert_eq!(
+        metric(&text, "flowd_receive_packets_total", &af),
+        Some(400.0)
+    );
+    assert_eq!(
+        metric(&text, "flowd_receive_packets_total", &kern),
+        Some(300.0)
+    );
+    let q0 = [af[0], ("queue", "0")];
+    assert_eq!(
+        metric(&text, "flowd_af_xdp_parsed_frames_total", &q0),
+        Some(400.0)
+    );
+    assert_eq!(
+        metric(&text, "flowd_af_xdp_frames_total", &[kern[0]]),
+        None,
+        "the in-kernel interface has no AF_XDP series"
+    );
+    let xdp = [kern[0], ("hook", "xdp")];
+    assert_eq!(metric(&text, "flowd_program_attached", &xdp), Some(1.0));
+    assert_eq!(flowd.stop(), Some(0), "log:\n{}", flowd.log_text());
+    assert!(!has_xdp(&link.b, &link.if_b) && !has_xdp(&link.b, &x_b));
+}
