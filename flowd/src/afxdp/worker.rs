@@ -195,13 +195,15 @@ impl Worker {
             let rx = xsk.rings.rx_ring.as_mut().expect("built with an RX ring");
             // SAFETY: the packets go back to the UMEM below, before it is dropped.
             let n = unsafe { rx.recv(&xsk.umem, &mut slab) };
+            // Also while busy: a worker that falls behind is when its
+            // socket's drop counters matter.
+            if Instant::now() >= next_stats {
+                self.refresh(&xsk);
+                next_stats = Instant::now() + STATS_EVERY;
+            }
             if n == 0 {
                 if self.stop.load(Ordering::Acquire) {
                     break;
-                }
-                if Instant::now() >= next_stats {
-                    self.refresh(&xsk);
-                    next_stats = Instant::now() + STATS_EVERY;
                 }
                 let _ = xsk.socket.poll_read(PollTimeout::new(Some(IDLE_POLL)));
                 continue;
