@@ -13,13 +13,14 @@
 //!
 //! Mirror ports only: the frames the socket takes never reach the stack.
 
+use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd};
+
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
     maps::{Array, XskMap},
     programs::XdpContext,
 };
-use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd};
 use flowd_common::{
     SLOT_ARRAY_LEN,
     afxdp::{AFXDP_ENTRIES, AFXDP_MAX_QUEUES, AfXdpCounts, afxdp_index},
