@@ -72,3 +72,13 @@ fn afxdp_counts_an_unassigned_interface_in_slot_zero() {
     assert_eq!((c.frames, c.bytes, c.no_socket), (3, 3 * f.len() as u64, 3));
     assert_eq!(c.redirected(), 0);
 }
+
+#[test]
+fn afxdp_program_stays_a_few_instructions() {
+    let mut h = Harness::new(1024);
+    let fd = h.dp.afxdp_fd().expect("flowd_afxdp loads");
+    let (xlated, processed) = sys::prog_verifier_work(fd).expect("program info");
+    // Counting and a redirect: no parser, no flow map.
+    assert!(xlated < 100, "{xlated} instructions");
+    assert!(processed < 200, "the verifier processed {processed}");
+}
