@@ -9,6 +9,7 @@
 
 use core::mem::size_of;
 
+pub mod afxdp;
 pub mod l7;
 pub mod proto;
 pub mod replay;

@@ -10,6 +10,7 @@
 )]
 
 mod account;
+mod afxdp;
 mod l7;
 mod maps;
 mod note;

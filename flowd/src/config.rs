@@ -84,6 +84,7 @@ pub struct Config {
     pub web: WebConfig,
     pub ipfix: IpfixSettings,
     pub l7: crate::config_l7::L7Settings,
+    pub af_xdp: crate::config_afxdp::AfXdpSettings,
 }
 
 /// IPFIX export of ended flows (RFC 7011, UDP).
@@ -260,6 +261,7 @@ impl Default for Config {
             web: WebConfig::default(),
             ipfix: IpfixSettings::default(),
             l7: crate::config_l7::L7Settings::default(),
+            af_xdp: crate::config_afxdp::AfXdpSettings::default(),
         }
     }
 }
@@ -328,6 +330,9 @@ impl Config {
             ));
         }
         if let Some((key, value, accepted)) = self.l7.invalid() {
+            return Err(bad(key, value, accepted));
+        }
+        if let Some((key, value, accepted)) = self.af_xdp.invalid() {
             return Err(bad(key, value, accepted));
         }
         if !(100..=60_000).contains(&self.drain_interval_ms) {

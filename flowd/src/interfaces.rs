@@ -89,6 +89,33 @@ pub fn selected(all: &[Iface], patterns: &[String]) -> Vec<Iface> {
         .collect()
 }
 
+/// The interfaces captured through AF_XDP: what the `[af_xdp]` patterns
+/// select, never loopback (none without patterns).
+pub fn af_xdp_selected(all: &[Iface], af_xdp: &[String]) -> Vec<Iface> {
+    if af_xdp.is_empty() {
+        return Vec::new();
+    }
+    all.iter()
+        .filter(|i| !i.loopback && selects(af_xdp, &i.name))
+        .cloned()
+        .collect()
+}
+
+/// The interfaces of the in-kernel path: what `patterns` selects, without
+/// the AF_XDP ones; nothing when only AF_XDP patterns are configured.
+pub fn in_kernel(all: &[Iface], patterns: &[String], af_xdp: &[String]) -> Vec<Iface> {
+    if af_xdp.is_empty() {
+        return selected(all, patterns);
+    }
+    if patterns.is_empty() {
+        return Vec::new();
+    }
+    selected(all, patterns)
+        .into_iter()
+        .filter(|i| !selects(af_xdp, &i.name))
+        .collect()
+}
+
 /// Whether a pattern names one interface (no glob, no exclusion).
 pub fn is_plain_name(p: &str) -> bool {
     !p.starts_with('!') && !p.contains(['*', '?'])
@@ -121,5 +148,25 @@ mod tests {
             .map(|i| i.name)
             .collect();
         assert_eq!(names, ["eth0", "eth1"]);
+    }
+
+    #[test]
+    fn af_xdp_interfaces_leave_the_in_kernel_path() {
+        let all = [
+            i("lo", true, true),
+            i("eth0", true, false),
+            i("span0", true, false),
+            i("span1", true, false),
+        ];
+        let af = ["span*".to_string(), "!span1".to_string()];
+        let names = |v: Vec<Iface>| v.into_iter().map(|i| i.name).collect::<Vec<_>>();
+        assert_eq!(names(af_xdp_selected(&all, &af)), ["span0"]);
+        assert!(in_kernel(&all, &[], &af).is_empty(), "AF_XDP only");
+        assert_eq!(
+            names(in_kernel(&all, &["eth0".into(), "span*".into()], &af)),
+            ["eth0", "span1"]
+        );
+        assert!(af_xdp_selected(&all, &[]).is_empty());
+        assert_eq!(names(in_kernel(&all, &[], &[])), ["eth0", "span0", "span1"]);
     }
 }

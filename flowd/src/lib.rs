@@ -1,9 +1,11 @@
 //! flowd: an eBPF flow collector. The daemon and CLI live in `main.rs`;
 //! everything else is here so tests and the bench (`tests/src/bin/flowd-bench`) can use it.
 
+pub mod afxdp;
 pub mod caps;
 pub mod clock;
 pub mod config;
+pub mod config_afxdp;
 pub mod config_l7;
 pub mod connstate;
 pub mod daemon;

@@ -37,6 +37,11 @@ struct RunArgs {
     /// [default: every interface that is up and not loopback].
     #[arg(long = "iface", short = 'i')]
     interfaces: Vec<String>,
+    /// Mirror port captured through AF_XDP: every frame goes to flowd and
+    /// none to the host's stack; name or glob pattern (repeatable). Needs
+    /// no --iface; other interfaces keep the in-kernel path.
+    #[arg(long = "af-xdp", value_name = "PATTERN")]
+    af_xdp: Vec<String>,
     /// Address for /metrics and the JSON API [default: 127.0.0.1:29391].
     #[arg(long)]
     listen: Option<String>,
@@ -122,6 +127,7 @@ fn source(a: RunArgs) -> ConfigSource {
         path,
         overrides: Overrides {
             interfaces: a.interfaces,
+            af_xdp: a.af_xdp,
             listen: a.listen,
             drain_interval_ms: a.drain_interval_ms,
             flow_capacity: a.flow_capacity,

@@ -131,11 +131,24 @@ pub fn xdp_test_run_buf(
     meta_len: usize,
     repeat: u32,
 ) -> Result<TestRunResult, SysError> {
-    let mut ctx = XdpMd {
+    let ctx = XdpMd {
         data: meta_len as u32,
         data_end: data.len() as u32,
         ..Default::default()
     };
+    xdp_test_run_ctx(prog, data, ctx, repeat)
+}
+
+/// [`xdp_test_run_buf`] with the whole context given: `ingress_ifindex`
+/// and `rx_queue_index` name a device of this network namespace and one
+/// of its RX queues, which the program then sees as where the frame came
+/// in (the AF_XDP workers run their frames so).
+pub fn xdp_test_run_ctx(
+    prog: BorrowedFd<'_>,
+    data: &[u8],
+    mut ctx: XdpMd,
+    repeat: u32,
+) -> Result<TestRunResult, SysError> {
     let mut attr = Attr::default();
     attr.words[0] = prog.as_raw_fd() as u64;
     attr.words[1] = data.len() as u64; // data_size_in; data_size_out = 0

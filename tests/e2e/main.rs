@@ -1,6 +1,7 @@
 //! End-to-end tests: real namespaces, veth pairs, traffic and a real flowd.
 //! They need root (CAP_SYS_ADMIN for namespaces, CAP_BPF for flowd).
 
+mod afxdp;
 mod auth;
 mod basic;
 mod cli;

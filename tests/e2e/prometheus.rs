@@ -405,7 +405,7 @@ fn mac(s: &str) -> [u8; 6] {
 }
 
 /// Writes frames onto `ifc` in namespace `ns` through an AF_PACKET socket.
-fn send_frames(ns: &Netns, ifc: &str, frames: Vec<Vec<u8>>) {
+pub(crate) fn send_frames(ns: &Netns, ifc: &str, frames: Vec<Vec<u8>>) {
     let ifc = std::ffi::CString::new(ifc).unwrap();
     ns.run(move || {
         // SAFETY: plain libc calls on a socket this closure owns and closes.

@@ -6,6 +6,7 @@
 //! ([`crate::loader`]), the drain ([`crate::drain`]), the shared state and
 //! its views ([`crate::state`]) and the HTTP server ([`crate::server`]).
 
+mod afxdp;
 mod reload;
 mod source;
 
@@ -146,10 +147,28 @@ fn check_interfaces(cfg: &Config) -> Result<()> {
             );
         }
     }
-    if interfaces::selected(&present, &cfg.interfaces).is_empty() {
+    for p in cfg
+        .af_xdp
+        .interfaces
+        .iter()
+        .filter(|p| interfaces::is_plain_name(p))
+    {
+        if !present.iter().any(|i| &i.name == p) {
+            bail!(
+                "AF_XDP interface `{p}` does not exist (`ip link` lists the interfaces; choose with --af-xdp)"
+            );
+        }
+    }
+    if interfaces::in_kernel(&present, &cfg.interfaces, &cfg.af_xdp.interfaces).is_empty()
+        && interfaces::af_xdp_selected(&present, &cfg.af_xdp.interfaces).is_empty()
+    {
         bail!(
-            "no interface matches {:?} (apart from loopback): name one with --iface",
-            cfg.interfaces
+            "no interface matches {:?} (apart from loopback): name one with --iface or --af-xdp",
+            if cfg.af_xdp.enabled() {
+                &cfg.af_xdp.interfaces
+            } else {
+                &cfg.interfaces
+            }
         );
     }
     Ok(())
@@ -188,7 +207,7 @@ fn start(cfg: &Config, listen: SocketAddr) -> Result<Shared> {
     reload::reconcile(&shared);
     {
         let mut dp = lock(&shared.dp);
-        if dp.interfaces.is_empty() {
+        if dp.interfaces.is_empty() && lock(&shared.afxdp).is_empty() {
             let why = lock(&shared.attach_errors)
                 .iter()
                 .map(|(k, v)| format!("{k}: {v}"))
@@ -210,6 +229,8 @@ fn start(cfg: &Config, listen: SocketAddr) -> Result<Shared> {
 fn stop(shared: &Shared) {
     shared.set_ready(false);
     let detach = lock(&shared.config).detach_on_exit;
+    // AF_XDP first: its workers' last frames go into the final drain.
+    afxdp::stop_all(shared);
     let mut l7_samples = Vec::new();
     let final_batch = {
         let mut dp = lock(&shared.dp);

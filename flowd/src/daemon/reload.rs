@@ -29,9 +29,9 @@ pub(super) async fn on_sighup(
 /// Attaches what the configuration selects and is not attached yet;
 /// marks attached interfaces that went away as detached.
 pub(super) fn reconcile(shared: &Shared) {
-    let (patterns, mode) = {
+    let (patterns, mode, af_xdp) = {
         let c = lock(&shared.config);
-        (c.interfaces.clone(), c.xdp_attach_mode())
+        (c.interfaces.clone(), c.xdp_attach_mode(), c.af_xdp.clone())
     };
     // A failed listing (EMFILE, say) is "unknown": nothing is forgotten or
     // attached. An interface is forgotten only when a listing that worked
@@ -43,7 +43,8 @@ pub(super) fn reconcile(shared: &Shared) {
             return;
         }
     };
-    let wanted = interfaces::selected(&present, &patterns);
+    let afxdp_missing = super::afxdp::reconcile(shared, &present, &af_xdp, mode);
+    let wanted = interfaces::in_kernel(&present, &patterns, &af_xdp.interfaces);
     let mut dp = lock(&shared.dp);
     let attached: Vec<(u32, String)> = dp
         .interfaces
@@ -80,17 +81,19 @@ pub(super) fn reconcile(shared: &Shared) {
         }
     }
     // What /readyz reports: selected but not attached, and named but absent.
-    let mut unattached: Vec<String> = interfaces::selected(&present, &patterns)
-        .into_iter()
-        .filter(|i| !dp.interfaces.contains_key(&i.ifindex))
-        .map(|i| i.name)
-        .collect();
+    let mut unattached: Vec<String> =
+        interfaces::in_kernel(&present, &patterns, &af_xdp.interfaces)
+            .into_iter()
+            .filter(|i| !dp.interfaces.contains_key(&i.ifindex))
+            .map(|i| i.name)
+            .collect();
     unattached.extend(
         patterns
             .iter()
             .filter(|p| interfaces::is_plain_name(p) && !present.iter().any(|i| &i.name == *p))
             .cloned(),
     );
+    unattached.extend(afxdp_missing);
     unattached.sort();
     unattached.dedup();
     *lock(&shared.unattached) = unattached;

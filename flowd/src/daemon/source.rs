@@ -12,6 +12,8 @@ use crate::config::Config;
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     pub interfaces: Vec<String>,
+    /// `--af-xdp`: replaces `af_xdp.interfaces` when given.
+    pub af_xdp: Vec<String>,
     pub listen: Option<String>,
     pub drain_interval_ms: Option<u64>,
     pub flow_capacity: Option<u32>,
@@ -31,6 +33,9 @@ impl Overrides {
     pub fn apply(&self, c: &mut Config) {
         if !self.interfaces.is_empty() {
             c.interfaces.clone_from(&self.interfaces);
+        }
+        if !self.af_xdp.is_empty() {
+            c.af_xdp.interfaces.clone_from(&self.af_xdp);
         }
         macro_rules! set {
             ($($field:ident => $($path:ident).+),*) => {$(

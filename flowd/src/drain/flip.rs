@@ -95,7 +95,7 @@ impl Datapath {
 
 /// Returns once every program that was running when it was called has
 /// finished: after a flip, the old generation sees no more writes.
-fn grace_period() -> Result<(), SysError> {
+pub fn grace_period() -> Result<(), SysError> {
     static WAIT: OnceLock<ProgramWait> = OnceLock::new();
     let w = match WAIT.get() {
         Some(w) => w,

@@ -25,6 +25,7 @@ use std::{
 };
 
 pub use batch::drain_hash;
+pub use flip::grace_period;
 use flowd_common::{FlowKey, FlowStats, RttSample};
 use tracing::{info, warn};
 

@@ -13,10 +13,12 @@
 //!   write, and how full it is;
 //! - `seq.rs`: TCP sequence state carried from one generation to the next;
 //! - `rtt.rs`: the ring of RTT samples;
-//! - `kernel_log.rs`: the programs' rate-limited log of rare events.
+//! - `kernel_log.rs`: the programs' rate-limited log of rare events;
+//! - `afxdp.rs`: the AF_XDP program, its socket map and counts.
 //!
 //! The drain (flip, grace period, batch read) is [`crate::drain`].
 
+mod afxdp;
 mod attach;
 mod bpffs;
 mod generation;
@@ -38,6 +40,7 @@ use aya::{
 use thiserror::Error;
 
 pub use self::{
+    afxdp::AfXdpLink,
     attach::{Attached, Hold, XdpAttachMode, ifindex},
     bpffs::{BPFFS_MOUNT_POINT, PinRoot, check_pin_root},
     l7::{drain_l7_ring, l7_packet},
@@ -83,6 +86,12 @@ pub enum LoadError {
     NoSlot(String),
     #[error(transparent)]
     Sys(#[from] SysError),
+    #[error("duplicating the file descriptor of program `{program}` failed: {source}")]
+    DupFd {
+        program: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("pin directory {path}: {reason}")]
     Pin { path: String, reason: String },
     #[error("{hook} link of `{iface}`: {reason}")]

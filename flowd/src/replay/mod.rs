@@ -63,7 +63,7 @@ pub(super) const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// A runt goes in as this bare header instead: its EtherType (802.1Q)
 /// announces a tag that is not there, so the program counts the frame as
 /// truncated, as it would have counted the runt itself.
-pub(super) const RUNT_FRAME: [u8; 14] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x81, 0x00];
+pub(crate) const RUNT_FRAME: [u8; 14] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x81, 0x00];
 
 /// Tuning of a replay.
 #[derive(Debug, Clone)]

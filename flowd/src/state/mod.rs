@@ -109,6 +109,9 @@ pub struct Shared {
     pub(crate) l7: Mutex<Option<L7Live>>,
     /// The L7 events' metrics and security signals (fed by `drain/l7.rs`).
     pub(crate) l7_metrics: Mutex<crate::export::l7stats::L7Metrics>,
+    /// AF_XDP capture, one per `[af_xdp]` interface present. Lock order:
+    /// `dp` first (stopping one needs both).
+    pub(crate) afxdp: Mutex<Vec<crate::afxdp::AfXdpCapture>>,
 }
 
 impl Shared {
@@ -145,6 +148,7 @@ impl Shared {
             http: Arc::default(),
             unattached: Mutex::new(Vec::new()),
             l7: Mutex::new(None),
+            afxdp: Mutex::new(Vec::new()),
         }
     }
 

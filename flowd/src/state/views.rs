@@ -66,9 +66,19 @@ impl Shared {
         (ifaces, u64::from(dp.capacity()))
     }
 
+    /// `flowd_af_xdp_*`: every AF_XDP capture's queues.
+    fn afxdp(&self) -> Vec<crate::export::metrics::AfXdpQueueSnapshot> {
+        let dp = lock(&self.dp);
+        lock(&self.afxdp)
+            .iter()
+            .flat_map(|c| c.metrics(&dp))
+            .collect()
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let mut s = Snapshot::default();
         (s.ifaces, s.flow_map_capacity) = self.interfaces();
+        s.afxdp = self.afxdp();
         {
             let table = lock(&self.table);
             s.flows_active = table.len() as u64;

@@ -49,6 +49,12 @@
 //!   rates. `flowd_top_window_flows` (of at most `flowd_top_window_flows_max`)
 //!   are in the window; `flowd_top_window_overflow_deltas_total` counts
 //!   deltas of flows a full window could not track (in `other` only).
+//! - AF_XDP capture (only with AF_XDP interfaces, see [`afxdp`]):
+//!   `flowd_af_xdp_frames_total`, `flowd_af_xdp_bytes_total`,
+//!   `flowd_af_xdp_no_socket_frames_total`, `flowd_af_xdp_parsed_frames_total`,
+//!   `flowd_af_xdp_parse_failed_frames_total` `{device,queue}`,
+//!   `flowd_af_xdp_socket_dropped_frames_total{device,queue,reason}`,
+//!   `flowd_af_xdp_fill_ring_empty_total`, `flowd_af_xdp_mode{device,queue,mode}`.
 //! - Scans: `flowd_scan_suspects`, `flowd_scan_suspects_flagged_total`.
 //! - The application layer, when the L7 selection is on ([`l7`]):
 //!   `flowd_l7_events_total{device,kind}`,
@@ -88,6 +94,7 @@
 //!   and top flows the budget cut) and `flowd_series_folded_total{reason}`
 //!   (the same, summed over scrapes).
 
+mod afxdp;
 mod family;
 mod flows;
 mod health;
@@ -103,7 +110,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
-pub use self::snapshot::{HttpSnapshot, IfaceSnapshot, Snapshot, TopTcp};
+pub use self::{
+    afxdp::AfXdpQueueSnapshot,
+    snapshot::{HttpSnapshot, IfaceSnapshot, Snapshot, TopTcp},
+};
 use self::{
     family::{Family, series},
     health::SELF_SERIES,
@@ -117,6 +127,7 @@ fn fixed_families(s: &Snapshot) -> Vec<Family> {
     let mut out = Vec::new();
     traffic::interfaces(s, &mut out);
     health::attached(s, &mut out);
+    afxdp::families(s, &mut out);
     flows::active(s, &mut out);
     scans::families(s, &mut out);
     health::ipfix(s, &mut out);

@@ -58,6 +58,8 @@ pub struct Snapshot {
     pub http: HttpSnapshot,
     /// The application layer's counts and signals, when the L7 selection is on.
     pub l7_metrics: Option<crate::export::l7stats::L7Snapshot>,
+    /// AF_XDP capture, per device and RX queue (empty: none).
+    pub afxdp: Vec<super::afxdp::AfXdpQueueSnapshot>,
 }
 
 /// The HTTP server's connection counters (see [`crate::listen::ConnStats`]).

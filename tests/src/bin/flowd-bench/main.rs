@@ -24,11 +24,14 @@
 //! 8. New-flow storm: random-source SYNs at rising rates into the daemon
 //!    with the default capacity and drain interval: exact totals, and where
 //!    the overflow bucket starts to fill.
+//! 9. AF_XDP capture: the daemon with `--af-xdp` on the veth's receiving
+//!    end at rising paced rates: counted, parsed and lost frames per rate.
 //!
 //! Every namespace, link, mount and process it creates is removed by a guard
 //! (also on error); traffic only flows between its own namespaces, on
 //! 198.18.0.0/15. BENCHMARKS.md explains the method and the results.
 
+mod afxdp;
 mod alternatives;
 mod bed;
 mod drain;
@@ -56,8 +59,9 @@ struct BenchArgs {
     #[arg(long)]
     quick: bool,
     /// Run only these parts (1 per packet, 2 live veth, 3 alternatives,
-    /// 4 drain, 5 memory, 6 scrape, 7 offline, 8 new-flow storm), e.g. `--only 2,3`.
-    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=8))]
+    /// 4 drain, 5 memory, 6 scrape, 7 offline, 8 new-flow storm, 9 AF_XDP),
+    /// e.g. `--only 2,3`.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=9))]
     only: Vec<u8>,
 }
 
@@ -208,6 +212,7 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
     section(6, &mut |t| scrape::run(plan, t));
     section(7, &mut |t| offline::run(plan, t));
     section(8, &mut |t| storm::run(plan, t));
+    section(9, &mut |t| afxdp::run(plan, t));
     targets.print();
     println!(
         "\ntotal time: {:.1} s; load average at the end: {}",
