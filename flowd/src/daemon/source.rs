@@ -23,6 +23,8 @@ pub struct Overrides {
     pub max_flows: Option<u64>,
     pub records: Option<String>,
     pub l7_log: Option<String>,
+    /// `--no-l7`: `[l7] enabled = false`.
+    pub no_l7: bool,
     pub ipfix: Option<String>,
     pub pin_path: Option<String>,
 }
@@ -31,6 +33,9 @@ impl Overrides {
     pub fn apply(&self, c: &mut Config) {
         if !self.interfaces.is_empty() {
             c.interfaces.clone_from(&self.interfaces);
+        }
+        if self.no_l7 {
+            c.l7.enabled = false;
         }
         macro_rules! set {
             ($($field:ident => $($path:ident).+),*) => {$(

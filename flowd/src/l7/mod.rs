@@ -32,6 +32,7 @@ pub mod http;
 pub mod ja4;
 pub mod pair;
 pub mod reasm;
+pub mod recent;
 pub mod stats;
 pub mod tls;
 

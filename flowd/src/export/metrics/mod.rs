@@ -49,6 +49,9 @@
 //!   rates. `flowd_top_window_flows` (of at most `flowd_top_window_flows_max`)
 //!   are in the window; `flowd_top_window_overflow_deltas_total` counts
 //!   deltas of flows a full window could not track (in `other` only).
+//! - Application-layer names by traffic (with the L7 path on, see
+//!   [`l7_top`]): `flowd_l7_name_bytes_total{kind,name}`, the K DNS query
+//!   names, HTTP hosts and TLS SNIs with the most bytes and `other`.
 //! - Scans: `flowd_scan_suspects`, `flowd_scan_suspects_flagged_total`.
 //! - IPFIX export (when a collector is set): `flowd_ipfix_messages_total`,
 //!   `flowd_ipfix_records_total`, `flowd_ipfix_records_dropped_total`,
@@ -75,6 +78,7 @@
 mod family;
 mod flows;
 mod health;
+pub mod l7_top;
 mod scans;
 mod snapshot;
 mod tcp_signals;
@@ -127,6 +131,10 @@ fn families(s: &Snapshot) -> Vec<Family> {
     out.extend(flows::top_families(g, &plan));
     let room = g.series_budget.saturating_sub(series(&out) + SELF_SERIES);
     out.extend(flows::top_tcp_families(g, &plan, &s.top_tcp, room));
+    if let Some(names) = &s.l7_names {
+        let room = g.series_budget.saturating_sub(series(&out) + SELF_SERIES);
+        out.extend(l7_top::families(names, room));
+    }
     let n = series(&out) + SELF_SERIES;
     out.extend(health::self_families(
         g.series_budget,

@@ -56,6 +56,8 @@ pub struct Snapshot {
     pub top_tcp: Vec<Option<TopTcp>>,
     /// The HTTP server's connections.
     pub http: HttpSnapshot,
+    /// Application-layer names by traffic, with the L7 path on.
+    pub l7_names: Option<super::l7_top::NamesSnapshot>,
 }
 
 /// The HTTP server's connection counters (see [`crate::listen::ConnStats`]).
