@@ -214,7 +214,8 @@ mod tests {
         let got = samples(&families(&n.snapshot(10), 5));
         assert_eq!(got.len(), 5);
         assert_eq!(got[2], ("dns".into(), "other".into(), 30));
-        // The next scrape, with room again: c stays in other.
+        // The next scrape, with room again: c, cut, is folded into other
+        // with what it had since, and comes back as a new series.
         n.add(&l7(Some("c"), None, false, None), 1);
         let got = samples(&families(&n.snapshot(10), 1000));
         assert_eq!(
@@ -222,10 +223,13 @@ mod tests {
             [
                 ("dns".into(), "a".into(), 50),
                 ("dns".into(), "b".into(), 40),
-                ("dns".into(), "c".into(), 1),
+                ("dns".into(), "other".into(), 31),
             ]
         );
-        assert_eq!(got[3], ("dns".into(), "other".into(), 30));
+        n.add(&l7(Some("c"), None, false, None), 7);
+        let got = samples(&families(&n.snapshot(10), 1000));
+        assert_eq!(got[2], ("dns".into(), "c".into(), 7));
+        assert_eq!(got[3], ("dns".into(), "other".into(), 31));
     }
 
     #[test]
