@@ -75,3 +75,22 @@ impl ConfigSource {
         Ok(c)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_l7_switches_the_application_layer_off_over_the_file() {
+        let mut c = Config::parse("[l7]\nenabled = true\nlog = \"/x\"", "f").unwrap();
+        Overrides::default().apply(&mut c);
+        assert!(c.l7.enabled);
+        Overrides {
+            no_l7: true,
+            ..Default::default()
+        }
+        .apply(&mut c);
+        assert!(!c.l7.enabled);
+        assert_eq!(c.l7.log, "/x", "the rest is left as it is");
+    }
+}
