@@ -12,6 +12,7 @@ mod flows_api;
 mod fresh_totals;
 mod full_disk;
 mod ipfix;
+mod l7_outputs;
 mod limits;
 mod live_replay;
 mod operator_errors;

@@ -1,0 +1,219 @@
+//! The application layer's outputs on a live daemon: `/api/v1/l7` (recent
+//! events, newest first, the event log's objects; 400 on bad parameters),
+//! the names on flow records (both directions), and SIGHUP reloading
+//! `[l7]`: a new log file, new DNS ports in the programs' settings, the
+//! selection off and on again.
+//!
+//! DNS is the traffic: a query and its answer are two UDP datagrams the
+//! test writes itself, so every count is exact.
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    path::Path,
+    time::Duration,
+};
+
+use flowd_tests::{Flowd, Link, api_flows, find_flows, read_records, wait};
+use serde_json::Value;
+
+/// A query for `name` (type A, recursion desired) with `id`.
+fn query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = Vec::new();
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// The answer to `q`: NXDOMAIN, no records.
+fn nxdomain(q: &[u8]) -> Vec<u8> {
+    let mut r = q.to_vec();
+    r[2] = 0x81;
+    r[3] = 0x83;
+    r
+}
+
+/// Client in namespace a, server on `port` in b (where flowd runs).
+struct Dns {
+    client: UdpSocket,
+    server: UdpSocket,
+    to: SocketAddr,
+}
+
+impl Dns {
+    fn new(link: &Link, client_port: u16, port: u16) -> Self {
+        let to: SocketAddr = format!("{}:{port}", link.ip_b).parse().unwrap();
+        let from: SocketAddr = format!("{}:{client_port}", link.ip_a).parse().unwrap();
+        let server = link.b.run(move || UdpSocket::bind(to).unwrap());
+        let client = link.a.run(move || UdpSocket::bind(from).unwrap());
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        Self { client, server, to }
+    }
+
+    /// One query and its answer.
+    fn ask(&self, id: u16, name: &str) {
+        self.client.send_to(&query(id, name), self.to).unwrap();
+        let mut buf = [0u8; 512];
+        let (n, peer) = self.server.recv_from(&mut buf).unwrap();
+        self.server.send_to(&nxdomain(&buf[..n]), peer).unwrap();
+    }
+}
+
+fn get(link: &Link, f: &Flowd, path: &str) -> (u16, String) {
+    link.b.http_get(f.listen, path).unwrap()
+}
+
+/// `/api/v1/l7?kind=dns` once it holds `n` events.
+fn dns_events(link: &Link, f: &Flowd, n: usize) -> Vec<Value> {
+    wait::until(
+        &format!("{n} DNS events"),
+        wait::DEADLINE,
+        || {
+            let (code, body) = get(link, f, "/api/v1/l7?kind=dns");
+            assert_eq!(code, 200, "{body}");
+            serde_json::from_str::<Vec<Value>>(&body).unwrap()
+        },
+        |v| v.len() >= n,
+    )
+}
+
+fn qnames(events: &[Value]) -> Vec<&str> {
+    events
+        .iter()
+        .map(|e| e["dns_qname"].as_str().unwrap())
+        .collect()
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    if path.exists() {
+        read_records(path)
+    } else {
+        Vec::new()
+    }
+}
+
+#[test]
+fn recent_events_names_on_flows_and_reload_of_l7() {
+    let link = Link::new();
+    let tmp = flowd_tests::TempDir::new("flowd-l7out");
+    let (cfg, log_a, log_b) = (
+        tmp.path().join("flowd.toml"),
+        tmp.path().join("a.jsonl"),
+        tmp.path().join("b.jsonl"),
+    );
+    let write = |l7: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "interfaces = [\"{}\"]\ndrain_interval_ms = 100\n[l7]\n{l7}\n",
+                link.if_b
+            ),
+        )
+        .unwrap()
+    };
+    write(&format!("log = \"{}\"\nrecent_events = 3", log_a.display()));
+    let flowd = Flowd::start(&link.b, &["--config", cfg.to_str().unwrap()]);
+
+    // Four queries on one 5-tuple: the ring keeps the last 3, newest first.
+    let dns = Dns::new(&link, 40053, 53);
+    for (i, name) in ["one.test", "two.test", "three.test", "four.test"]
+        .iter()
+        .enumerate()
+    {
+        dns.ask(100 + i as u16, name);
+    }
+    let events = dns_events(&link, &flowd, 3);
+    assert_eq!(qnames(&events), ["four.test", "three.test", "two.test"]);
+    assert_eq!(events[0]["dns_rcode"], 3);
+    assert_eq!(events[0]["src"], link.ip_a.to_string());
+    assert_eq!(events[0]["dport"], 53);
+    // The same objects as the event log's lines (all four there, in order).
+    let logged = wait::until(
+        "4 lines in the event log",
+        wait::DEADLINE,
+        || lines(&log_a),
+        |l| l.len() == 4,
+    );
+    assert_eq!(qnames(&logged), ["one.test", "two.test", "three.test", "four.test"]);
+    assert_eq!(logged[3], events[0]);
+    let (code, body) = get(&link, &flowd, "/api/v1/l7?limit=1");
+    assert_eq!(code, 200);
+    assert_eq!(serde_json::from_str::<Vec<Value>>(&body).unwrap(), events[..1]);
+    assert_eq!(get(&link, &flowd, "/api/v1/l7?kind=tls").1, "[]");
+    for (path, says) in [
+        ("/api/v1/l7?kind=smtp", "kind must be dns, http or tls (got \"smtp\")\n"),
+        ("/api/v1/l7?limit=0", "limit must be a number from 1 to 65536 (got \"0\")\n"),
+        ("/api/v1/l7?since=1", "unknown parameter \"since\"; accepted: kind, limit\n"),
+    ] {
+        assert_eq!(get(&link, &flowd, path), (400, says.to_owned()), "{path}");
+    }
+
+    // Both directions of the connection carry the first query's name.
+    let port = dns.client.local_addr().unwrap().port().to_string();
+    let flows = api_flows(&link.b, &flowd);
+    let q = find_flows(&flows, &[("direction", "ingress"), ("sport", &port)]);
+    let r = find_flows(&flows, &[("direction", "egress"), ("dport", &port)]);
+    assert_eq!((q.len(), r.len()), (1, 1), "{flows:#?}");
+    assert_eq!((q[0]["packets"].as_u64(), r[0]["packets"].as_u64()), (Some(4), Some(4)));
+    assert_eq!(q[0]["dns_qname"], "one.test");
+    assert_eq!(r[0]["dns_qname"], "one.test");
+
+    // Reload: a new log, and 5300 as a DNS port (the programs select it).
+    write(&format!(
+        "log = \"{}\"\ndns_ports = [5300]\nrecent_events = 3",
+        log_b.display()
+    ));
+    flowd.signal(libc::SIGHUP);
+    wait::log_contains("configuration reloaded", || flowd.log_text());
+    let alt = Dns::new(&link, 40054, 5300);
+    alt.ask(7, "alt.test");
+    let b = wait::until(
+        "the event on port 5300 in the new log",
+        wait::DEADLINE,
+        || lines(&log_b),
+        |l| !l.is_empty(),
+    );
+    assert_eq!(qnames(&b), ["alt.test"]);
+    assert_eq!(b[0]["dport"], 5300);
+    assert_eq!(lines(&log_a).len(), 4, "the old log has nothing new");
+
+    // Off: no events, and the API says so.
+    write("enabled = false");
+    flowd.signal(libc::SIGHUP);
+    wait::until(
+        "/api/v1/l7 to answer 404",
+        wait::DEADLINE,
+        || get(&link, &flowd, "/api/v1/l7").0,
+        |c| *c == 404,
+    );
+    assert_eq!(
+        get(&link, &flowd, "/api/v1/l7").1,
+        "the application layer is off ([l7] enabled = false or --no-l7)\n"
+    );
+    dns.ask(8, "off.test");
+
+    // On again (log b): the next query is an event, the one while off is not.
+    write(&format!("log = \"{}\"", log_b.display()));
+    flowd.signal(libc::SIGHUP);
+    wait::until(
+        "/api/v1/l7 to answer 200",
+        wait::DEADLINE,
+        || get(&link, &flowd, "/api/v1/l7").0,
+        |c| *c == 200,
+    );
+    dns.ask(9, "again.test");
+    let b = wait::until(
+        "the event after switching on",
+        wait::DEADLINE,
+        || lines(&log_b),
+        |l| l.len() >= 2,
+    );
+    assert_eq!(qnames(&b), ["alt.test", "again.test"]);
+    assert_eq!(qnames(&dns_events(&link, &flowd, 1)), ["again.test"]);
+}
