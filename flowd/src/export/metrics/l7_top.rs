@@ -21,17 +21,22 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
 use super::family::{Family, Num, labels};
-use crate::{export::groups::OTHER, flowtable::FlowL7, state::lock};
+use crate::{export::groups::OTHER, flowtable::FlowL7};
 
 /// The kinds, in label order.
 pub const KINDS: [&str; 3] = ["dns", "http", "tls"];
 
 /// Names the scrape's budget cut, to fold at the next snapshot.
 type Folds = Arc<Mutex<Vec<(usize, Box<str>)>>>;
+
+/// The folds, also after a panic elsewhere held them.
+fn lock(m: &Mutex<Vec<(usize, Box<str>)>>) -> MutexGuard<'_, Vec<(usize, Box<str>)>> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// One kind's names and its `other`.
 #[derive(Debug, Default, Clone)]
