@@ -140,16 +140,31 @@ fn recent_events_names_on_flows_and_reload_of_l7() {
         || lines(&log_a),
         |l| l.len() == 4,
     );
-    assert_eq!(qnames(&logged), ["one.test", "two.test", "three.test", "four.test"]);
+    assert_eq!(
+        qnames(&logged),
+        ["one.test", "two.test", "three.test", "four.test"]
+    );
     assert_eq!(logged[3], events[0]);
     let (code, body) = get(&link, &flowd, "/api/v1/l7?limit=1");
     assert_eq!(code, 200);
-    assert_eq!(serde_json::from_str::<Vec<Value>>(&body).unwrap(), events[..1]);
+    assert_eq!(
+        serde_json::from_str::<Vec<Value>>(&body).unwrap(),
+        events[..1]
+    );
     assert_eq!(get(&link, &flowd, "/api/v1/l7?kind=tls").1, "[]");
     for (path, says) in [
-        ("/api/v1/l7?kind=smtp", "kind must be dns, http or tls (got \"smtp\")\n"),
-        ("/api/v1/l7?limit=0", "limit must be a number from 1 to 65536 (got \"0\")\n"),
-        ("/api/v1/l7?since=1", "unknown parameter \"since\"; accepted: kind, limit\n"),
+        (
+            "/api/v1/l7?kind=smtp",
+            "kind must be dns, http or tls (got \"smtp\")\n",
+        ),
+        (
+            "/api/v1/l7?limit=0",
+            "limit must be a number from 1 to 65536 (got \"0\")\n",
+        ),
+        (
+            "/api/v1/l7?since=1",
+            "unknown parameter \"since\"; accepted: kind, limit\n",
+        ),
     ] {
         assert_eq!(get(&link, &flowd, path), (400, says.to_owned()), "{path}");
     }
@@ -160,7 +175,10 @@ fn recent_events_names_on_flows_and_reload_of_l7() {
     let q = find_flows(&flows, &[("direction", "ingress"), ("sport", &port)]);
     let r = find_flows(&flows, &[("direction", "egress"), ("dport", &port)]);
     assert_eq!((q.len(), r.len()), (1, 1), "{flows:#?}");
-    assert_eq!((q[0]["packets"].as_u64(), r[0]["packets"].as_u64()), (Some(4), Some(4)));
+    assert_eq!(
+        (q[0]["packets"].as_u64(), r[0]["packets"].as_u64()),
+        (Some(4), Some(4))
+    );
     assert_eq!(q[0]["dns_qname"], "one.test");
     assert_eq!(r[0]["dns_qname"], "one.test");
 
@@ -216,4 +234,118 @@ fn recent_events_names_on_flows_and_reload_of_l7() {
     );
     assert_eq!(qnames(&b), ["alt.test", "again.test"]);
     assert_eq!(qnames(&dns_events(&link, &flowd, 1)), ["again.test"]);
+}
+
+/// A pcap of UDP datagrams (payloads) to port 4739, for tshark.
+fn ipfix_pcap(datagrams: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for v in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    for (i, m) in datagrams.iter().enumerate() {
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00, 0x45, 0];
+        f.extend_from_slice(&((20 + 8 + m.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2]);
+        f.extend_from_slice(&40000u16.to_be_bytes());
+        f.extend_from_slice(&4739u16.to_be_bytes());
+        f.extend_from_slice(&((8 + m.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(m);
+        for v in [1_700_000_000 + i as u32, 0, f.len() as u32, f.len() as u32] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&f);
+    }
+    out
+}
+
+/// The names reach the ended records: the JSON lines and IPFIX, which
+/// tshark decodes (ntop's DNS_QUERY element), on both directions' records.
+#[test]
+fn ended_records_and_ipfix_carry_the_first_query_name() {
+    let link = Link::new();
+    let tmp = flowd_tests::TempDir::new("flowd-l7ipfix");
+    let records = tmp.path().join("records.jsonl");
+    let collector = link.b.run({
+        let at = format!("{}:4740", link.ip_b);
+        move || UdpSocket::bind(at).unwrap()
+    });
+    collector
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let flowd = Flowd::start(
+        &link.b,
+        &[
+            "--iface",
+            &link.if_b,
+            "--drain-interval-ms",
+            "100",
+            "--idle-timeout",
+            "1",
+            "--records",
+            records.to_str().unwrap(),
+            "--ipfix",
+            &format!("{}:4740", link.ip_b),
+        ],
+    );
+    let dns = Dns::new(&link, 40055, 53);
+    dns.ask(1, "first.test");
+    dns.ask(2, "second.test");
+    let port = dns.client.local_addr().unwrap().port();
+    let ended = wait::until(
+        "both directions' records",
+        wait::DEADLINE,
+        || {
+            read_records(&records)
+                .into_iter()
+                .filter(|r| r["sport"] == port || r["dport"] == port)
+                .collect::<Vec<_>>()
+        },
+        |r| r.len() == 2,
+    );
+    for r in &ended {
+        assert_eq!(r["packets"], 2, "{r}");
+        assert_eq!(r["dns_qname"], "first.test", "{r}");
+    }
+    // Every IPFIX message sent so far (the records went out with the JSON lines).
+    let mut datagrams = Vec::new();
+    let mut buf = [0u8; 65535];
+    while let Ok(n) = collector.recv(&mut buf) {
+        datagrams.push(buf[..n].to_vec());
+    }
+    let path = tmp.path().join("ipfix.pcap");
+    std::fs::write(&path, ipfix_pcap(&datagrams)).unwrap();
+    let out = std::process::Command::new("tshark")
+        .arg("-r")
+        .arg(&path)
+        .args(["-T", "fields", "-E", "aggregator=|", "-E", "occurrence=a"])
+        .args(["-e", "cflow.srcport", "-e", "cflow.dstport"])
+        .args(["-e", "cflow.pie.ntop.dns_query"])
+        .output()
+        .expect("run tshark");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    // Records whose ports are the test's, and the names tshark read.
+    let mut named = 0;
+    let mut all_names = Vec::new();
+    for line in text.lines() {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let (sports, dports) = (cols[0].split('|'), cols[1].split('|'));
+        named += sports
+            .zip(dports)
+            .filter(|(s, d)| *s == port.to_string() || *d == port.to_string())
+            .count();
+        all_names.extend(
+            cols.get(2)
+                .into_iter()
+                .flat_map(|c| c.split('|'))
+                .filter(|n| !n.is_empty()),
+        );
+    }
+    assert_eq!(named, 2, "{text}");
+    assert_eq!(all_names, ["first.test", "first.test"], "{text}");
 }

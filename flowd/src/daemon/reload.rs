@@ -201,7 +201,9 @@ pub(super) fn reload_l7(shared: &Shared, old: &L7Settings, new: &L7Settings) {
     let open = |log: &str| match log {
         "" => None,
         t => RecordSink::open(t)
-            .inspect_err(|e| error!(error = %e, "opening the L7 event log failed; events go on without it"))
+            .inspect_err(
+                |e| error!(error = %e, "opening the L7 event log failed; events go on without it"),
+            )
             .ok(),
     };
     let mut l7 = lock(&shared.l7);

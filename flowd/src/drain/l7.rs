@@ -203,12 +203,17 @@ mod tests {
         let v = record::flow_json(t.get(k).unwrap(), "eth0");
         ["http_host", "http_url", "dns_qname", "tls_sni"]
             .into_iter()
-            .filter_map(|n| v.get(n).map(|s| (n.to_owned(), s.as_str().unwrap().to_owned())))
+            .filter_map(|n| {
+                v.get(n)
+                    .map(|s| (n.to_owned(), s.as_str().unwrap().to_owned()))
+            })
             .collect()
     }
 
     fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
-        p.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
+        p.iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -254,7 +259,10 @@ mod tests {
         assert_eq!(annotate(&event(dns, q)), one);
         // A flow that is not in the table (ended): nothing.
         let gone = key(40009, 80, 6, DIR_EGRESS);
-        assert_eq!(annotate(&event(gone, http(None, "/"))), Annotated::default());
+        assert_eq!(
+            annotate(&event(gone, http(None, "/"))),
+            Annotated::default()
+        );
         let web_names = pairs(&[("http_host", "a.test:8080"), ("http_url", "/1")]);
         assert_eq!(names_of(&t, &web), web_names);
         assert_eq!(names_of(&t, &rev(&web)), web_names);
@@ -276,7 +284,10 @@ mod tests {
         assert_eq!(web_ended.len(), 1);
         assert_eq!(web_ended[0].flow.counts.bytes, 150);
         let v = record::ended_json(web_ended[0], "eth0");
-        assert_eq!((v["http_host"].as_str(), v["http_url"].as_str()), (Some("a.test:8080"), Some("/1")));
+        assert_eq!(
+            (v["http_host"].as_str(), v["http_url"].as_str()),
+            (Some("a.test:8080"), Some("/1"))
+        );
         assert_eq!(names_of(&t, &web), web_names, "the next record keeps them");
     }
 }

@@ -115,8 +115,7 @@ pub const RECORD_LEN_V6: usize = record_len(&FIELDS_V6);
 const TEMPLATE_SET_LEN: usize = SET_HEADER_LEN + 2 * 4 + (FIELDS_V4.len() + FIELDS_V6.len()) * 4;
 /// The set of the two application-layer templates (enterprise fields
 /// take 4 more bytes for the PEN).
-const L7_TEMPLATE_SET_LEN: usize =
-    TEMPLATE_SET_LEN + 2 * (FIELDS_L7.len() * 4) + 2 * 2 * 4;
+const L7_TEMPLATE_SET_LEN: usize = TEMPLATE_SET_LEN + 2 * (FIELDS_L7.len() * 4) + 2 * 2 * 4;
 
 /// The smallest message limit that holds a header, the templates and one
 /// record (the application-layer templates go in a message of their own

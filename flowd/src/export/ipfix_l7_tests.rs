@@ -69,7 +69,12 @@ fn the_application_layer_template_and_a_record_byte_by_byte() {
         ipv4_mapped([198, 18, 0, 1]),
         ipv4_mapped([198, 18, 0, 2]),
         300,
-        Some(names(Some("h.test:8080"), Some("/x?y=1"), None, Some("s.test"))),
+        Some(names(
+            Some("h.test:8080"),
+            Some("/x?y=1"),
+            None,
+            Some("s.test"),
+        )),
     );
     let msgs = Encoder::new(9, 1400).messages(&[e], 0, true);
     assert_eq!(msgs.len(), 1);
@@ -106,7 +111,12 @@ fn the_application_layer_template_and_a_record_byte_by_byte() {
 #[test]
 fn long_names_take_three_length_bytes_and_are_cut_to_fit_the_limit() {
     let url = format!("/{}", "a".repeat(299));
-    let e = ended([0xfd; 16], [0xfe; 16], 1, Some(names(None, Some(&url), None, None)));
+    let e = ended(
+        [0xfd; 16],
+        [0xfe; 16],
+        1,
+        Some(names(None, Some(&url), None, None)),
+    );
     let msgs = Encoder::new(1, 1400).messages(&[e.clone()], 0, false);
     let s = sets(&msgs[0].1);
     let var = &s[0].1[RECORD_LEN_V6..];
@@ -128,7 +138,11 @@ fn long_names_take_three_length_bytes_and_are_cut_to_fit_the_limit() {
     );
     let plain = ended([0xfd; 16], [0xfe; 16], 2, None);
     let msgs = Encoder::new(1, MIN_MESSAGE).messages(&[plain, e], 0, true);
-    assert_eq!(msgs.len(), 4, "templates, L7 templates, plain record, the record");
+    assert_eq!(
+        msgs.len(),
+        4,
+        "templates, L7 templates, plain record, the record"
+    );
     assert!(msgs.iter().all(|(_, m)| m.len() <= MIN_MESSAGE));
     let counts: Vec<usize> = msgs.iter().map(|(n, _)| *n).collect();
     assert_eq!(counts, [0, 0, 1, 1]);
@@ -161,7 +175,11 @@ fn names_are_cut_at_character_boundaries_within_the_room() {
     assert_eq!(f[1].len(), 398, "255 or more: two more length bytes");
     assert_eq!(varlen_size(&f), 404);
     let f = fit_names([None, Some(&u), None, None], 4 + 256);
-    assert_eq!(f[1].len(), 254, "not enough room for 255 and its 3 length bytes");
+    assert_eq!(
+        f[1].len(),
+        254,
+        "not enough room for 255 and its 3 length bytes"
+    );
 }
 
 /// A pcap of the messages as UDP datagrams to port 4739 (IPFIX).
@@ -201,11 +219,31 @@ fn tshark_decodes_the_names_exactly() {
             ipv4_mapped([198, 18, 0, 1]),
             ipv4_mapped([198, 18, 0, 2]),
             1111,
-            Some(names(Some("h.test:8080"), Some("/a?b=c"), None, Some("sni.test"))),
+            Some(names(
+                Some("h.test:8080"),
+                Some("/a?b=c"),
+                None,
+                Some("sni.test"),
+            )),
         ),
-        ended([0xfd; 16], [0xfe; 16], 2222, Some(names(None, None, Some("q.example.test"), None))),
-        ended(ipv4_mapped([198, 18, 0, 3]), ipv4_mapped([198, 18, 0, 4]), 3333, None),
-        ended([0xfd; 16], [0xfe; 16], 4444, Some(names(Some("long.test"), Some(&url), None, None))),
+        ended(
+            [0xfd; 16],
+            [0xfe; 16],
+            2222,
+            Some(names(None, None, Some("q.example.test"), None)),
+        ),
+        ended(
+            ipv4_mapped([198, 18, 0, 3]),
+            ipv4_mapped([198, 18, 0, 4]),
+            3333,
+            None,
+        ),
+        ended(
+            [0xfd; 16],
+            [0xfe; 16],
+            4444,
+            Some(names(Some("long.test"), Some(&url), None, None)),
+        ),
     ];
     let msgs = Encoder::new(1, 1400).messages(&batch, 1_700_000_000, true);
     assert_eq!(msgs.len(), 1);
@@ -223,7 +261,11 @@ fn tshark_decodes_the_names_exactly() {
         .output()
         .expect("run tshark (Debian package `tshark`)");
     let _ = std::fs::remove_file(&path);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let cols: Vec<&str> = text.trim_end_matches('\n').split('\t').collect();
     assert_eq!(

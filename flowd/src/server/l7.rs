@@ -115,10 +115,26 @@ mod tests {
         for (k, v, says) in [
             ("kind", "DNS", "kind must be dns, http or tls (got \"DNS\")"),
             ("kind", "", "kind must be dns, http or tls (got \"\")"),
-            ("limit", "0", "limit must be a number from 1 to 65536 (got \"0\")"),
-            ("limit", "65537", "limit must be a number from 1 to 65536 (got \"65537\")"),
-            ("limit", "-1", "limit must be a number from 1 to 65536 (got \"-1\")"),
-            ("limt", "5", "unknown parameter \"limt\"; accepted: kind, limit"),
+            (
+                "limit",
+                "0",
+                "limit must be a number from 1 to 65536 (got \"0\")",
+            ),
+            (
+                "limit",
+                "65537",
+                "limit must be a number from 1 to 65536 (got \"65537\")",
+            ),
+            (
+                "limit",
+                "-1",
+                "limit must be a number from 1 to 65536 (got \"-1\")",
+            ),
+            (
+                "limt",
+                "5",
+                "unknown parameter \"limt\"; accepted: kind, limit",
+            ),
         ] {
             assert_eq!(p(&[(k, v)]).unwrap_err(), says, "{k}={v}");
         }

@@ -196,14 +196,21 @@ mod tests {
             ("tls", "s.test", 40),
             ("tls", "other", 0),
         ];
-        let got: Vec<_> = got.iter().map(|(k, n, b)| (k.as_str(), n.as_str(), *b)).collect();
+        let got: Vec<_> = got
+            .iter()
+            .map(|(k, n, b)| (k.as_str(), n.as_str(), *b))
+            .collect();
         assert_eq!(got, want);
         // a.test was folded for good: more of it goes to other, and other
         // never goes down.
         n.add(&l7(Some("a.test"), None, false, None), 1000);
         n.add(&l7(Some("b.test"), None, false, None), 1);
         let got = samples(&families(&n.snapshot(2), 1000));
-        assert_eq!(got[0], ("dns".into(), "a.test".into(), 1000), "a new series from zero");
+        assert_eq!(
+            got[0],
+            ("dns".into(), "a.test".into(), 1000),
+            "a new series from zero"
+        );
         assert_eq!(got[1], ("dns".into(), "b.test".into(), 301));
         assert_eq!(got[2], ("dns".into(), "other".into(), 105 + 200));
     }
