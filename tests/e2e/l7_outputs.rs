@@ -346,6 +346,6 @@ fn ended_records_and_ipfix_carry_the_first_query_name() {
                 .filter(|n| !n.is_empty()),
         );
     }
-    assert_eq!(named, 2, "{text}");
+    assert_eq!(named, 2, "{text}\nflowd: {}", flowd.log_text());
     assert_eq!(all_names, ["first.test", "first.test"], "{text}");
 }

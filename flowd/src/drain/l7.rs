@@ -227,7 +227,7 @@ mod tests {
         let dns = key(40002, 53, 17, DIR_EGRESS);
         let plain = key(40003, 22, 6, DIR_EGRESS);
         for k in [web, rev(&web), tls, rev(&tls), dns, plain] {
-            t.apply(&k, &delta(100, SEC), crate::clock::TimeBase::Capture);
+            t.apply(&k, &delta(100, SEC), TimeBase::Capture);
         }
         let mut annotate = |e: &L7Event| t.annotate(&e.key, &flow_names(e));
         let both = Annotated {
@@ -273,12 +273,12 @@ mod tests {
         assert!(t.get(&plain).unwrap().l7.is_none(), "no allocation");
         // A request without Host names the target alone.
         let bare = key(40004, 80, 6, DIR_INGRESS);
-        t.apply(&bare, &delta(1, SEC), crate::clock::TimeBase::Capture);
+        t.apply(&bare, &delta(1, SEC), TimeBase::Capture);
         t.annotate(&bare, &flow_names(&event(bare, http(None, "/x"))));
         assert_eq!(names_of(&t, &bare), pairs(&[("http_url", "/x")]));
 
         // The active timeout ends a record: both records carry the names.
-        t.apply(&web, &delta(50, 90 * SEC), crate::clock::TimeBase::Capture);
+        t.apply(&web, &delta(50, 90 * SEC), TimeBase::Capture);
         let ended = t.expire(101 * SEC);
         let web_ended: Vec<_> = ended.iter().filter(|e| e.flow.key == web).collect();
         assert_eq!(web_ended.len(), 1);

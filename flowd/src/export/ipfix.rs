@@ -202,7 +202,7 @@ impl Encoder {
                 (true, true) => TEMPLATE_V4_L7,
                 (false, true) => TEMPLATE_V6_L7,
             };
-            let len = base + names.as_ref().map_or(0, |n| varlen_size(n));
+            let len = base + names.as_ref().map_or(0, varlen_size);
             if !msg.fits(template, len) {
                 let done = std::mem::replace(
                     &mut msg,
@@ -222,7 +222,7 @@ impl Encoder {
 /// a character boundary so all four, with their length bytes, take at most
 /// `room` bytes (an absent name is an empty field). The shortest take
 /// their room first, so only the longest are cut.
-fn fit_names<'a>(names: [Option<&'a str>; 4], room: usize) -> [&'a str; 4] {
+fn fit_names(names: [Option<&str>; 4], room: usize) -> [&str; 4] {
     let names = names.map(|n| n.unwrap_or(""));
     let mut order = [0, 1, 2, 3];
     order.sort_by_key(|&i| names[i].len());

@@ -117,7 +117,7 @@ fn long_names_take_three_length_bytes_and_are_cut_to_fit_the_limit() {
         1,
         Some(names(None, Some(&url), None, None)),
     );
-    let msgs = Encoder::new(1, 1400).messages(&[e.clone()], 0, false);
+    let msgs = Encoder::new(1, 1400).messages(&[e], 0, false);
     let s = sets(&msgs[0].1);
     let var = &s[0].1[RECORD_LEN_V6..];
     assert_eq!(s[0].0, TEMPLATE_V6_L7);

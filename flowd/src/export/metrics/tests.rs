@@ -643,7 +643,7 @@ fn golden_snapshot() -> Snapshot {
         written: 4_860,
         dropped: [140, 2],
     });
-    let mut names = super::l7_top::NameBytes::default();
+    let mut names = l7_top::NameBytes::default();
     let _ = names.snapshot(s.groups.top_k);
     for (dns, host, sni, bytes) in [
         (Some("example.test"), None, None, 420),
