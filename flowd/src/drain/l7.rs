@@ -9,8 +9,9 @@
 //! table and before its timeouts run. A request's packet was counted
 //! before its sample was written, and an event is made at the response
 //! (or after the response timeout), so its flow is in the table unless it
-//! already ended; such events are counted as unmatched, not held back (a
-//! later flow with the same key is another connection).
+//! already ended; such events are counted
+//! (`flowd_l7_events_without_flow_total`), not held back for a later flow
+//! with the same key, which is another connection.
 //!
 //! [`RecordSink`]: crate::export::records::RecordSink
 
@@ -93,7 +94,7 @@ impl Shared {
         let Some(live) = l7.as_mut() else {
             return;
         };
-        live.unmatched += unmatched;
+        live.names.without_flow += unmatched;
         for (e, line) in events.iter().zip(&lines) {
             live.recent.push(e.kind(), line);
         }

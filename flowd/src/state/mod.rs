@@ -71,9 +71,8 @@ pub struct L7Live {
     /// The `[l7] log` the sink was opened for (a reload compares).
     pub log: String,
     pub recent: crate::l7::recent::RecentEvents,
+    /// Names by traffic, and events whose flow had left the table.
     pub names: crate::export::metrics::l7_top::NameBytes,
-    /// Events whose flow (neither direction) was in the table any more.
-    pub unmatched: u64,
 }
 
 impl L7Live {
@@ -87,7 +86,6 @@ impl L7Live {
             log: settings.log.clone(),
             recent: crate::l7::recent::RecentEvents::new(settings.recent_events),
             names: Default::default(),
-            unmatched: 0,
         }
     }
 }

@@ -10,6 +10,9 @@
 //! name; HTTP over TLS on one connection has an SNI and, seen in clear on
 //! another port, a host) adds to each of its kinds.
 //!
+//! `flowd_l7_events_without_flow_total` counts the events whose flow had
+//! already left the table (see `drain/l7.rs`).
+//!
 //! Bounded like the other top-K families: per kind, [`NameBytes`] tracks at
 //! most 2K names (K = `[metrics] top_flows`); at each scrape the names
 //! beyond the K with the most bytes, and those the series budget cut in
@@ -60,6 +63,9 @@ pub struct NameBytes {
     /// Names tracked per kind at most (2K, set at each snapshot).
     cap: usize,
     folds: Folds,
+    /// Events with a name whose flow (neither direction) was in the table
+    /// any more: their names reached no record.
+    pub without_flow: u64,
 }
 
 impl NameBytes {
@@ -111,6 +117,7 @@ impl NameBytes {
             kinds,
             others,
             folds: Arc::clone(&self.folds),
+            without_flow: self.without_flow,
         }
     }
 }
@@ -121,14 +128,16 @@ pub struct NamesSnapshot {
     kinds: [Vec<(Box<str>, u64)>; 3],
     others: [u64; 3],
     folds: Folds,
+    without_flow: u64,
 }
 
-/// The family, in at most `room` series (at least the three `other`s):
+/// The family, in at most `room` series (at least the three `other`s,
+/// and the count of events without a flow):
 /// the names that do not fit go to `other` in this scrape and are folded
 /// into it for good at the next snapshot.
 pub(super) fn families(s: &NamesSnapshot, room: usize) -> Vec<Family> {
     let mut samples = Vec::new();
-    let mut left = room.saturating_sub(KINDS.len());
+    let mut left = room.saturating_sub(KINDS.len() + 1);
     for (i, kind) in KINDS.iter().enumerate() {
         let mut other = s.others[i];
         for (name, bytes) in &s.kinds[i] {
@@ -142,11 +151,18 @@ pub(super) fn families(s: &NamesSnapshot, room: usize) -> Vec<Family> {
         }
         samples.push((labels([("kind", kind), ("name", OTHER)]), Num::U(other)));
     }
-    vec![Family::counter(
-        "flowd_l7_name_bytes",
-        "Bytes of flow records whose connection's first request named this DNS query name (kind=dns), HTTP Host (http) or TLS SNI (tls): the K names with the most, and other.",
-        samples,
-    )]
+    vec![
+        Family::counter(
+            "flowd_l7_name_bytes",
+            "Bytes of flow records whose connection's first request named this DNS query name (kind=dns), HTTP Host (http) or TLS SNI (tls): the K names with the most, and other.",
+            samples,
+        ),
+        Family::counter(
+            "flowd_l7_events_without_flow",
+            "Application-layer events with a name whose flow (neither direction) had left the flow table: the name reached no record.",
+            vec![(Vec::new(), Num::U(s.without_flow))],
+        ),
+    ]
 }
 
 #[cfg(test)]
@@ -222,8 +238,10 @@ mod tests {
         for (name, b) in [("a", 50), ("b", 40), ("c", 30)] {
             n.add(&l7(Some(name), None, false, None), b);
         }
-        // Room for the three others and two names.
-        let got = samples(&families(&n.snapshot(10), 5));
+        // Room for the three others, the events without a flow and two names.
+        let f = families(&n.snapshot(10), 6);
+        assert_eq!(f.iter().map(Family::series).sum::<usize>(), 6);
+        let got = samples(&f);
         assert_eq!(got.len(), 5);
         assert_eq!(got[2], ("dns".into(), "other".into(), 30));
         // The next scrape, with room again: c, cut, is folded into other

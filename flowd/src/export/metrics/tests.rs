@@ -661,6 +661,7 @@ fn golden_snapshot() -> Snapshot {
             bytes,
         );
     }
+    names.without_flow = 3;
     s.l7_names = Some(names.snapshot(s.groups.top_k));
     s
 }
