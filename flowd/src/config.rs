@@ -806,26 +806,6 @@ mod tests {
     }
 
     #[test]
-    fn l7_section_is_checked() {
-        let c = Config::default();
-        assert!(c.l7.enabled, "on by default");
-        assert_eq!((c.l7.log.as_str(), c.l7.recent_events), ("", 1024));
-        let c = Config::parse("[l7]\nenabled = false\nrecent_events = 0", "f.toml").unwrap();
-        assert!(!c.l7.enabled);
-        assert_eq!(c.l7.recent_events, 0);
-        let err = |text: &str| Config::parse(text, "f.toml").unwrap_err().to_string();
-        assert_eq!(
-            err("[l7]\nrecent_events = 65537"),
-            "f.toml: key `l7.recent_events`: value 65537 is not accepted; accepted: 0 (none) to 65536 events"
-        );
-        assert_eq!(
-            err("[l7]\nsnap_len = 0"),
-            "f.toml: key `l7.snap_len`: value 0 is not accepted; accepted: 1 to 512"
-        );
-        assert!(err("[l7]\nenabled = \"yes\"").contains("enabled"));
-    }
-
-    #[test]
     fn unknown_keys_are_rejected_by_name() {
         let e = Config::parse("drain_intervall_ms = 100", "f.toml")
             .unwrap_err()

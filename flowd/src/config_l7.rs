@@ -102,3 +102,56 @@ impl L7Settings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> L7Settings {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn on_by_default_and_every_value_is_checked() {
+        let d = L7Settings::default();
+        assert!(
+            d.enabled,
+            "the application layer is part of the default path"
+        );
+        assert_eq!((d.log.as_str(), d.recent_events), ("", 1024));
+        assert_eq!(parse(""), d);
+        let s = parse("enabled = false\nrecent_events = 0\nlog = \"-\"");
+        assert!(!s.enabled);
+        assert_eq!((s.log.as_str(), s.recent_events), ("-", 0));
+        assert_eq!(s.invalid(), None);
+        let bad = |text: &str| parse(text).invalid().map(|(k, v, a)| (k, v, a.to_owned()));
+        assert_eq!(
+            bad("recent_events = 65537"),
+            Some((
+                "l7.recent_events",
+                "65537".into(),
+                "0 (none) to 65536 events".into()
+            ))
+        );
+        assert_eq!(bad("recent_events = 65536"), None);
+        assert_eq!(
+            bad("snap_len = 0"),
+            Some(("l7.snap_len", "0".into(), "1 to 512".into()))
+        );
+        assert_eq!(
+            bad("dns_ports = [5300, 5301, 5302]"),
+            Some((
+                "l7.dns_ports",
+                "[5300, 5301, 5302]".into(),
+                "at most 2 ports from 1 to 65535 (53 and 5353 are always DNS)".into()
+            ))
+        );
+        let e = toml::from_str::<L7Settings>("enabled = \"yes\"").unwrap_err();
+        assert!(e.to_string().contains("enabled"), "{e}");
+        let e = toml::from_str::<L7Settings>("recent = 5").unwrap_err();
+        assert!(
+            e.to_string().contains("recent_events"),
+            "lists what is accepted: {e}"
+        );
+    }
+}
