@@ -349,3 +349,91 @@ fn ended_records_and_ipfix_carry_the_first_query_name() {
     assert_eq!(named, 2, "{text}\nflowd: {}", flowd.log_text());
     assert_eq!(all_names, ["first.test", "first.test"], "{text}");
 }
+
+/// `flowd replay --l7-log`: the records of every TCP connection that
+/// carried HTTP have the Host and target of its first request as tshark
+/// reads them, on both directions; no other record has a name of HTTP.
+#[test]
+fn replay_records_carry_the_first_http_request_as_tshark_reads_it() {
+    let pcap = flowd_tests::data_dir().join("pcaps/web/wikipedia.pcap");
+    let tmp = flowd_tests::TempDir::new("flowd-l7replay");
+    let events = tmp.path().join("events.jsonl");
+    let out = std::process::Command::new(flowd_tests::flowd_bin())
+        .arg("replay")
+        .arg(&pcap)
+        .args(["--format", "jsonl", "--l7-log"])
+        .arg(&events)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let t = std::process::Command::new("tshark")
+        .arg("-r")
+        .arg(&pcap)
+        .args(["-Y", "http.request", "-T", "fields"])
+        .args([
+            "-e",
+            "ip.src",
+            "-e",
+            "tcp.srcport",
+            "-e",
+            "ip.dst",
+            "-e",
+            "tcp.dstport",
+        ])
+        .args(["-e", "http.host", "-e", "http.request.uri"])
+        .output()
+        .unwrap();
+    assert!(t.status.success());
+    // (client, client port, server, server port) -> first (host, target).
+    let mut first = std::collections::BTreeMap::new();
+    for line in String::from_utf8(t.stdout).unwrap().lines() {
+        let c: Vec<&str> = line.split('\t').collect();
+        let conn = (
+            c[0].to_owned(),
+            c[1].to_owned(),
+            c[2].to_owned(),
+            c[3].to_owned(),
+        );
+        first
+            .entry(conn)
+            .or_insert((c[4].to_owned(), c[5].to_owned()));
+    }
+    assert!(
+        first.len() >= 5,
+        "the capture has HTTP connections: {first:?}"
+    );
+    let mut named = std::collections::BTreeMap::new();
+    for r in records.iter().filter(|r| r.get("http_url").is_some()) {
+        let (s, sp, d, dp) = (
+            r["src"].as_str().unwrap().to_owned(),
+            r["sport"].to_string(),
+            r["dst"].as_str().unwrap().to_owned(),
+            r["dport"].to_string(),
+        );
+        // Either direction: key it by the client side.
+        let conn = if first.contains_key(&(s.clone(), sp.clone(), d.clone(), dp.clone())) {
+            (s, sp, d, dp)
+        } else {
+            (d, dp, s, sp)
+        };
+        let names = (
+            r["http_host"].as_str().unwrap_or("").to_owned(),
+            r["http_url"].as_str().unwrap().to_owned(),
+        );
+        named.entry(conn).or_insert_with(Vec::new).push(names);
+    }
+    let want: std::collections::BTreeMap<_, _> = first
+        .iter()
+        .map(|(conn, names)| (conn.clone(), vec![names.clone(); 2]))
+        .collect();
+    assert_eq!(named, want, "records by connection, both directions");
+}

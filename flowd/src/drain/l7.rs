@@ -20,25 +20,10 @@ use tracing::{error, warn};
 
 use crate::{
     clock::{self, TimeBase},
-    flowtable::{Ended, FlowL7},
-    l7::{L7Event, event::Detail},
+    flowtable::Ended,
     loader::l7_packet,
     state::{Shared, lock},
 };
-
-/// The names an event gives its flow.
-pub(crate) fn flow_names(e: &L7Event) -> FlowL7 {
-    let mut n = FlowL7::default();
-    match &e.detail {
-        Detail::Http(h) => {
-            n.http_host = h.host.as_deref().map(Into::into);
-            n.http_url = Some(h.url.as_str().into());
-        }
-        Detail::Dns(d) => n.dns_qname = d.qname.as_deref().map(Into::into),
-        Detail::Tls(t) => n.tls_sni = t.sni.as_deref().map(Into::into),
-    }
-    n
-}
 
 impl Shared {
     /// Feeds the samples of one drain to the engine and hands its events
@@ -70,7 +55,7 @@ impl Shared {
         {
             let mut table = lock(&self.table);
             for e in &events {
-                let names = flow_names(e);
+                let names = e.flow_names();
                 if names.is_empty() {
                     continue;
                 }
@@ -137,7 +122,7 @@ mod tests {
     use super::*;
     use crate::{
         flowtable::{Annotated, FlowTable, TableConfig},
-        l7::{DnsInfo, HttpInfo, TlsInfo},
+        l7::{DnsInfo, HttpInfo, L7Event, TlsInfo, event::Detail},
         record,
     };
 
@@ -230,7 +215,7 @@ mod tests {
         for k in [web, rev(&web), tls, rev(&tls), dns, plain] {
             t.apply(&k, &delta(100, SEC), TimeBase::Capture);
         }
-        let mut annotate = |e: &L7Event| t.annotate(&e.key, &flow_names(e));
+        let mut annotate = |e: &L7Event| t.annotate(&e.key, &e.flow_names());
         let both = Annotated {
             flow: true,
             reverse: true,
@@ -275,7 +260,7 @@ mod tests {
         // A request without Host names the target alone.
         let bare = key(40004, 80, 6, DIR_INGRESS);
         t.apply(&bare, &delta(1, SEC), TimeBase::Capture);
-        t.annotate(&bare, &flow_names(&event(bare, http(None, "/x"))));
+        t.annotate(&bare, &event(bare, http(None, "/x")).flow_names());
         assert_eq!(names_of(&t, &bare), pairs(&[("http_url", "/x")]));
 
         // The active timeout ends a record: both records carry the names.

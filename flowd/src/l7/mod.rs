@@ -30,6 +30,7 @@ pub mod engine;
 pub mod event;
 pub mod http;
 pub mod ja4;
+mod names;
 pub mod pair;
 pub mod reasm;
 pub mod recent;
