@@ -23,6 +23,7 @@ use crate::{
         CONTROL, FLOWS_0, FLOWS_1, GEN_INSERTS, IFACE_SLOTS, IFACE_SLOTS_BIG, RTT_EVENTS,
         RTT_PENDING, RTT_RECENT, TCP_SEQ_0, TCP_SEQ_1, TOTALS,
     },
+    note,
     parse::{Frame, L4Info, parse},
 };
 
@@ -106,6 +107,13 @@ pub(crate) fn account<const INLINE_IP: bool, const RTT: bool, P: Payload>(
         | counter::OUT_FRAGMENT_JOINED
         | counter::OUT_FRAGMENT_ORPHAN
         | counter::OUT_L4_TRUNCATED => {}
+        counter::OUT_BAD_HEADER_LENGTH
+        | counter::OUT_BAD_IP_VERSION
+        | counter::OUT_TOO_MANY_EXT_HEADERS
+        | counter::OUT_TOO_MANY_VLANS => {
+            note::note(note::BAD_HEADER, pkt.ifindex, outcome as u32);
+            return;
+        }
         _ => return,
     }
     key.ifindex = pkt.ifindex;
@@ -381,16 +389,19 @@ fn update_flow(
                 }
                 None => {
                     overflow(totals, counter::LOSS_INSERT_FAILED, packets, bytes);
+                    note::note(note::INSERT_FAILED, key.ifindex, key.direction as u32);
                     core::ptr::null_mut()
                 }
             }
         }
         Err(e) if e == -E2BIG => {
             overflow(totals, counter::LOSS_MAP_FULL, packets, bytes);
+            note::note(note::MAP_FULL, key.ifindex, key.direction as u32);
             core::ptr::null_mut()
         }
         Err(_) => {
             overflow(totals, counter::LOSS_INSERT_FAILED, packets, bytes);
+            note::note(note::INSERT_FAILED, key.ifindex, key.direction as u32);
             core::ptr::null_mut()
         }
     };
@@ -596,6 +607,7 @@ fn close_probe(k: &RttKey, key: &FlowKey, kind: u32, pkt: &Packet, totals: &mut 
     };
     if RTT_EVENTS.output::<RttSample>(&sample, 0).is_err() {
         totals.c[counter::RTT_RING_FULL] += 1;
+        note::note(note::RTT_RING_FULL, key.ifindex, key.direction as u32);
     }
 }
 

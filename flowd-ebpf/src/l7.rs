@@ -330,6 +330,7 @@ fn select<P: Payload>(
     }
     let Some(mut entry) = L7_EVENTS.reserve::<L7Sample>(0) else {
         totals.c[counter::L7_RING_FULL] += 1;
+        crate::note::note(crate::note::L7_RING_FULL, key.ifindex, key.direction as u32);
         return;
     };
     let s = entry.as_mut_ptr();

@@ -12,6 +12,7 @@
 mod account;
 mod l7;
 mod maps;
+mod note;
 mod parse;
 mod replay;
 

@@ -34,6 +34,10 @@ pub(crate) static FRAGS: LruHashMap<FragKey, FragPorts> =
 pub(crate) static TOTALS: PerCpuArray<IfaceCounters> =
     PerCpuArray::with_max_entries(MAX_SLOTS * 2, 0);
 
+/// When each kind of rare event was last logged (`note.rs`).
+#[map]
+pub(crate) static NOTE_LAST: Array<u64> = Array::with_max_entries(crate::note::KINDS, 0);
+
 #[map]
 pub(crate) static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
 

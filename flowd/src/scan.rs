@@ -68,6 +68,14 @@ pub struct Suspect {
     pub attempts: u64,
     pub first_flagged_ns: u64,
     pub last_seen_ns: u64,
+    /// What flagged the source: `scan` here, an application-layer signal
+    /// (`crate::export::l7signals`) otherwise; there `ports` and `hosts`
+    /// are 0 and `attempts` counts the events that showed the signal.
+    pub signal: &'static str,
+    /// For an application-layer signal: the last name or server that
+    /// showed it (network data, cut to 128 bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -197,6 +205,8 @@ impl ScanDetector {
                             attempts,
                             first_flagged_ns: now_ns,
                             last_seen_ns: now_ns,
+                            signal: "scan",
+                            detail: None,
                         },
                     );
                 }

@@ -256,6 +256,13 @@ fn ipv4_options_and_bad_headers() {
             (OUT_TRUNCATED, 1),
         ]),
     );
+    // Seven unexpected headers, one log line: the first (rate-limited).
+    assert_eq!(
+        kernel_log(&mut h.dp),
+        [format!(
+            "INFO flowd::kernel: unexpected header on ifindex {LO}: an IP or TCP header length out of range; the packet is counted under its outcome (flowd_parse_outcome_packets_total)"
+        )]
+    );
     assert_flows(&h.drain(), &expected);
 }
 
@@ -1361,6 +1368,13 @@ fn full_map_overflows_into_exact_counters() {
             (OVERFLOW_PACKETS, overflow),
             (OVERFLOW_BYTES, overflow_bytes),
         ]),
+    );
+    // 936 overflows, one log line (the programs rate-limit their log).
+    assert_eq!(
+        kernel_log(&mut h.dp),
+        [format!(
+            "WARN flowd::kernel: flow map full on ifindex {LO} direction {DIR_INGRESS}: new flows are counted in the interface totals only (flowd_overflow_packets_total); raise flow_capacity in the config"
+        )]
     );
     // The fill the daemon reads for its early drain: successful inserts only.
     assert_eq!(h.dp.active_inserts().unwrap(), u64::from(CAPACITY));

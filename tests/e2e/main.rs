@@ -12,6 +12,8 @@ mod flows_api;
 mod fresh_totals;
 mod full_disk;
 mod ipfix;
+mod l7;
+mod l7_bad_input;
 mod l7_outputs;
 mod limits;
 mod live_replay;

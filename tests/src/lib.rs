@@ -14,6 +14,7 @@
 //! - [`daemon`]: the flowd binary, a private bpffs, `flowd run` under test;
 //! - [`traffic`]: UDP and ICMP sent through sockets;
 //! - [`http`]: GETs, the Prometheus exposition, the JSON API, records;
+//! - [`l7`]: servers and captures in namespaces, L7 event logs live and replayed;
 //! - [`packet`]: the checksum and hand-built frames.
 
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ use std::path::PathBuf;
 pub mod daemon;
 pub mod host;
 pub mod http;
+pub mod l7;
 pub mod link;
 pub mod netns;
 pub mod packet;

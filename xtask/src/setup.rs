@@ -36,6 +36,11 @@ const PACKAGES: &[&str] = &[
     "python3-yaml",
     "curl",
     "openssl",
+    // The live application-layer tests (tests/e2e/l7.rs): DNS server and
+    // client, and the capture replayed against the live events.
+    "dnsmasq-base",
+    "bind9-dnsutils",
+    "tcpdump",
     "systemd",
     "util-linux",
     "procps",

@@ -225,6 +225,7 @@ fn stop(shared: &Shared) {
         let mut batch = Vec::new();
         let r = dp.drain_all(|k, v| batch.push((*k, *v)));
         dp.drain_l7(|s| l7_samples.push(*s));
+        dp.flush_kernel_log();
         r.map(|_| batch)
     };
     // The last events name their flows before every flow ends.

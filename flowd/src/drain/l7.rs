@@ -48,6 +48,7 @@ impl Shared {
             }
             live.engine.take_events()
         };
+        lock(&self.l7_metrics).observe(&events, &lock(&self.names), clock::realtime_ns());
         if events.is_empty() {
             return;
         }

@@ -91,6 +91,7 @@ impl Shared {
             let mut dp = lock(&self.dp);
             dp.drain_rtt(|s| samples.push(*s));
             dp.drain_l7(|s| l7_samples.push(*s));
+            dp.flush_kernel_log();
             dp.drain(|k, v| {
                 chunk.push((*k, *v));
                 if chunk.len() == ABSORB_CHUNK {

@@ -5,6 +5,8 @@ pub mod budget;
 pub mod groups;
 pub mod histogram;
 pub mod ipfix;
+pub mod l7signals;
+pub mod l7stats;
 pub mod metrics;
 pub mod process;
 pub mod recent;

@@ -126,7 +126,14 @@ const PADDING: u16 = 21;
 
 fn build(ch: &TlsClientHelloContents<'_>, raw_ext: &[u8], complete: bool) -> Option<ClientHello> {
     let ext_types = extension_spans(raw_ext)?.into_iter().map(|s| s.0).collect();
-    let (_, exts) = tls_parser::parse_tls_client_hello_extensions(raw_ext).ok()?;
+    let (rest, exts) = tls_parser::parse_tls_client_hello_extensions(raw_ext).ok()?;
+    // tls-parser stops at the first extension it cannot parse and returns
+    // the rest: a malformed one (a server_name list longer than its
+    // extension, ...) makes the ClientHello a parse error, not an event
+    // without that extension and every one after it.
+    if !rest.is_empty() {
+        return None;
+    }
     let mut out = ClientHello::default();
     for e in &exts {
         match e {
@@ -202,7 +209,8 @@ pub fn parse_server_hello(p: &[u8], last: bool) -> Parsed<ServerHello> {
     let mut version = sh.version.0;
     if let Some(raw) = sh.ext {
         match tls_parser::parse_tls_server_hello_extensions(raw) {
-            Ok((_, exts)) => {
+            // As for the ClientHello: an extension left unparsed is an error.
+            Ok(([], exts)) => {
                 for e in exts {
                     if let TlsExtension::SupportedVersions(v) = e
                         && let Some(v) = v.first()
@@ -211,7 +219,7 @@ pub fn parse_server_hello(p: &[u8], last: bool) -> Parsed<ServerHello> {
                     }
                 }
             }
-            Err(_) => return Parsed::Error,
+            _ => return Parsed::Error,
         }
     }
     Parsed::Done(
@@ -221,4 +229,37 @@ pub fn parse_server_hello(p: &[u8], last: bool) -> Parsed<ServerHello> {
         },
         used,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ClientHello record: one cipher, no session ID, these extensions.
+    fn hello(exts: &[u8]) -> Vec<u8> {
+        let mut body = vec![3, 3];
+        body.extend([0x11; 32]);
+        body.extend([0, 0, 2, 0x13, 0x01, 1, 0]);
+        body.extend((exts.len() as u16).to_be_bytes());
+        body.extend(exts);
+        let mut rec = vec![22, 3, 1];
+        rec.extend((body.len() as u16 + 4).to_be_bytes());
+        rec.extend([1, 0]);
+        rec.extend((body.len() as u16).to_be_bytes());
+        rec.extend(body);
+        rec
+    }
+
+    #[test]
+    fn a_malformed_extension_is_a_parse_error_not_a_shorter_hello() {
+        // server_name claiming a 65535-byte list with 3 bytes there, then ALPN "h2".
+        let sni = [0, 0, 0, 9, 0xff, 0xff, 0, 0xff, 0xff, b'a', b'b', b'c', 0];
+        let alpn = [0, 16, 0, 5, 0, 3, 2, b'h', b'2'];
+        let Parsed::Done(ok, _) = parse_client_hello(&hello(&alpn), false) else {
+            panic!("a ClientHello with ALPN parses");
+        };
+        assert_eq!(ok.info.alpn, ["h2"]);
+        let bad = hello(&[&sni[..], &alpn].concat());
+        assert_eq!(parse_client_hello(&bad, false), Parsed::Error);
+    }
 }

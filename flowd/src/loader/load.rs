@@ -76,6 +76,7 @@ impl Datapath {
             }
         }
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(LoadError::Object)?;
+        let kernel_log = super::kernel_log::open(&mut ebpf);
         if let Some(dir) = &pin_dir {
             check_layout(&ebpf, capacity, dir)?;
         }
@@ -137,6 +138,7 @@ impl Datapath {
             l7_events,
             jiffy,
             seq: SeqCarry::default(),
+            kernel_log,
         };
         if dp.pin_dir.is_some() {
             // Programs of an earlier flowd may still write to either generation.

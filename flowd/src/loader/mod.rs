@@ -12,13 +12,15 @@
 //! - `generation.rs`: `CONTROL`, which flow map generation the programs
 //!   write, and how full it is;
 //! - `seq.rs`: TCP sequence state carried from one generation to the next;
-//! - `rtt.rs`: the ring of RTT samples.
+//! - `rtt.rs`: the ring of RTT samples;
+//! - `kernel_log.rs`: the programs' rate-limited log of rare events.
 //!
 //! The drain (flip, grace period, batch read) is [`crate::drain`].
 
 mod attach;
 mod bpffs;
 mod generation;
+mod kernel_log;
 mod l7;
 mod load;
 mod pin;
@@ -112,6 +114,8 @@ pub struct Datapath {
     jiffy: Option<JiffyClock>,
     /// TCP sequence state this Datapath carries across generations.
     seq: seq::SeqCarry,
+    /// The programs' log (must outlive them).
+    kernel_log: Option<kernel_log::KernelLog>,
 }
 
 impl std::fmt::Debug for Datapath {

@@ -116,6 +116,8 @@ pub struct Shared {
     pub(crate) unattached: Mutex<Vec<String>>,
     /// The L7 path, when `[l7] enabled`.
     pub(crate) l7: Mutex<Option<L7Live>>,
+    /// The L7 events' metrics and security signals (fed by `drain/l7.rs`).
+    pub(crate) l7_metrics: Mutex<crate::export::l7stats::L7Metrics>,
 }
 
 impl Shared {
@@ -141,6 +143,10 @@ impl Shared {
                 &agg.peer_groups,
                 &agg.peer_unmatched,
             ))),
+            l7_metrics: Mutex::new(crate::export::l7stats::L7Metrics::new(
+                PeerGroups::new(&agg.peer_groups, &agg.peer_unmatched),
+                crate::export::l7signals::L7Signals::default(),
+            )),
             agg: Mutex::new(Aggregator::new(agg)),
             config: Mutex::new(cfg),
             attach_errors: Mutex::new(BTreeMap::new()),

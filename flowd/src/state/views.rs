@@ -102,6 +102,10 @@ impl Shared {
         s.l7_names = lock(&self.l7)
             .as_mut()
             .map(|l| l.names.snapshot(s.groups.top_k));
+        s.l7_metrics = lock(&self.l7).as_ref().map(|live| {
+            let e = &live.engine;
+            lock(&self.l7_metrics).snapshot(e.stats(), e.pending(), e.reassembling())
+        });
         s
     }
 
@@ -203,9 +207,12 @@ impl Shared {
         })
     }
 
-    /// Current scan suspects, most ports first.
+    /// Current scan suspects, most ports first; then the application
+    /// layer's, by signal.
     pub fn suspects(&self) -> Vec<Suspect> {
-        lock(&self.scan).suspects()
+        let mut v = lock(&self.scan).suspects();
+        v.extend(lock(&self.l7_metrics).suspects());
+        v
     }
 
     /// Up to `want` flows matching `filter`, from slot `cursor` on, copied

@@ -298,6 +298,47 @@ pub(crate) fn assert_counters(actual: &IfaceCounters, expected: &IfaceCounters) 
     assert!(diff.is_empty(), "counters differ: {}", diff.join("; "));
 }
 
+// ------------------------------------------------------------ kernel log
+
+/// The `log` facade's records from the programs on this thread: aya-log's reader passes the
+/// programs' log to it in `Datapath::flush_kernel_log`, on the caller's
+/// thread, so each test sees only its own datapath's lines.
+struct ThreadLog;
+
+thread_local! {
+    static LOG_LINES: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl log::Log for ThreadLog {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.target() == "flowd::kernel"
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        let line = format!("{} {}: {}", r.level(), r.target(), r.args());
+        LOG_LINES.with(|l| l.borrow_mut().push(line));
+    }
+    fn flush(&self) {}
+}
+
+/// Installs [`ThreadLog`] (once per test binary), before a datapath is
+/// loaded: aya-log's reader takes the logger installed at that moment.
+fn capture_kernel_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        log::set_logger(&ThreadLog).expect("no other logger in the test binary");
+        log::set_max_level(log::LevelFilter::Trace);
+    });
+}
+
+/// The programs' log lines since the last call: `LEVEL target: message`.
+pub(crate) fn kernel_log(dp: &mut Datapath) -> Vec<String> {
+    dp.flush_kernel_log();
+    LOG_LINES.with(|l| std::mem::take(&mut *l.borrow_mut()))
+}
+
 // ---------------------------------------------------------------- harness
 
 /// One loaded datapath with the loopback device in counter slot 1.
@@ -307,6 +348,7 @@ pub(crate) struct Harness {
 
 impl Harness {
     pub(crate) fn new(capacity: u32) -> Self {
+        capture_kernel_log();
         let mut dp = Datapath::load(capacity).expect("loading the datapath (needs root)");
         dp.set_slot(LO, SLOT)
             .expect("assigning slot 1 to ifindex 1");
@@ -315,6 +357,7 @@ impl Harness {
 
     /// Loads without assigning any slot (all counters go to slot 0).
     pub(crate) fn without_slot(capacity: u32) -> Self {
+        capture_kernel_log();
         Self {
             dp: Datapath::load(capacity).expect("loading the datapath (needs root)"),
         }

@@ -3,7 +3,7 @@
 //!
 //! Each source builds its own families: [`traffic`] (interface totals,
 //! where packets are lost, traffic by group), [`flows`] (the flow table,
-//! the top-flows window), [`tcp_signals`], [`scans`] and [`health`] (the
+//! the top-flows window), [`tcp_signals`], [`scans`], [`l7`] and [`health`] (the
 //! programs, drains, IPFIX, the process, the series budget). [`family`] is
 //! the plan of one family and its encoding; this module orders the
 //! families, applies the series budget and writes the two text formats.
@@ -53,6 +53,22 @@
 //!   [`l7_top`]): `flowd_l7_name_bytes_total{kind,name}`, the K DNS query
 //!   names, HTTP hosts and TLS SNIs with the most bytes and `other`.
 //! - Scans: `flowd_scan_suspects`, `flowd_scan_suspects_flagged_total`.
+//! - The application layer, when the L7 selection is on ([`l7`]):
+//!   `flowd_l7_events_total{device,kind}`,
+//!   `flowd_dns_responses_total{device,rcode}`,
+//!   `flowd_http_responses_total{device,class}`,
+//!   `flowd_tls_handshakes_total{device,version}`,
+//!   `flowd_dns_latency_seconds`, `flowd_http_latency_seconds`
+//!   `{device,peer}`; the signals `flowd_l7_signals_total{signal}`,
+//!   `flowd_l7_suspects{signal}`, `flowd_l7_suspects_flagged_total{signal}`,
+//!   `flowd_l7_signal_state_dropped_total{table}`; the engine's
+//!   `flowd_l7_packets_total`, `flowd_l7_unrecognised_packets_total`,
+//!   `flowd_l7_parse_errors_total{kind}`, `flowd_l7_truncated_total{kind}`,
+//!   `flowd_l7_retransmitted_segments_total`,
+//!   `flowd_l7_reassembly_dropped_total{reason}`,
+//!   `flowd_l7_unmatched_responses_total{kind}`,
+//!   `flowd_l7_unanswered_requests_total{reason}`,
+//!   `flowd_l7_pending_requests`, `flowd_l7_reassembly_buffers`.
 //! - IPFIX export (when a collector is set): `flowd_ipfix_messages_total`,
 //!   `flowd_ipfix_records_total`, `flowd_ipfix_records_dropped_total`,
 //!   `flowd_ipfix_send_errors_total`.
@@ -78,6 +94,7 @@
 mod family;
 mod flows;
 mod health;
+mod l7;
 pub mod l7_top;
 mod scans;
 mod snapshot;
@@ -114,6 +131,7 @@ fn fixed_families(s: &Snapshot) -> Vec<Family> {
     tcp_signals::families(s, &mut out);
     health::drain_errors(s, &mut out);
     flows::window(&s.groups, &mut out);
+    l7::families(s, &mut out);
     health::process(s, &mut out);
     health::build_info(&mut out);
     out

@@ -58,6 +58,8 @@ pub struct Snapshot {
     pub http: HttpSnapshot,
     /// Application-layer names by traffic, with the L7 path on.
     pub l7_names: Option<super::l7_top::NamesSnapshot>,
+    /// The application layer's counts and signals, when the L7 selection is on.
+    pub l7_metrics: Option<crate::export::l7stats::L7Snapshot>,
 }
 
 /// The HTTP server's connection counters (see [`crate::listen::ConnStats`]).

@@ -663,7 +663,63 @@ fn golden_snapshot() -> Snapshot {
     }
     names.without_flow = 3;
     s.l7_names = Some(names.snapshot(s.groups.top_k));
+    s.l7_metrics = Some(golden_l7());
     s
+}
+
+/// The L7 families' input: one event of each kind with a response, an
+/// unanswered query, one suspect, and a value in every engine counter.
+fn golden_l7() -> crate::export::l7stats::L7Snapshot {
+    use crate::export::{
+        groups::PeerGroups,
+        l7signals::{
+            L7Signals,
+            tests::{T0, dns, http, tls},
+        },
+        l7stats::L7Metrics,
+    };
+    let a = AggConfig::default();
+    let mut m = L7Metrics::new(
+        PeerGroups::new(&a.peer_groups, &a.peer_unmatched),
+        L7Signals::default(),
+    );
+    let names = std::collections::HashMap::from([(2, "veth0".to_owned())]);
+    m.observe(
+        &[
+            dns(1, "a.example", Some(0)),
+            dns(1, "b.example", Some(3)),
+            dns(1, "c.example", None),
+            http(1, 443, "www.example", Some(200)),
+            tls(1, 443, Some("www.example"), Some(0x0304)),
+        ],
+        &names,
+        T0,
+    );
+    let mut e = crate::l7::L7Stats::default();
+    let fields = [
+        &mut e.packets,
+        &mut e.unrecognised,
+        &mut e.http_parse_errors,
+        &mut e.http_truncated,
+        &mut e.tls_parse_errors,
+        &mut e.tls_truncated,
+        &mut e.dns_parse_errors,
+        &mut e.dns_truncated,
+        &mut e.retransmissions,
+        &mut e.reasm_gap,
+        &mut e.reasm_limit,
+        &mut e.reasm_evicted,
+        &mut e.reasm_expired,
+        &mut e.http_unmatched_responses,
+        &mut e.dns_unmatched_responses,
+        &mut e.tls_unmatched_responses,
+        &mut e.pending_evicted,
+        &mut e.unanswered,
+    ];
+    for (i, f) in fields.into_iter().enumerate() {
+        *f = 100 + i as u64;
+    }
+    m.snapshot(&e, 2, 1)
 }
 
 /// The whole exposition of [`golden_snapshot`] in both formats, byte for

@@ -49,6 +49,7 @@ pub(super) fn interfaces(s: &Snapshot, out: &mut Vec<Family>) {
     let mut lost = Vec::new();
     let mut races = Vec::new();
     let mut frag_fail = Vec::new();
+    let mut rtt_lost = Vec::new();
     let mut l7_skipped = Vec::new();
     for i in &s.ifaces {
         for (dir, c) in [(DIR_INGRESS, &i.rx), (DIR_EGRESS, &i.tx)] {
@@ -70,6 +71,7 @@ pub(super) fn interfaces(s: &Snapshot, out: &mut Vec<Family>) {
             }
             races.push((l(None), Num::U(c.c[counter::INSERT_RACE])));
             frag_fail.push((l(None), Num::U(c.c[counter::FRAG_MAP_FAILED])));
+            rtt_lost.push((l(None), Num::U(c.c[counter::RTT_RING_FULL])));
             for r in [
                 counter::L7_RING_FULL,
                 counter::L7_BUDGET,
@@ -109,6 +111,11 @@ pub(super) fn interfaces(s: &Snapshot, out: &mut Vec<Family>) {
         "flowd_fragment_map_failures",
         "First fragments whose ports could not be remembered for later fragments.",
         frag_fail,
+    ));
+    out.push(Family::counter(
+        "flowd_rtt_samples_lost",
+        "RTT samples the programs could not hand to user space because their ring was full.",
+        rtt_lost,
     ));
     out.push(Family::counter(
         "flowd_l7_skipped",
