@@ -85,6 +85,11 @@ impl Engine {
         &self.stats
     }
 
+    /// DNS ports besides 53 and 5353 (a reload changed them).
+    pub fn set_dns_ports(&mut self, ports: &[u16]) {
+        self.cfg.dns_ports = ports.to_vec();
+    }
+
     /// Requests waiting for a response.
     pub fn pending(&self) -> usize {
         self.pending.len()

@@ -36,6 +36,7 @@ use crate::{
 mod batch;
 mod cli;
 mod connections;
+mod l7_names;
 mod output;
 mod runner;
 #[cfg(test)]

@@ -427,6 +427,7 @@ pub(super) fn finish(
     }
     ended.extend(last);
     ended.sort_by(|a, b| (a.flow.first_ns, &a.flow.key).cmp(&(b.flow.first_ns, &b.flow.key)));
+    super::l7_names::annotate(&mut ended, &replay.l7_events);
     replay.tcp = tables.tcp.snapshot();
     replay.suspects = tables.scan.suspects();
     replay.scan_flagged = tables.scan.flagged_total();
