@@ -34,6 +34,48 @@ pub const L7_CONT_SHIFT: u32 = 1;
 /// `counter::L7_CONTINUATION_LIMIT` (once) and clears it.
 pub const L7_CONT_SPENT: u8 = 0x7f;
 
+/// The bit of `port` in `Control::l7_port_bits`: a multiplicative hash to
+/// 5 bits (53 and 5353 do not share a bit with 80, 443, 8080, 8443 or
+/// each other).
+#[inline(always)]
+pub const fn port_bit(port: u16) -> u32 {
+    1 << ((port as u32).wrapping_mul(0x9e37_79b1) >> 27)
+}
+
+/// `Control::l7_port_bits` for a list of DNS ports (0 = unused slot).
+pub const fn port_bits(ports: &[u16; L7_DNS_PORTS]) -> u32 {
+    let mut bits = 0;
+    let mut i = 0;
+    while i < L7_DNS_PORTS {
+        if ports[i] != 0 {
+            bits |= port_bit(ports[i]);
+        }
+        i += 1;
+    }
+    bits
+}
+
+/// Whether the first byte of a TCP payload can start what the selection
+/// takes by content: a TLS handshake record (content type 22) or an
+/// HTTP/1.x request or status line (`GET`, `PUT`, `POST`, `PATCH`,
+/// `HEAD`, `HTTP/1.`, `DELETE`, `OPTIONS`, `CONNECT`, `TRACE`). One mask
+/// test: every other first byte (TLS application data is 23, most binary
+/// protocols and bulk data) leaves the packet before the selection's call.
+#[inline(always)]
+pub const fn may_start_l7(b: u8) -> bool {
+    const BASE: u8 = 22;
+    const MASK: u64 = 1 << (22 - BASE)
+        | 1 << (b'G' - BASE)
+        | 1 << (b'P' - BASE)
+        | 1 << (b'H' - BASE)
+        | 1 << (b'D' - BASE)
+        | 1 << (b'O' - BASE)
+        | 1 << (b'C' - BASE)
+        | 1 << (b'T' - BASE);
+    let d = b.wrapping_sub(BASE);
+    d < 64 && MASK >> d & 1 != 0
+}
+
 /// The settings of the selection, written by the daemon (`L7_CONTROL[0]`).
 /// `snap_len == 0` switches the selection off (the default of a new map).
 #[repr(C)]
@@ -96,3 +138,24 @@ pub struct L7Sample {
     pub payload: [u8; L7_SNAP_MAX],
 }
 const _: () = assert!(size_of::<L7Sample>() == 72 + L7_SNAP_MAX);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_ports_do_not_share_a_bit_with_common_service_ports() {
+        let dns = port_bits(&[53, 5353, 0, 0]);
+        assert_eq!(dns.count_ones(), 2);
+        for p in [80, 443, 8080, 8443, 22, 40000] {
+            assert_eq!(port_bit(p) & dns, 0, "port {p}");
+        }
+        assert_eq!(port_bits(&[0; L7_DNS_PORTS]), 0);
+    }
+
+    #[test]
+    fn first_bytes_that_may_start_l7() {
+        let yes: Vec<u8> = (0..=255u8).filter(|&b| may_start_l7(b)).collect();
+        assert_eq!(yes, [22, b'C', b'D', b'G', b'H', b'O', b'P', b'T']);
+    }
+}

@@ -106,6 +106,10 @@ const _: () = assert!(TCP_SEQ_CAPACITY.is_power_of_two());
 
 /// `Control::flags`: measure RTT (handshakes and TCP timestamps).
 pub const FLAG_RTT: u32 = 1;
+/// `Control::flags`: the L7 selection is on (`L7_CONTROL` has a snap
+/// length). Off, the programs neither call the selection nor read
+/// `L7_CONTROL`: the existing-flow path stays as it was without it.
+pub const FLAG_L7: u32 = 2;
 
 pub use proto::{DIR_EGRESS, DIR_INGRESS};
 
@@ -406,7 +410,11 @@ pub struct Control {
     pub jiffy_base_ns: u64,
     /// Which `TCP_SEQ_*` array the programs read: 0 or 1.
     pub seq_gen: u32,
-    pub _pad: u32,
+    /// With `FLAG_L7`: the DNS ports of `L7Control::dns_ports`, one bit
+    /// each ([`l7::port_bit`]), so the programs' cheap pre-check needs no
+    /// `L7_CONTROL` lookup. A bit may stand for other ports too; the
+    /// selection then checks the exact list.
+    pub l7_port_bits: u32,
 }
 const _: () = assert!(size_of::<Control>() == 32);
 

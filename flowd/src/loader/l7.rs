@@ -4,7 +4,8 @@
 use aya::maps::{Array, MapData, RingBuf};
 use bytes::Bytes;
 use flowd_common::{
-    l7::{L7_SAMPLE_TCP, L7_SNAP_MAX, L7Control, L7Sample},
+    FLAG_L7,
+    l7::{L7_SAMPLE_TCP, L7_SNAP_MAX, L7Control, L7Sample, port_bits},
     maps,
 };
 
@@ -13,15 +14,30 @@ use crate::l7::{L7Packet, TcpMeta};
 
 impl Datapath {
     /// Writes the selection's settings; `None` (or a snap length of 0)
-    /// switches it off.
+    /// switches it off. `FLAG_L7` in `CONTROL` follows: off, the programs
+    /// skip the selection without reading `L7_CONTROL`. Switching on, the
+    /// settings are written before the flag; switching off, the flag is
+    /// cleared first (the selection also checks the snap length itself).
     pub fn set_l7(&mut self, ctl: Option<L7Control>) -> Result<(), LoadError> {
         let mut c = ctl.unwrap_or_default();
         c.snap_len = c.snap_len.min(L7_SNAP_MAX as u32);
+        let on = c.snap_len != 0;
+        if !on {
+            self.flags &= !FLAG_L7;
+            self.l7_port_bits = 0;
+            self.write_control()?;
+        }
         let mut map: Array<&mut MapData, L7Control> = typed_map(&mut self.ebpf, maps::L7_CONTROL)?;
         map.set(0, c, 0).map_err(|source| LoadError::Map {
             map: maps::L7_CONTROL,
             source,
-        })
+        })?;
+        if on {
+            self.flags |= FLAG_L7;
+            self.l7_port_bits = port_bits(&c.dns_ports);
+            self.write_control()?;
+        }
+        Ok(())
     }
 
     /// Hands every L7 sample waiting in the ring buffer to `sink`.

@@ -133,6 +133,7 @@ impl Datapath {
             interfaces: BTreeMap::new(),
             slots: BTreeMap::new(),
             flags: FLAG_RTT,
+            l7_port_bits: 0,
             rtt_events,
             l7_events,
             jiffy,

@@ -104,6 +104,8 @@ pub struct Datapath {
     slots: BTreeMap<String, u32>,
     /// `Control::flags` for the programs (FLAG_RTT, ...).
     flags: u32,
+    /// `Control::l7_port_bits` (with `FLAG_L7`).
+    l7_port_bits: u32,
     /// RTT samples from the programs.
     rtt_events: Option<RingBuf<MapData>>,
     /// L7 samples (selected packets' first payload bytes).
