@@ -55,14 +55,15 @@ pub const fn port_bits(ports: &[u16; L7_DNS_PORTS]) -> u32 {
     bits
 }
 
-/// Whether the first byte of a TCP payload can start what the selection
-/// takes by content: a TLS handshake record (content type 22) or an
-/// HTTP/1.x request or status line (`GET`, `PUT`, `POST`, `PATCH`,
-/// `HEAD`, `HTTP/1.`, `DELETE`, `OPTIONS`, `CONNECT`, `TRACE`). One mask
-/// test: every other first byte (TLS application data is 23, most binary
-/// protocols and bulk data) leaves the packet before the selection's call.
+/// Whether a TCP payload whose first two bytes are `lead` (big-endian)
+/// can start what the selection takes by content: a TLS handshake record
+/// (content type 22, version 3.x) or an HTTP/1.x request or status line
+/// (`GET`, `PUT`, `POST`, `PATCH`, `HEAD`, `HTTP/1.`, `DELETE`, `OPTIONS`,
+/// `CONNECT`, `TRACE`). First one mask test of the first byte (every other
+/// first byte, TLS application data's 23 among them, is out there), then
+/// the two-byte prefixes; the selection itself checks the rest.
 #[inline(always)]
-pub const fn may_start_l7(b: u8) -> bool {
+pub const fn may_start_l7(lead: u16) -> bool {
     const BASE: u8 = 22;
     const MASK: u64 = 1 << (22 - BASE)
         | 1 << (b'G' - BASE)
@@ -72,8 +73,14 @@ pub const fn may_start_l7(b: u8) -> bool {
         | 1 << (b'O' - BASE)
         | 1 << (b'C' - BASE)
         | 1 << (b'T' - BASE);
-    let d = b.wrapping_sub(BASE);
-    d < 64 && MASK >> d & 1 != 0
+    let d = ((lead >> 8) as u8).wrapping_sub(BASE);
+    if d >= 64 || MASK >> d & 1 == 0 {
+        return false;
+    }
+    matches!(
+        &lead.to_be_bytes(),
+        [22, 3] | b"GE" | b"PU" | b"PO" | b"PA" | b"HE" | b"HT" | b"DE" | b"OP" | b"CO" | b"TR"
+    )
 }
 
 /// The settings of the selection, written by the daemon (`L7_CONTROL[0]`).
@@ -154,8 +161,42 @@ mod tests {
     }
 
     #[test]
-    fn first_bytes_that_may_start_l7() {
-        let yes: Vec<u8> = (0..=255u8).filter(|&b| may_start_l7(b)).collect();
-        assert_eq!(yes, [22, b'C', b'D', b'G', b'H', b'O', b'P', b'T']);
+    fn first_two_bytes_that_may_start_l7() {
+        let yes: Vec<[u8; 2]> = (0..=u16::MAX)
+            .filter(|&w| may_start_l7(w))
+            .map(u16::to_be_bytes)
+            .collect();
+        let mut want: Vec<[u8; 2]> = [
+            [22, 3],
+            *b"GE",
+            *b"PU",
+            *b"PO",
+            *b"PA",
+            *b"HE",
+            *b"HT",
+            *b"DE",
+            *b"OP",
+            *b"CO",
+            *b"TR",
+        ]
+        .to_vec();
+        want.sort();
+        assert_eq!(yes, want);
+        // Every method and status line the selection takes passes.
+        for s in [
+            &b"GET "[..],
+            b"PUT ",
+            b"POST",
+            b"PATCH",
+            b"HEAD",
+            b"HTTP/1.",
+            b"DELETE",
+            b"OPTIONS",
+            b"CONNECT",
+            b"TRACE",
+            &[22, 3, 1],
+        ] {
+            assert!(may_start_l7(u16::from_be_bytes([s[0], s[1]])), "{s:?}");
+        }
     }
 }

@@ -135,7 +135,7 @@ fn by_content(b: &[u8; 8]) -> Option<Why> {
 /// The selection's pre-check, inline on every accounted packet while the
 /// selection is on (`FLAG_L7`): whether [`select`] could take this packet.
 /// A superset of what it takes, from what the path already has: the
-/// parse's payload length, ports and first payload byte
+/// parse's payload length, ports and first two payload bytes
 /// ([`L4Info::lead`]), `Control::l7_port_bits` (DNS ports, hashed) and the
 /// flow value's continuation mark (the line `add_to` just wrote). Only TCP
 /// flows carry a mark: a request is selected by content, and content only
