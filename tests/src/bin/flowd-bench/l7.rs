@@ -677,17 +677,26 @@ fn engine(plan: &Plan) -> anyhow::Result<()> {
 
 // ------------------------------------------------------------ replay vs tshark
 
-/// `flowd replay FILE --l7-log OUT --format csv > /dev/null`, or tshark
-/// with the three fields; (wall s, CPU s, non-empty output lines).
-fn run_l7_tool(flowd: bool, file: &Path, out: &Path) -> anyhow::Result<(f64, f64, u64)> {
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Tool {
+    /// `flowd replay FILE --format csv --l7-log OUT`.
+    Flowd,
+    /// The same without `--l7-log` (part 7's command): what the event log adds.
+    FlowdNoL7,
+    Tshark,
+}
+
+/// Runs one tool on `file`; (wall s, CPU s, non-empty lines of `out`).
+fn run_l7_tool(tool: Tool, file: &Path, out: &Path) -> anyhow::Result<(f64, f64, u64)> {
+    let _ = std::fs::remove_file(out);
+    let flowd = tool != Tool::Tshark;
     let mut cmd = if flowd {
         let mut c = Command::new(flowd_tests::flowd_bin());
-        c.arg("replay")
-            .arg(file)
-            .args(["--format", "csv", "--l7-log"])
-            .arg(out)
-            .env("FLOWD_LOG", "warn")
-            .stdout(Stdio::null());
+        c.arg("replay").arg(file).args(["--format", "csv"]);
+        if tool == Tool::Flowd {
+            c.arg("--l7-log").arg(out);
+        }
+        c.env("FLOWD_LOG", "warn").stdout(Stdio::null());
         c
     } else {
         let mut c = Command::new("tshark");
@@ -748,19 +757,24 @@ fn replay_vs_tshark(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
     let out = TempFile(
         std::env::temp_dir().join(format!("flowd-bench-{}-l7-out.txt", std::process::id())),
     );
-    let reps = [plan.offline_reps[0], plan.offline_reps[1]];
-    let mut samples: [Vec<(f64, f64, u64)>; 2] = [Vec::new(), Vec::new()];
-    for rep in 0..reps[0].max(reps[1]) {
-        for j in 0..2 {
-            let i = (j + rep) % 2;
+    let tools = [Tool::Flowd, Tool::FlowdNoL7, Tool::Tshark];
+    let reps = [
+        plan.offline_reps[0],
+        plan.offline_reps[0],
+        plan.offline_reps[1],
+    ];
+    let mut samples: [Vec<(f64, f64, u64)>; 3] = Default::default();
+    for rep in 0..reps.iter().copied().max().unwrap_or(1) {
+        for j in 0..tools.len() {
+            let i = (j + rep) % tools.len();
             if rep < reps[i] {
                 eprintln!(
-                    "L7 replay: {}, repetition {}/{}",
-                    ["flowd", "tshark"][i],
+                    "L7 replay: {:?}, repetition {}/{}",
+                    tools[i],
                     rep + 1,
                     reps[i]
                 );
-                samples[i].push(run_l7_tool(i == 0, &file.0, &out.0)?);
+                samples[i].push(run_l7_tool(tools[i], &file.0, &out.0)?);
             }
         }
     }
@@ -776,8 +790,8 @@ fn replay_vs_tshark(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
     let fps = |v: &[(f64, f64, u64)]| {
         summarize(&v.iter().map(|x| frames as f64 / x.0).collect::<Vec<_>>())
     };
-    let tshark = fps(&samples[1]).median;
-    for (i, s) in samples.iter().enumerate() {
+    let tshark = fps(&samples[2]).median;
+    for (tool, s) in tools.iter().zip(&samples) {
         let f = fps(s);
         let ratio = f.median / tshark;
         let lines: Vec<u64> = s.iter().map(|x| x.2).collect();
@@ -785,7 +799,7 @@ fn replay_vs_tshark(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
             lines.iter().all(|&l| l == lines[0]),
             "output lines differ between runs: {lines:?}"
         );
-        let (name, cmd, result) = if i == 0 {
+        let (name, cmd, result) = if *tool == Tool::Flowd {
             let pass = ratio >= TARGET_REPLAY_RATIO;
             targets.add(
                 "replay --l7-log frames/s against tshark -T fields (large capture)",
@@ -797,6 +811,12 @@ fn replay_vs_tshark(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
                 "flowd",
                 "`flowd replay FILE --format csv --l7-log OUT > /dev/null` (lines: events)",
                 format!("{} (≥ {TARGET_REPLAY_RATIO:.0}×)", super::pm(pass)),
+            )
+        } else if *tool == Tool::FlowdNoL7 {
+            (
+                "flowd (no event log)",
+                "`flowd replay FILE --format csv > /dev/null` (part 7's command)",
+                String::new(),
             )
         } else {
             (
