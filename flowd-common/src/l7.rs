@@ -34,25 +34,33 @@ pub const L7_CONT_SHIFT: u32 = 1;
 /// `counter::L7_CONTINUATION_LIMIT` (once) and clears it.
 pub const L7_CONT_SPENT: u8 = 0x7f;
 
-/// The bit of `port` in `Control::l7_port_bits`: a multiplicative hash to
-/// 5 bits (53 and 5353 do not share a bit with 80, 443, 8080, 8443 or
-/// each other).
-#[inline(always)]
-pub const fn port_bit(port: u16) -> u32 {
-    1 << ((port as u32).wrapping_mul(0x9e37_79b1) >> 27)
+/// DNS ports the programs always know (the config cannot remove them).
+pub const L7_FIXED_DNS_PORTS: [u16; 2] = [53, 5353];
+
+/// `Control::l7_dns_ports` for a list of DNS ports (0 = unused slot): the
+/// ports besides [`L7_FIXED_DNS_PORTS`], unused slots repeating 53.
+/// `None` when more than two are left (the config allows two).
+pub fn extra_dns_ports(ports: &[u16; L7_DNS_PORTS]) -> Option<[u16; 2]> {
+    let mut out = [L7_FIXED_DNS_PORTS[0]; 2];
+    let mut n = 0;
+    for &p in ports {
+        if p == 0 || L7_FIXED_DNS_PORTS.contains(&p) || out[..n].contains(&p) {
+            continue;
+        }
+        *out.get_mut(n)? = p;
+        n += 1;
+    }
+    Some(out)
 }
 
-/// `Control::l7_port_bits` for a list of DNS ports (0 = unused slot).
-pub const fn port_bits(ports: &[u16; L7_DNS_PORTS]) -> u32 {
-    let mut bits = 0;
-    let mut i = 0;
-    while i < L7_DNS_PORTS {
-        if ports[i] != 0 {
-            bits |= port_bit(ports[i]);
-        }
-        i += 1;
-    }
-    bits
+/// Whether `port` is a DNS port: 53, 5353 or one of `extra`
+/// (`Control::l7_dns_ports`).
+#[inline(always)]
+pub const fn is_dns_port(port: u16, extra: [u16; 2]) -> bool {
+    port == L7_FIXED_DNS_PORTS[0]
+        || port == L7_FIXED_DNS_PORTS[1]
+        || port == extra[0]
+        || port == extra[1]
 }
 
 /// Whether a TCP payload whose first two bytes are `lead` (big-endian)
@@ -151,13 +159,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dns_ports_do_not_share_a_bit_with_common_service_ports() {
-        let dns = port_bits(&[53, 5353, 0, 0]);
-        assert_eq!(dns.count_ones(), 2);
-        for p in [80, 443, 8080, 8443, 22, 40000] {
-            assert_eq!(port_bit(p) & dns, 0, "port {p}");
+    fn extra_dns_ports_are_those_besides_53_and_5353() {
+        assert_eq!(extra_dns_ports(&[53, 5353, 0, 0]), Some([53, 53]));
+        assert_eq!(extra_dns_ports(&[53, 5353, 5300, 0]), Some([5300, 53]));
+        assert_eq!(extra_dns_ports(&[5300, 53, 5353, 8053]), Some([5300, 8053]));
+        assert_eq!(extra_dns_ports(&[1, 2, 3, 0]), None);
+        let extra = [5300, 53];
+        for p in [53, 5353, 5300] {
+            assert!(is_dns_port(p, extra), "{p}");
         }
-        assert_eq!(port_bits(&[0; L7_DNS_PORTS]), 0);
+        for p in [0, 52, 80, 443, 5301, 40000] {
+            assert!(!is_dns_port(p, extra), "{p}");
+        }
     }
 
     #[test]

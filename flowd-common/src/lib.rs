@@ -410,11 +410,11 @@ pub struct Control {
     pub jiffy_base_ns: u64,
     /// Which `TCP_SEQ_*` array the programs read: 0 or 1.
     pub seq_gen: u32,
-    /// With `FLAG_L7`: the DNS ports of `L7Control::dns_ports`, one bit
-    /// each ([`l7::port_bit`]), so the programs' cheap pre-check needs no
-    /// `L7_CONTROL` lookup. A bit may stand for other ports too; the
-    /// selection then checks the exact list.
-    pub l7_port_bits: u32,
+    /// With `FLAG_L7`: the DNS ports of `L7Control::dns_ports` besides 53
+    /// and 5353 ([`l7::extra_dns_ports`]; unused slots repeat 53), so the
+    /// programs' pre-check compares ports exactly without an `L7_CONTROL`
+    /// lookup.
+    pub l7_dns_ports: [u16; 2],
 }
 const _: () = assert!(size_of::<Control>() == 32);
 

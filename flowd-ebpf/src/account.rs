@@ -121,7 +121,7 @@ pub(crate) fn account<const INLINE_IP: bool, const RTT: bool, P: Payload>(
         rtt: RTT && ctl.flags & FLAG_RTT != 0,
         egress: pkt.direction == DIR_EGRESS,
     };
-    let (l7, l7_port_bits) = (ctl.flags & FLAG_L7 != 0, ctl.l7_port_bits);
+    let (l7, l7_dns_ports) = (ctl.flags & FLAG_L7 != 0, ctl.l7_dns_ports);
     // One call site per map, so the verifier can inline each map's lookup.
     let (v, prev_ts) = if ctl.active_gen == 0 {
         update_flow(
@@ -140,7 +140,7 @@ pub(crate) fn account<const INLINE_IP: bool, const RTT: bool, P: Payload>(
     // inline pre-check turns away packets without payload and those that
     // cannot be selected before the (global function) call. Last, so that
     // its branches do not multiply the verifier's walks of the RTT code.
-    if outcome == counter::OUT_FLOW && l7 && l7::candidate(key, info, v, l7_port_bits) {
+    if outcome == counter::OUT_FLOW && l7 && l7::candidate(key, info, v, l7_dns_ports) {
         p.select(key, info, v, totals);
     }
 }

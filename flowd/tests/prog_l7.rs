@@ -272,3 +272,24 @@ fn egress_selects_by_the_same_rules() {
     assert_eq!(&s[0].payload[..req.len()], req);
     assert_eq!(l7_counts(&h.egress()), [0, 0, 0]);
 }
+
+/// The programs know 53, 5353 and two more DNS ports; a third is refused,
+/// not silently missed, and the settings stay as they were.
+#[test]
+fn more_than_two_extra_dns_ports_are_refused() {
+    pin_cpu();
+    let mut h = Harness::new(64);
+    l7_on(&mut h, 1_000, 3);
+    let err =
+        h.dp.set_l7(Some(L7Control {
+            snap_len: 512,
+            budget_per_s: 1_000,
+            continuation: 3,
+            _pad: 0,
+            dns_ports: [5300, 5301, 5302, 0],
+        }))
+        .unwrap_err();
+    assert!(err.to_string().contains("at most 2"), "{err}");
+    run(&h, &v4(P_UDP, &udp(40000, 53, 30)), 1_000);
+    assert_eq!(samples(&mut h).len(), 1);
+}

@@ -133,7 +133,7 @@ impl Datapath {
             interfaces: BTreeMap::new(),
             slots: BTreeMap::new(),
             flags: FLAG_RTT,
-            l7_port_bits: 0,
+            l7_dns_ports: [0; 2],
             rtt_events,
             l7_events,
             jiffy,
