@@ -1,4 +1,5 @@
-//! Part 9: the application layer (issue 12).
+//! Parts 9 and 10: the application layer (issue 12); 9 the kernel side,
+//! 10 user space.
 //!
 //! - Per packet, side by side in one run (`BPF_PROG_TEST_RUN`, interleaved,
 //!   RTT on as by default): an empty program, flowd with the L7 selection
@@ -55,9 +56,14 @@ const TARGET_REPLAY_RATIO: f64 = 5.0;
 /// the 4 MiB ring holds about 7,000; it is emptied after every call.
 const SELECTED_REPEAT: u32 = 4_000;
 
-pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
+/// Part 9: the kernel side (per packet, live veth).
+pub(super) fn run_kernel(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
     per_packet(plan, targets)?;
-    live(plan)?;
+    live(plan)
+}
+
+/// Part 10: user space (the engine, replay against tshark).
+pub(super) fn run_user(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
     engine(plan)?;
     replay_vs_tshark(plan, targets)
 }
@@ -646,7 +652,7 @@ fn engine(plan: &Plan) -> anyhow::Result<()> {
         pps.push((pkts.len() * passes) as f64 / wall);
     }
     println!(
-        "## 9. application layer: the L7 engine (user space, one thread; median (min–max) of {} repetitions)\n",
+        "## 10. application layer: the L7 engine (user space, one thread; median (min–max) of {} repetitions)\n",
         plan.rounds
     );
     println!(
@@ -746,7 +752,7 @@ fn replay_vs_tshark(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
     let set: Option<Vec<_>> = CAPTURES.iter().map(|c| captures.find(c)).collect();
     let Some(set) = set else {
         println!(
-            "## 9. application layer: replay --l7-log against tshark SKIPPED\n\n{}\n",
+            "## 10. application layer: replay --l7-log against tshark SKIPPED\n\n{}\n",
             offline::describe_captures()
         );
         return Ok(());
@@ -779,7 +785,7 @@ fn replay_vs_tshark(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
         }
     }
     println!(
-        "## 9. application layer: replay with the event log against tshark's fields (part 7's large capture: {} frames, {:.1} MB, `mergecap -a` of {copies} copies; median (min–max))\n",
+        "## 10. application layer: replay with the event log against tshark's fields (part 7's large capture: {} frames, {:.1} MB, `mergecap -a` of {copies} copies; median (min–max))\n",
         sep(frames),
         std::fs::metadata(&file.0)?.len() as f64 / 1e6
     );

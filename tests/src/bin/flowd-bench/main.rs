@@ -24,9 +24,11 @@
 //! 8. New-flow storm: random-source SYNs at rising rates into the daemon
 //!    with the default capacity and drain interval: exact totals, and where
 //!    the overflow bucket starts to fill.
-//! 9. Application layer (issue 12): per-packet cost with the L7 selection
-//!    off and on, for packets it does not take and for those it copies; the
-//!    L7 engine's events/s; `flowd replay --l7-log` against tshark's fields.
+//! 9. Application layer (issue 12), kernel side: per-packet cost with the
+//!    L7 selection off and on, for packets it does not take and for those
+//!    it copies; the live veth rate of HTTP frames.
+//! 10. Application layer, user space: the L7 engine's events/s; `flowd
+//!    replay --l7-log` against tshark's fields.
 //!
 //! Every namespace, link, mount and process it creates is removed by a guard
 //! (also on error); traffic only flows between its own namespaces, on
@@ -61,8 +63,8 @@ struct BenchArgs {
     quick: bool,
     /// Run only these parts (1 per packet, 2 live veth, 3 alternatives,
     /// 4 drain, 5 memory, 6 scrape, 7 offline, 8 new-flow storm, 9 application
-    /// layer), e.g. `--only 2,3`.
-    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=9))]
+    /// layer in the kernel, 10 application layer in user space), e.g. `--only 2,3`.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=10))]
     only: Vec<u8>,
 }
 
@@ -213,7 +215,8 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
     section(6, &mut |t| scrape::run(plan, t));
     section(7, &mut |t| offline::run(plan, t));
     section(8, &mut |t| storm::run(plan, t));
-    section(9, &mut |t| l7::run(plan, t));
+    section(9, &mut |t| l7::run_kernel(plan, t));
+    section(10, &mut |t| l7::run_user(plan, t));
     targets.print();
     println!(
         "\ntotal time: {:.1} s; load average at the end: {}",
