@@ -38,6 +38,7 @@ mod alternatives;
 mod bed;
 mod drain;
 mod l7;
+mod l7_user;
 mod live;
 mod memory;
 mod offline;
@@ -216,7 +217,7 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
     section(7, &mut |t| offline::run(plan, t));
     section(8, &mut |t| storm::run(plan, t));
     section(9, &mut |t| l7::run_kernel(plan, t));
-    section(10, &mut |t| l7::run_user(plan, t));
+    section(10, &mut |t| l7_user::run_user(plan, t));
     targets.print();
     println!(
         "\ntotal time: {:.1} s; load average at the end: {}",
