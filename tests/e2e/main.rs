@@ -15,6 +15,7 @@ mod full_disk;
 mod ipfix;
 mod l7;
 mod l7_bad_input;
+mod l7_load;
 mod l7_outputs;
 mod limits;
 mod live_replay;
