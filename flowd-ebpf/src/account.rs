@@ -297,8 +297,10 @@ fn carried(key: &FlowKey, seq_gen: u32) -> Option<&'static SeqSlot> {
     None
 }
 
+/// The interface's counter slot (0: not assigned); also the AF_XDP
+/// program's.
 #[inline(always)]
-fn slot_of(ifindex: u32) -> u32 {
+pub(crate) fn slot_of(ifindex: u32) -> u32 {
     let slot = if ifindex < SLOT_ARRAY_LEN {
         IFACE_SLOTS.get(ifindex).copied()
     } else {
