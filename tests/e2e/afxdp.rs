@@ -390,12 +390,27 @@ fn flowd_run_af_xdp_follows_an_interface_that_goes_and_comes_back() {
     );
 
     // Gone: the capture stops (its series go with it).
+    let hook = [dev[0], ("hook", "af_xdp")];
+    let up = [hook[0], hook[1], ("mode", "native")];
+    let text = wait::scrape(&link.b, &flowd);
+    assert_eq!(metric(&text, "flowd_program_attached", &up), Some(1.0));
     link.delete_pair();
-    wait::until(
+    let text = wait::until(
         "the capture of the deleted interface to stop",
         wait::DEADLINE,
         || wait::scrape(&link.b, &flowd),
         |t| metric(t, "flowd_af_xdp_frames_total", &q0).is_none(),
+    );
+    // Selected but not captured: the alert's `0`, on its own hook.
+    let down = [hook[0], hook[1], ("mode", "none")];
+    assert_eq!(
+        metric(&text, "flowd_program_attached", &down),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "flowd_program_attached", &[dev[0], ("hook", "xdp")]),
+        None
     );
     // Back (a new ifindex): captured again within a reconcile; the
     // interface's totals go on from where they were.
@@ -420,6 +435,7 @@ fn flowd_run_af_xdp_follows_an_interface_that_goes_and_comes_back() {
         metric(&text, "flowd_af_xdp_parsed_frames_total", &q0),
         Some(300.0)
     );
+    assert_eq!(metric(&text, "flowd_program_attached", &up), Some(1.0));
     assert_eq!(flowd.stop(), Some(0), "log:\n{}", flowd.log_text());
     assert!(!has_xdp(&link.b, &link.if_b), "program detached on exit");
 }
@@ -488,6 +504,22 @@ fn one_daemon_serves_an_af_xdp_port_and_an_in_kernel_interface() {
     );
     let xdp = [kern[0], ("hook", "xdp")];
     assert_eq!(metric(&text, "flowd_program_attached", &xdp), Some(1.0));
+    // The AF_XDP port: its own program as hook `af_xdp`, and none of the
+    // in-kernel hooks it does not use (which would read 0: "detached").
+    let hook = [af[0], ("hook", "af_xdp"), ("mode", "native")];
+    assert_eq!(
+        metric(&text, "flowd_program_attached", &hook),
+        Some(1.0),
+        "{text}"
+    );
+    for h in ["xdp", "tc_egress"] {
+        let in_kernel = [af[0], ("hook", h)];
+        assert_eq!(
+            metric(&text, "flowd_program_attached", &in_kernel),
+            None,
+            "{text}"
+        );
+    }
     assert_eq!(flowd.stop(), Some(0), "log:\n{}", flowd.log_text());
     assert!(!has_xdp(&link.b, &link.if_b) && !has_xdp(&link.b, &x_b));
 }
