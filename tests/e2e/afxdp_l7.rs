@@ -1,0 +1,225 @@
+//! The application layer through AF_XDP (issue 13, "The application layer
+//! through this path"): real servers and clients as in `l7.rs`, on a link
+//! whose frames (both directions) are mirrored with `tc mirred` onto a
+//! second veth pair, the SPAN port; flowd captures the mirror's far end
+//! through AF_XDP with `--l7-log`. The workers' frames go through the
+//! replay driver, whose selection feeds the same engine as the in-kernel
+//! path: each request gives exactly one event with the same fields as in
+//! `l7.rs` (the device is the mirror port, where every frame is received).
+
+use std::{collections::BTreeMap, net::SocketAddr, path::Path};
+
+use flowd_tests::{
+    Flowd, Link, TempDir,
+    l7::{Proc, Tuple, by_tuple, events_settled, exact_part, read_events},
+    metric, wait,
+};
+use serde_json::{Value, json};
+
+/// A mirror port in `link.b`'s namespace: every frame `link.if_b`
+/// receives or sends is copied (tc `mirred egress mirror`) to one end of a
+/// new veth pair; the other end, returned, receives them all. (`u32 match
+/// u32 0 0`, not `matchall`: this kernel has no `cls_matchall`.)
+fn mirror(link: &Link) -> String {
+    let tag = flowd_tests::unique_tag();
+    let (m_a, m_b) = (format!("ma{tag}"), format!("mb{tag}"));
+    let b = &link.b;
+    b.exec(&[
+        "ip", "link", "add", &m_a, "type", "veth", "peer", "name", &m_b,
+    ]);
+    for ifc in [&m_a, &m_b] {
+        let key = format!("net.ipv6.conf.{ifc}.disable_ipv6=1");
+        b.exec(&["sysctl", "-qw", &key]);
+        b.exec(&["ip", "link", "set", ifc, "up"]);
+    }
+    b.exec(&["tc", "qdisc", "add", "dev", &link.if_b, "clsact"]);
+    for hook in ["ingress", "egress"] {
+        b.exec(&[
+            "tc", "filter", "add", "dev", &link.if_b, hook, "protocol", "all", "u32", "match",
+            "u32", "0", "0", "action", "mirred", "egress", "mirror", "dev", &m_a,
+        ]);
+    }
+    m_b
+}
+
+/// flowd capturing `port` through AF_XDP, the event log at `log`.
+fn flowd_afxdp_l7(link: &Link, port: &str, log: &Path) -> Flowd {
+    Flowd::start(
+        &link.b,
+        &[
+            "--af-xdp",
+            port,
+            "--drain-interval-ms",
+            "100",
+            "--l7-log",
+            log.to_str().expect("UTF-8 path"),
+        ],
+    )
+}
+
+/// As in `l7.rs`: a client in `ns`, 20 s at most.
+fn client(ns: &flowd_tests::Netns, args: &[&str]) -> String {
+    let mut full = vec!["timeout", "20"];
+    full.extend_from_slice(args);
+    String::from_utf8(ns.exec(&full).stdout).expect("UTF-8 output")
+}
+
+/// Asserts the events equal `want` per 5-tuple (in order within one), on
+/// every key but `ts` and the latency.
+fn assert_events(events: &[Value], want: &BTreeMap<Tuple, Vec<Value>>) {
+    let got = by_tuple(events);
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "5-tuples of the events: {events:#?}"
+    );
+    for (k, w) in want {
+        let g: Vec<Value> = got[k].iter().map(exact_part).collect();
+        assert_eq!(&g, w, "{k:?}");
+    }
+}
+
+/// The nine requests of `l7.rs`'s HTTP test (three on one connection, a
+/// 1200-byte URL, a 3000-byte cookie) on the same 500-byte MTU link, seen
+/// on the mirror port: one event each, with the same fields.
+#[test]
+fn afxdp_mirror_http_server_and_curl_one_event_per_request() {
+    let link = Link::new();
+    link.no_offloads();
+    for (ns, ifc) in [(&link.a, &link.if_a), (&link.b, &link.if_b)] {
+        ns.exec(&["ip", "link", "set", ifc, "mtu", "500"]);
+    }
+    let port = mirror(&link);
+    let dir = TempDir::new("flowdt-afxdp-http");
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(www.join("sub")).unwrap();
+    std::fs::write(www.join("index.html"), "<p>index</p>\n").unwrap();
+    std::fs::write(www.join("a.txt"), "a\n").unwrap();
+    std::fs::write(www.join("sub/index.html"), "<p>sub</p>\n").unwrap();
+    let live = dir.path().join("live.jsonl");
+    let mut flowd = flowd_afxdp_l7(&link, &port, &live);
+    let _server = Proc::spawn(
+        &link.b,
+        &[
+            "/usr/bin/python3",
+            "-m",
+            "http.server",
+            "--bind",
+            &link.ip_b,
+            "--directory",
+            www.to_str().unwrap(),
+            "--protocol",
+            "HTTP/1.1",
+            "80",
+        ],
+        &dir.path().join("http.server.log"),
+    );
+    let server: SocketAddr = format!("{}:80", link.ip_b).parse().unwrap();
+    wait::bound(&link.b, "tcp", server);
+
+    let version = client(&link.a, &["curl", "--version"]);
+    let ua = format!(
+        "curl/{}",
+        version.split_whitespace().nth(1).expect("curl's version")
+    );
+    let base = format!("http://{}", link.ip_b);
+    let long_url = format!("/long/{}", "x".repeat(1200));
+    let cookie = format!("c={}", "y".repeat(3000));
+    let ip = link.ip_b.as_str();
+    let req = |method: &'static str, url: &str, host: &str, status: u16| {
+        (method, url.to_owned(), host.to_owned(), status)
+    };
+    let transfers: Vec<(u16, Vec<&str>, Vec<_>)> = vec![
+        (
+            40001,
+            vec![],
+            vec![
+                req("GET", "/index.html", ip, 200),
+                req("GET", "/sub", ip, 301),
+                req("GET", "/sub/", ip, 200),
+            ],
+        ),
+        (40002, vec![], vec![req("GET", "/missing", ip, 404)]),
+        (40003, vec!["-I"], vec![req("HEAD", "/a.txt", ip, 200)]),
+        (
+            40004,
+            vec!["-d", "x=1"],
+            vec![req("POST", "/form", ip, 501)],
+        ),
+        (
+            40005,
+            vec!["-H", "Host: web.l7.test:8080"],
+            vec![req("GET", "/a.txt?q=1&r=%20", "web.l7.test:8080", 200)],
+        ),
+        (40006, vec![], vec![req("GET", &long_url, ip, 404)]),
+        (
+            40007,
+            vec!["-b", &cookie],
+            vec![req("GET", "/index.html", ip, 200)],
+        ),
+    ];
+    let mut want: BTreeMap<Tuple, Vec<Value>> = BTreeMap::new();
+    for (cport, opts, reqs) in &transfers {
+        let port_s = cport.to_string();
+        let mut args = vec!["curl", "-sS", "--local-port", &port_s];
+        args.extend(opts.iter().copied());
+        args.extend(["-w", "%{http_code} %{local_port}\\n"]);
+        let urls: Vec<String> = reqs.iter().map(|r| format!("{base}{}", r.1)).collect();
+        for u in &urls {
+            args.extend(["-o", "/dev/null", u.as_str()]);
+        }
+        let out = client(&link.a, &args);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), reqs.len(), "curl {args:?}: {out}");
+        for (line, (method, url, host, status)) in lines.iter().zip(reqs) {
+            assert_eq!(*line, format!("{status} {port_s}"), "{url}: {out}");
+            let t = (
+                link.ip_a.clone(),
+                link.ip_b.clone(),
+                u64::from(*cport),
+                80,
+                6,
+                "http".to_owned(),
+            );
+            want.entry(t).or_default().push(json!({
+                "device": port, "direction": "ingress",
+                "src": link.ip_a, "dst": link.ip_b, "sport": cport, "dport": 80, "proto": 6,
+                "kind": "http", "http_method": method, "http_url": url, "http_host": host,
+                "http_user_agent": ua, "http_status": status,
+            }));
+        }
+    }
+    let n: usize = transfers.iter().map(|t| t.2.len()).sum();
+    assert_eq!(n, 9);
+    let events = events_settled(&live, n);
+    assert_events(&events, &want);
+    for e in &events {
+        let ms = e["http_latency_ms"].as_f64().expect("http_latency_ms");
+        assert!(ms > 0.0, "{e}");
+    }
+    let text = wait::scrape(&link.b, &flowd);
+    let skipped = |reason| {
+        metric(
+            &text,
+            "flowd_l7_skipped_total",
+            &[
+                ("device", &port),
+                ("direction", "receive"),
+                ("reason", reason),
+            ],
+        )
+    };
+    assert_eq!(skipped("continuation_limit"), Some(1.0), "{text}");
+    assert_eq!(skipped("ring_full"), Some(0.0));
+    assert_eq!(skipped("budget"), Some(0.0));
+    // Every frame went through the socket and the parser (nothing lost).
+    let q0 = [("device", port.as_str()), ("queue", "0")];
+    let frames = metric(&text, "flowd_af_xdp_frames_total", &q0).expect("frames");
+    assert!(frames > 0.0);
+    assert_eq!(
+        metric(&text, "flowd_af_xdp_parsed_frames_total", &q0),
+        Some(frames)
+    );
+    assert_eq!(flowd.stop(), Some(0), "{}", flowd.log_text());
+    assert_eq!(read_events(&live), events);
+}
