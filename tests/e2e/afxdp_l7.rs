@@ -223,3 +223,138 @@ fn afxdp_mirror_http_server_and_curl_one_event_per_request() {
     assert_eq!(flowd.stop(), Some(0), "{}", flowd.log_text());
     assert_eq!(read_events(&live), events);
 }
+
+/// `l7.rs`'s DNS test on the mirror port: dnsmasq queried by dig over UDP
+/// and TCP, IPv4 and IPv6 (two queries on one TCP connection); ten
+/// queries, ten events with dig's names, types, IDs, rcodes and answers.
+#[test]
+fn afxdp_mirror_dns_dnsmasq_and_dig_one_event_per_query() {
+    let link = Link::dual_stack();
+    link.no_offloads();
+    let port = mirror(&link);
+    let dir = TempDir::new("flowdt-afxdp-dns");
+    let live = dir.path().join("live.jsonl");
+    let mut flowd = flowd_afxdp_l7(&link, &port, &live);
+    let listen = format!("--listen-address={},{}", link.ip_b, link.ip6_b);
+    let _dnsmasq = Proc::spawn(
+        &link.b,
+        &[
+            "dnsmasq",
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--pid-file=",
+            "--user=root",
+            "--port=53",
+            "--bind-interfaces",
+            &listen,
+            "--host-record=www.l7.test,198.18.200.1,fd00::c8:1",
+            "--host-record=mail.l7.test,198.18.200.2",
+            "--address=/multi.l7.test/198.18.200.3",
+            "--address=/multi.l7.test/198.18.200.4",
+            "--address=/nx.l7.test/",
+        ],
+        &dir.path().join("dnsmasq.log"),
+    );
+    for ip in [&link.ip_b, &format!("[{}]", link.ip6_b)] {
+        let a: SocketAddr = format!("{ip}:53").parse().unwrap();
+        wait::bound(&link.b, "udp", a);
+        wait::bound(&link.b, "tcp", a);
+    }
+    // (name, type number, type, rcode, answers)
+    type Q = (
+        &'static str,
+        u64,
+        &'static str,
+        u64,
+        &'static [&'static str],
+    );
+    const WWW_A: Q = ("www.l7.test", 1, "A", 0, &["198.18.200.1"]);
+    const MULTI: Q = (
+        "multi.l7.test",
+        1,
+        "A",
+        0,
+        &["198.18.200.3", "198.18.200.4"],
+    );
+    // (IPv6, TCP, client port, queries)
+    let queries: [(bool, bool, u16, &[Q]); 9] = [
+        (false, false, 40101, &[WWW_A]),
+        (
+            false,
+            false,
+            40102,
+            &[("www.l7.test", 28, "AAAA", 0, &["fd00::c8:1"])],
+        ),
+        (false, false, 40103, &[("mail.l7.test", 28, "AAAA", 5, &[])]),
+        (false, false, 40104, &[MULTI]),
+        (false, false, 40105, &[("foo.nx.l7.test", 1, "A", 3, &[])]),
+        (true, false, 40106, &[WWW_A]),
+        (
+            true,
+            false,
+            40107,
+            &[("bar.nx.l7.test", 28, "AAAA", 3, &[])],
+        ),
+        (
+            false,
+            true,
+            40108,
+            &[WWW_A, ("mail.l7.test", 1, "A", 0, &["198.18.200.2"])],
+        ),
+        (true, true, 40109, &[("foo.nx.l7.test", 28, "AAAA", 3, &[])]),
+    ];
+    let mut want: BTreeMap<Tuple, Vec<Value>> = BTreeMap::new();
+    for (v6, tcp, cport, qs) in queries {
+        let (src, dst) = if v6 {
+            (&link.ip6_a, &link.ip6_b)
+        } else {
+            (&link.ip_a, &link.ip_b)
+        };
+        let server = format!("@{dst}");
+        let bind = format!("{src}#{cport}");
+        let mut args = vec!["dig", &server, "-b", &bind, "+tries=1", "+time=5"];
+        if tcp {
+            args.extend(["+tcp", "+keepopen"]);
+        }
+        for q in qs {
+            args.extend([q.0, q.2]);
+        }
+        let out = client(&link.a, &args);
+        let replies = crate::l7::parse_dig(&out);
+        assert_eq!(replies.len(), qs.len(), "{args:?}: {out}");
+        let proto = if tcp { 6 } else { 17 };
+        let t = (
+            src.clone(),
+            dst.clone(),
+            u64::from(cport),
+            53,
+            proto,
+            "dns".to_owned(),
+        );
+        for (q, r) in qs.iter().zip(&replies) {
+            let mut answers: Vec<&str> = r.answers.iter().map(String::as_str).collect();
+            answers.sort();
+            assert_eq!((r.rcode, answers), (q.3, q.4.to_vec()), "{args:?}: {out}");
+            let mut e = json!({
+                "device": port, "direction": "ingress",
+                "src": src, "dst": dst, "sport": cport, "dport": 53, "proto": proto,
+                "kind": "dns", "dns_qname": q.0, "dns_qtype": q.1, "dns_id": r.id,
+                "dns_rcode": r.rcode,
+            });
+            if !r.answers.is_empty() {
+                e["dns_answers"] = json!(r.answers);
+            }
+            want.entry(t.clone()).or_default().push(e);
+        }
+    }
+    let events = events_settled(&live, 10);
+    assert_events(&events, &want);
+    for e in &events {
+        let ms = e["dns_latency_ms"].as_f64().expect("dns_latency_ms");
+        assert!(ms > 0.0, "{e}");
+    }
+    assert_eq!(flowd.stop(), Some(0), "{}", flowd.log_text());
+    assert_eq!(read_events(&live), events);
+}

@@ -253,14 +253,14 @@ fn http_server_and_curl_one_event_per_request() {
 
 /// One reply as dig printed it.
 #[derive(Debug)]
-struct DigReply {
-    id: u64,
-    rcode: u64,
-    answers: Vec<String>,
+pub(crate) struct DigReply {
+    pub(crate) id: u64,
+    pub(crate) rcode: u64,
+    pub(crate) answers: Vec<String>,
 }
 
 /// The replies in dig's output, in order (one per query on its command line).
-fn parse_dig(out: &str) -> Vec<DigReply> {
+pub(crate) fn parse_dig(out: &str) -> Vec<DigReply> {
     let mut replies = Vec::new();
     let mut lines = out.lines();
     while let Some(l) = lines.next() {
