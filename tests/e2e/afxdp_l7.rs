@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::Path};
 
 use flowd_tests::{
     Flowd, Link, TempDir,
-    l7::{Proc, Tuple, by_tuple, events_settled, exact_part, read_events},
+    l7::{Capture, Proc, Tuple, by_tuple, events_settled, exact_part, read_events},
     metric, wait,
 };
 use serde_json::{Value, json};
@@ -357,4 +357,217 @@ fn afxdp_mirror_dns_dnsmasq_and_dig_one_event_per_query() {
     }
     assert_eq!(flowd.stop(), Some(0), "{}", flowd.log_text());
     assert_eq!(read_events(&live), events);
+}
+
+/// `l7.rs`'s TLS test on the mirror port: openssl s_server and s_client,
+/// TLS 1.2 and 1.3, IPv4 and IPv6, with and without SNI and ALPN; five
+/// handshakes, five events with the SNI, ALPN, versions, cipher and the
+/// JA4 tshark computes from a capture of the same ClientHellos.
+#[test]
+fn afxdp_mirror_tls_openssl_server_and_client_one_event_per_handshake() {
+    let link = Link::dual_stack();
+    link.no_offloads();
+    let span = mirror(&link);
+    let dir = TempDir::new("flowdt-afxdp-tls");
+    let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+    flowd_tests::sh(&[
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=tls.l7.test",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        cert.to_str().unwrap(),
+    ]);
+    let live = dir.path().join("live.jsonl");
+    let mut flowd = flowd_afxdp_l7(&link, &span, &live);
+    let cap = Capture::start(&link.b, &link.if_b, dir.path(), "tls");
+    let mut servers = Vec::new();
+    for (i, accept) in [
+        format!("{}:443", link.ip_b),
+        format!("[{}]:8443", link.ip6_b),
+    ]
+    .iter()
+    .enumerate()
+    {
+        servers.push(Proc::spawn(
+            &link.b,
+            &[
+                "openssl",
+                "s_server",
+                "-quiet",
+                "-accept",
+                accept,
+                "-key",
+                key.to_str().unwrap(),
+                "-cert",
+                cert.to_str().unwrap(),
+                "-alpn",
+                "h2,http/1.1",
+                "-ciphersuites",
+                "TLS_AES_128_GCM_SHA256",
+                "-cipher",
+                "ECDHE-ECDSA-AES128-GCM-SHA256",
+            ],
+            &dir.path().join(format!("s_server{i}.log")),
+        ));
+        wait::bound(&link.b, "tcp", accept.parse().unwrap());
+    }
+
+    // (IPv6, client port, s_client options, SNI, ALPN, versions offered
+    // (None: OpenSSL's defaults, which depend on its configuration: taken
+    // from tshark), negotiated version)
+    type Hs = (
+        bool,
+        u16,
+        &'static [&'static str],
+        Option<&'static str>,
+        &'static [&'static str],
+        Option<&'static [u16]>,
+        u16,
+    );
+    let handshakes: [Hs; 5] = [
+        (
+            false,
+            40201,
+            &[
+                "-tls1_3",
+                "-servername",
+                "a.tls.l7.test",
+                "-alpn",
+                "h2,http/1.1",
+            ],
+            Some("a.tls.l7.test"),
+            &["h2", "http/1.1"],
+            Some(&[0x0304]),
+            0x0304,
+        ),
+        (
+            false,
+            40202,
+            &[
+                "-tls1_2",
+                "-servername",
+                "b.tls.l7.test",
+                "-alpn",
+                "http/1.1",
+            ],
+            Some("b.tls.l7.test"),
+            &["http/1.1"],
+            Some(&[]),
+            0x0303,
+        ),
+        (
+            false,
+            40203,
+            &["-noservername", "-alpn", "h2"],
+            None,
+            &["h2"],
+            None,
+            0x0304,
+        ),
+        (
+            true,
+            40204,
+            &["-tls1_2", "-servername", "c.tls.l7.test"],
+            Some("c.tls.l7.test"),
+            &[],
+            Some(&[]),
+            0x0303,
+        ),
+        (
+            true,
+            40205,
+            &["-tls1_3", "-servername", "d.tls.l7.test", "-alpn", "h2"],
+            Some("d.tls.l7.test"),
+            &["h2"],
+            Some(&[0x0304]),
+            0x0304,
+        ),
+    ];
+    let mut expected = Vec::new();
+    for (v6, port, opts, sni, alpn, offered, version) in handshakes {
+        let (src, dst, dport) = if v6 {
+            (&link.ip6_a, &link.ip6_b, 8443)
+        } else {
+            (&link.ip_a, &link.ip_b, 443)
+        };
+        let (connect, bind) = if v6 {
+            (format!("[{dst}]:{dport}"), format!("[{src}]:{port}"))
+        } else {
+            (format!("{dst}:{dport}"), format!("{src}:{port}"))
+        };
+        let mut args = vec!["openssl", "s_client", "-connect", &connect, "-bind", &bind];
+        args.extend(opts);
+        let out = client(&link.a, &args);
+        // The handshake s_client reports: the version and the server's cipher.
+        let (name, cipher, cipher_name) = if version == 0x0304 {
+            ("TLSv1.3", 0x1301, "TLS_AES_128_GCM_SHA256")
+        } else {
+            ("TLSv1.2", 0xc02b, "ECDHE-ECDSA-AES128-GCM-SHA256")
+        };
+        assert!(
+            out.contains(&format!("New, {name}, Cipher is {cipher_name}")),
+            "{args:?}: {out}"
+        );
+        let mut e = json!({
+            "device": span, "direction": "ingress",
+            "src": src, "dst": dst, "sport": port, "dport": dport, "proto": 6, "kind": "tls",
+            "tls_version": version, "tls_cipher": cipher,
+        });
+        if let Some(s) = sni {
+            e["tls_sni"] = json!(s);
+        }
+        if !alpn.is_empty() {
+            e["tls_alpn"] = json!(alpn);
+        }
+        if let Some(o) = offered.filter(|o| !o.is_empty()) {
+            e["tls_versions_offered"] = json!(o);
+        }
+        let t = (
+            src.clone(),
+            dst.clone(),
+            u64::from(port),
+            dport,
+            6,
+            "tls".to_owned(),
+        );
+        expected.push((t, e, offered));
+    }
+    let events = events_settled(&live, handshakes.len());
+    for e in &events {
+        let ja4 = e["tls_ja4"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no tls_ja4 in {e}"));
+        assert!(crate::l7::ja4_shaped(ja4), "{e}");
+    }
+    assert_eq!(flowd.stop(), Some(0), "{}", flowd.log_text());
+    assert_eq!(read_events(&live), events);
+    drop(servers);
+    let capture = cap.stop();
+
+    // The JA4 of each ClientHello, and OpenSSL's default versions, from
+    // tshark's dissection of the capture.
+    let hellos = crate::l7::tshark_hellos(&capture);
+    let mut want: BTreeMap<Tuple, Vec<Value>> = BTreeMap::new();
+    for (t, mut e, offered) in expected {
+        let (ja4, tshark_offered) = &hellos[&t.2];
+        e["tls_ja4"] = json!(ja4);
+        match offered {
+            Some(o) => assert_eq!(&tshark_offered[..], o, "{t:?}"),
+            None if !tshark_offered.is_empty() => e["tls_versions_offered"] = json!(tshark_offered),
+            None => panic!("{t:?}: no supported_versions offered"),
+        }
+        want.entry(t).or_default().push(e);
+    }
+    assert_events(&events, &want);
 }
