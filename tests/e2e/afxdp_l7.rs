@@ -571,3 +571,115 @@ fn afxdp_mirror_tls_openssl_server_and_client_one_event_per_handshake() {
     }
     assert_events(&events, &want);
 }
+
+/// The copy budget (`[l7] budget_per_s`, per CPU in the packet path) does
+/// not limit AF_XDP frames: the replay driver runs in the worker, on
+/// frames user space already holds. With a budget of 2 samples a second,
+/// 20 DNS queries in one dig run (40 samples in well under a second):
+/// on the source interface, captured in-kernel by the same daemon, the
+/// budget skips samples; on the AF_XDP mirror of the same traffic every
+/// query gives its event and nothing is skipped.
+#[test]
+fn afxdp_samples_are_not_limited_by_the_in_kernel_copy_budget() {
+    let link = Link::new();
+    link.no_offloads();
+    let span = mirror(&link);
+    let dir = TempDir::new("flowdt-afxdp-budget");
+    let live = dir.path().join("live.jsonl");
+    let conf = dir.path().join("flowd.toml");
+    std::fs::write(&conf, "[l7]\nbudget_per_s = 2\n").unwrap();
+    let mut flowd = Flowd::start(
+        &link.b,
+        &[
+            "--config",
+            conf.to_str().unwrap(),
+            "--af-xdp",
+            &span,
+            "--iface",
+            &link.if_b,
+            "--drain-interval-ms",
+            "100",
+            "--l7-log",
+            live.to_str().unwrap(),
+        ],
+    );
+    let listen = format!("--listen-address={}", link.ip_b);
+    let _dnsmasq = Proc::spawn(
+        &link.b,
+        &[
+            "dnsmasq",
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--pid-file=",
+            "--user=root",
+            "--port=53",
+            "--bind-interfaces",
+            &listen,
+            "--host-record=www.l7.test,198.18.200.1",
+        ],
+        &dir.path().join("dnsmasq.log"),
+    );
+    let server: SocketAddr = format!("{}:53", link.ip_b).parse().unwrap();
+    wait::bound(&link.b, "udp", server);
+    let at = format!("@{}", link.ip_b);
+    let bind = format!("{}#40301", link.ip_a);
+    let mut args = vec!["dig", &at, "-b", &bind, "+tries=1", "+time=5"];
+    for _ in 0..20 {
+        args.extend(["www.l7.test", "A"]);
+    }
+    let out = client(&link.a, &args);
+    let replies = crate::l7::parse_dig(&out);
+    assert_eq!(replies.len(), 20, "{out}");
+    assert!(replies.iter().all(|r| r.rcode == 0), "{out}");
+
+    // Every query through AF_XDP, in order, with dig's IDs.
+    wait::until(
+        "20 events from the mirror port",
+        wait::DEADLINE,
+        || read_events(&live),
+        |ev| ev.iter().filter(|e| e["device"] == span.as_str()).count() >= 20,
+    );
+    let text = wait::scrape(&link.b, &flowd);
+    assert_eq!(flowd.stop(), Some(0), "{}", flowd.log_text());
+    let events = read_events(&live);
+    let ids: Vec<u64> = events
+        .iter()
+        .filter(|e| e["device"] == span.as_str())
+        .map(|e| {
+            assert_eq!(
+                (
+                    e["kind"].as_str(),
+                    e["dns_qname"].as_str(),
+                    e["dns_rcode"].as_u64()
+                ),
+                (Some("dns"), Some("www.l7.test"), Some(0)),
+                "{e}"
+            );
+            e["dns_id"].as_u64().unwrap()
+        })
+        .collect();
+    let dig_ids: Vec<u64> = replies.iter().map(|r| r.id).collect();
+    assert_eq!(ids, dig_ids);
+    let skipped = |dev: &str, dir| {
+        metric(
+            &text,
+            "flowd_l7_skipped_total",
+            &[("device", dev), ("direction", dir), ("reason", "budget")],
+        )
+        .unwrap_or_else(|| panic!("no budget series for {dev} {dir}: {text}"))
+    };
+    assert_eq!(skipped(&span, "receive"), 0.0, "{text}");
+    // The in-kernel capture of the same packets: the budget bit.
+    let kernel = skipped(&link.if_b, "receive") + skipped(&link.if_b, "transmit");
+    assert!(kernel > 0.0, "in-kernel budget skips: {kernel}\n{text}");
+    let in_kernel = events
+        .iter()
+        .filter(|e| e["device"] == link.if_b.as_str())
+        .count();
+    assert!(
+        in_kernel < 20,
+        "{in_kernel} in-kernel events at a budget of 2/s"
+    );
+}

@@ -342,7 +342,8 @@ impl Batch {
     /// replay's runt stand-in (counted as truncated, as the runt would
     /// be): the kernel refuses shorter test runs.
     fn push(&mut self, wire_len: u32, frame: &[u8]) {
-        // Timestamp 0: the program takes the kernel's clock, as live.
+        // Timestamp 0: the program takes the kernel's clock, as live, and
+        // the L7 copy budget does not apply (see `flowd::afxdp`).
         let meta = ReplayMeta {
             magic: REPLAY_META_MAGIC,
             wire_len,
