@@ -523,3 +523,63 @@ fn one_daemon_serves_an_af_xdp_port_and_an_in_kernel_interface() {
     assert_eq!(flowd.stop(), Some(0), "log:\n{}", flowd.log_text());
     assert!(!has_xdp(&link.b, &link.if_b) && !has_xdp(&link.b, &x_b));
 }
+
+/// `flowd check` says whether AF_XDP sockets can be created here, and
+/// which interfaces of the configuration it names would use AF_XDP, with
+/// their RX queues.
+#[test]
+fn check_reports_af_xdp_sockets_and_the_interfaces_that_use_them() {
+    let link = Link::new();
+    let dir = flowd_tests::TempDir::new("flowdt-afxdp-check");
+    let check = |conf: &str| {
+        let file = dir.path().join("flowd.toml");
+        std::fs::write(&file, conf).unwrap();
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &link.b.name])
+            .arg(flowd_tests::flowd_bin())
+            .args(["check", "--config", file.to_str().unwrap()])
+            .output()
+            .expect("run flowd check");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let find = |text: &str, what: &str| {
+        text.lines()
+            .find(|l| l.get(5..).is_some_and(|r| r.starts_with(what)))
+            .unwrap_or_else(|| panic!("no `{what}` line:\n{text}"))
+            .to_owned()
+    };
+    let text = check(&format!("[af_xdp]\ninterfaces = [\"{}\"]\n", link.if_b));
+    assert_eq!(
+        find(&text, "AF_XDP "),
+        format!(
+            "ok   {:<22} sockets, UMEM and rings can be created",
+            "AF_XDP"
+        )
+    );
+    assert_eq!(
+        find(&text, "AF_XDP interfaces"),
+        format!(
+            "info {:<22} {} (1 RX queue)",
+            "AF_XDP interfaces", link.if_b
+        )
+    );
+    let file = dir.path().join("flowd.toml");
+    let text = check("[af_xdp]\ninterfaces = [\"span-absent*\"]\n");
+    assert_eq!(
+        find(&text, "AF_XDP interfaces"),
+        format!(
+            "info {:<22} [\"span-absent*\"] ({}) select no interface present",
+            "AF_XDP interfaces",
+            file.display()
+        )
+    );
+    let text = check("");
+    assert_eq!(
+        find(&text, "AF_XDP interfaces"),
+        format!(
+            "info {:<22} none configured ({}: [af_xdp] interfaces, or --af-xdp)",
+            "AF_XDP interfaces",
+            file.display()
+        )
+    );
+}

@@ -67,6 +67,7 @@ pub use self::{
     queues::rx_queues,
     stats::{QueueSnapshot, QueueStats, XskStats},
     worker::XskMode,
+    worker::probe,
 };
 use crate::{
     export::metrics::AfXdpQueueSnapshot,
@@ -102,6 +103,8 @@ pub enum AfXdpError {
         step: &'static str,
         reason: String,
     },
+    #[error("AF_XDP sockets cannot be created on this host: {step} failed: {reason}")]
+    Probe { step: &'static str, reason: String },
     #[error("AF_XDP on `{iface}` queue {queue}: starting its worker thread failed: {source}")]
     Spawn {
         iface: String,
