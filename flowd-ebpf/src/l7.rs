@@ -18,6 +18,7 @@ use flowd_common::{
     FlowKey, FlowStats, IfaceCounters, counter,
     l7::{
         L7_CONT_SHIFT, L7_CONT_SPENT, L7_SAMPLE_CONTINUATION, L7_SAMPLE_TCP, L7_SNAP_MAX, L7Sample,
+        is_dns_port, may_start_l7,
     },
     proto::ip,
 };
@@ -129,6 +130,48 @@ fn by_content(b: &[u8; 8]) -> Option<Why> {
         _ => false,
     };
     req.then_some(Why::Request)
+}
+
+/// The selection's pre-check, inline on every accounted packet while the
+/// selection is on (`FLAG_L7`): whether [`select`] could take this packet.
+/// A superset of what it takes, from what the path already has: the
+/// parse's payload length, ports and first two payload bytes
+/// ([`L4Info::lead`]), `Control::l7_dns_ports` and the flow value's
+/// continuation mark (the line `add_to` just wrote). Only TCP flows carry
+/// a mark: a request is selected by content, and content only over TCP.
+/// Reads no packet pointer and branches only on values the verifier does
+/// not know (or already branched on), so its walk of the code before it
+/// stays as it was. Ports are compared exactly: a hash to a bit mask let
+/// one ephemeral port in 16 share a DNS port's bit.
+#[inline(always)]
+pub(crate) fn candidate(
+    key: &FlowKey,
+    info: &L4Info,
+    v: *mut FlowStats,
+    dns_ports: [u16; 2],
+) -> bool {
+    // `tcp_full` rather than the protocol: the RTT code branches on it.
+    let tcp = info.tcp_full;
+    if tcp {
+        if info.tcp_payload == 0 {
+            return false;
+        }
+        // The cheapest and most selective test first.
+        if may_start_l7(info.lead) {
+            return true;
+        }
+        // SAFETY: a live map value for this program run (null for a new flow).
+        if !v.is_null()
+            && unsafe { (&raw const (*v).counts.seq_valid).read_volatile() } >> L7_CONT_SHIFT != 0
+        {
+            return true;
+        }
+    } else if info.ip_payload <= 8 {
+        // UDP without payload (other protocols with ports on a DNS port
+        // reach `select`, which turns them away).
+        return false;
+    }
+    is_dns_port(key.sport, dns_ports) || is_dns_port(key.dport, dns_ports)
 }
 
 /// Notes the packet's payload offset, length and TCP fields in this CPU's

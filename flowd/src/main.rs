@@ -74,9 +74,13 @@ struct RunArgs {
     #[arg(long)]
     records: Option<String>,
     /// L7 events (HTTP requests, DNS queries, TLS handshakes) as JSON lines:
-    /// a file (reopened on SIGHUP) or `-` for stdout; turns the selection on.
+    /// a file (reopened on SIGHUP) or `-` for stdout.
     #[arg(long, value_name = "FILE")]
     l7_log: Option<String>,
+    /// Switch the application layer off (`[l7] enabled = false`): the
+    /// programs select no packet, and there are no L7 events.
+    #[arg(long, conflicts_with = "l7_log")]
+    no_l7: bool,
     /// IPFIX collector (IP:port, UDP) for ended flow records; empty for none.
     #[arg(long, value_name = "ADDR")]
     ipfix: Option<String>,
@@ -150,6 +154,7 @@ fn source(a: RunArgs) -> ConfigSource {
             max_flows: a.max_flows,
             records: a.records,
             l7_log: a.l7_log,
+            no_l7: a.no_l7,
             ipfix: a.ipfix,
             pin_path: a.pin_path,
         },

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::{
     clock::rfc3339_ns,
-    flowtable::{Ended, Flow},
+    flowtable::{Ended, Flow, FlowL7},
 };
 
 /// The textual form of a key address: dotted quad for IPv4-mapped addresses.
@@ -68,7 +68,24 @@ pub fn flow_json(flow: &Flow, device: &str) -> Value {
         v["ecn_ect1"] = flow.counts.ect1.into();
     }
     v["dscp"] = flow.counts.dscp.into();
+    if let Some(l7) = &flow.l7 {
+        for (k, name) in l7_names(l7) {
+            v[KEYS[k]] = name.into();
+        }
+    }
     v
+}
+
+/// The application-layer names a flow has, as ([`KEYS`] index, value).
+fn l7_names(l7: &FlowL7) -> impl Iterator<Item = (usize, &str)> {
+    [
+        (key::HTTP_HOST, &l7.http_host),
+        (key::HTTP_URL, &l7.http_url),
+        (key::DNS_QNAME, &l7.dns_qname),
+        (key::TLS_SNI, &l7.tls_sni),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
 }
 
 /// An ended flow record: the flow plus `state` (TCP) and `end_reason`.
@@ -83,7 +100,7 @@ pub fn ended_json(e: &Ended, device: &str) -> Value {
 
 /// The keys of flow and connection records, in CSV column order: the
 /// documented columns first, then the rest sorted by name.
-pub const KEYS: [&str; 36] = [
+pub const KEYS: [&str; 40] = [
     "start",
     "end",
     "device",
@@ -120,6 +137,10 @@ pub const KEYS: [&str; 36] = [
     "rtt_srtt_ns",
     "synack",
     "zero_window",
+    "http_host",
+    "http_url",
+    "dns_qname",
+    "tls_sni",
 ];
 
 /// Indexes into [`KEYS`].
@@ -160,6 +181,10 @@ pub mod key {
     pub const RTT_SRTT_NS: usize = 33;
     pub const SYNACK: usize = 34;
     pub const ZERO_WINDOW: usize = 35;
+    pub const HTTP_HOST: usize = 36;
+    pub const HTTP_URL: usize = 37;
+    pub const DNS_QNAME: usize = 38;
+    pub const TLS_SNI: usize = 39;
 }
 
 /// [`KEYS`] indexes in JSON object order: sorted by name, as serde_json's
@@ -269,6 +294,11 @@ impl<'a> Fields<'a> {
             r.set(key::ECN_ECT1, Field::Uint(flow.counts.ect1.into()));
         }
         r.set(key::DSCP, Field::Uint(flow.counts.dscp.into()));
+        if let Some(l7) = &flow.l7 {
+            for (k, name) in l7_names(l7) {
+                r.set(k, Field::Str(name));
+            }
+        }
         r
     }
 
@@ -482,6 +512,7 @@ mod tests {
             rtt_min_ns: if rtt { 1000 } else { 0 },
             rtt_srtt_ns: if rtt { 1500 } else { 0 },
             rtt_samples: u32::from(rtt),
+            l7: None,
         }
     }
 
@@ -499,6 +530,15 @@ mod tests {
             let mut f = flow(proto, rtt, ecn);
             if !ecn {
                 f.counts.ce = 0;
+            }
+            if proto == 6 {
+                // Names with characters JSON must escape.
+                f.l7 = Some(Box::new(FlowL7 {
+                    http_host: Some("example.test:8080".into()),
+                    http_url: Some("/a?b=c&d=é\u{1}".into()),
+                    dns_qname: None,
+                    tls_sni: rtt.then(|| "sni.example.test".into()),
+                }));
             }
             let e = Ended {
                 flow: f,

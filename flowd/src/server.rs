@@ -1,5 +1,5 @@
 //! The HTTP endpoints: `/metrics`, `/api/v1/flows`, `/api/v1/top`,
-//! `/api/v1/suspects`, `/healthz`, `/readyz`.
+//! `/api/v1/suspects`, `/api/v1/l7`, `/healthz`, `/readyz`.
 
 use std::sync::Arc;
 
@@ -20,6 +20,7 @@ use crate::{
 };
 
 mod flows;
+mod l7;
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -30,6 +31,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(ready))
         .route("/", get(index))
         .with_state(Arc::clone(&shared))
+        .merge(l7::router(Arc::clone(&shared)))
         .merge(flows::router(shared))
 }
 
@@ -94,5 +96,5 @@ async fn ready(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 async fn index() -> impl IntoResponse {
-    "flowd: /metrics /api/v1/flows /api/v1/top /api/v1/suspects /healthz /readyz\n"
+    "flowd: /metrics /api/v1/flows /api/v1/top /api/v1/suspects /api/v1/l7 /healthz /readyz\n"
 }

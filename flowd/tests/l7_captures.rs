@@ -565,3 +565,177 @@ fn kernel_selection_gives_the_same_events() {
         assert_eq!(lines(&replay.l7_events), lines(&ours), "{name}");
     }
 }
+
+/// The value of the series `name{labels}` in a text exposition (labels in
+/// the order the exporter writes them); `None` when absent.
+fn series(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let head = if labels.is_empty() {
+        format!("{name} ")
+    } else {
+        format!("{name}{{{labels}}} ")
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix(&head))
+        .map(|v| v.parse().expect("a number"))
+}
+
+/// `flowd replay FILE --l7-log OUT --metrics M` gives the L7 families as
+/// a live link would: DNS responses by rcode, HTTP responses by class and
+/// TLS handshakes by version, counted against tshark's responses on the
+/// same captures (every one is paired there), the latency histograms one
+/// observation per response, and the engine's counters. Needs root.
+#[test]
+fn replay_metrics_have_the_l7_families() {
+    use flowd::replay::{ReplayOptions, replay_file};
+    let rcode = |n: &str| flowd::export::l7stats::rcode_label(n.parse().unwrap());
+    let class = |c: &str| flowd::export::l7stats::status_class(c.parse().unwrap());
+    for (name, device) in [
+        ("web/wikipedia.pcap", "wikipedia"),
+        ("web/dns_tcp.pcapng", "dns_tcp"),
+        (
+            "web/tls-conn-with-extensions.pcap",
+            "tls-conn-with-extensions",
+        ),
+    ] {
+        let path = pcaps().join(name);
+        let replay = replay_file(
+            &path,
+            &ReplayOptions {
+                l7: true,
+                // tshark dissects LLMNR as DNS.
+                l7_dns_ports: vec![5355],
+                ..ReplayOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e} (needs root)"));
+        assert!(replay.error.is_none(), "{name}: {:?}", replay.error);
+        let text = replay.metrics_text();
+        eprintln!("{text}");
+        for e in &replay.l7_events {
+            eprintln!("{}", e.to_line("x").trim());
+        }
+        let get = |metric: &str, labels: &str| series(&text, metric, labels).unwrap_or(0.0) as u64;
+        let dev = format!("device=\"{device}\"");
+
+        // tshark's responses, by the label flowd gives them.
+        let mut dns: BTreeMap<String, u64> = BTreeMap::new();
+        // Responses to a query (not mDNS announcements: unmatched).
+        let paired = "dns.flags.response==1 && dns.response_to";
+        for r in tshark(&path, &[], paired, &["dns.flags.rcode"]) {
+            *dns.entry(rcode(&r[0])).or_default() += 1;
+        }
+        let mut http: BTreeMap<&str, u64> = BTreeMap::new();
+        for r in tshark(&path, &[], "http.response", &["http.response.code"]) {
+            *http.entry(class(&r[0])).or_default() += 1;
+        }
+        let mut tls: BTreeMap<&str, u64> = BTreeMap::new();
+        for r in tshark(
+            &path,
+            &[],
+            "tls.handshake.type==2",
+            &[
+                "tls.handshake.extensions.supported_version",
+                "tls.handshake.version",
+            ],
+        ) {
+            let v = if r[0].is_empty() { &r[1] } else { &r[0] };
+            let v = u16::from_str_radix(v.trim_start_matches("0x"), 16).unwrap();
+            *tls.entry(flowd::export::l7stats::tls_version_label(Some(v)))
+                .or_default() += 1;
+        }
+        let count = |filter: &str| tshark(&path, &[], filter, &["frame.number"]).len() as u64;
+        let queries = count("dns.flags.response==0");
+        let unsolicited = count("dns.flags.response==1 && !dns.response_to");
+        let requests = tshark(&path, &[], "http.request", &["http.request.method"]).len() as u64;
+        let hellos =
+            tshark(&path, &[], "tls.handshake.type==1", &["tls.handshake.type"]).len() as u64;
+        // The captures' own numbers, so that tshark's cannot be empty.
+        let want: (u64, u64, u64) = match device {
+            "wikipedia" => (14, 15, 0),
+            "dns_tcp" => (2, 0, 0),
+            _ => (0, 0, 1),
+        };
+        assert_eq!(
+            (
+                dns.values().sum::<u64>(),
+                http.values().sum::<u64>(),
+                tls.values().sum::<u64>()
+            ),
+            want,
+            "{name}: tshark"
+        );
+
+        for (rc, n) in &dns {
+            let l = format!("{dev},rcode=\"{rc}\"");
+            assert_eq!(get("flowd_dns_responses_total", &l), *n, "{name} {rc}");
+        }
+        for (c, n) in &http {
+            let l = format!("{dev},class=\"{c}\"");
+            assert_eq!(get("flowd_http_responses_total", &l), *n, "{name} {c}");
+        }
+        for (v, n) in &tls {
+            let l = format!("{dev},version=\"{v}\"");
+            assert_eq!(get("flowd_tls_handshakes_total", &l), *n, "{name} {v}");
+        }
+        let sum = |metric: &str| -> u64 {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{metric}{{")))
+                .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
+                .sum()
+        };
+        // No response flowd has that tshark has not.
+        assert_eq!(
+            sum("flowd_dns_responses_total"),
+            dns.values().sum::<u64>(),
+            "{name}"
+        );
+        assert_eq!(
+            sum("flowd_http_responses_total"),
+            http.values().sum::<u64>(),
+            "{name}"
+        );
+        // A handshake per ClientHello, its version from the ServerHello.
+        assert_eq!(sum("flowd_tls_handshakes_total"), hellos, "{name}");
+        assert_eq!(tls.values().sum::<u64>(), hellos, "{name}");
+        // One latency observation per paired response (all peers).
+        assert_eq!(
+            sum("flowd_dns_latency_seconds_count"),
+            dns.values().sum::<u64>(),
+            "{name}"
+        );
+        assert_eq!(
+            sum("flowd_http_latency_seconds_count"),
+            http.values().sum::<u64>(),
+            "{name}"
+        );
+        for (kind, n) in [("dns", queries), ("http", requests), ("tls", hellos)] {
+            let l = format!("{dev},kind=\"{kind}\"");
+            assert_eq!(get("flowd_l7_events_total", &l), n, "{name} {kind}");
+        }
+        // The engine's counters: clean captures, every packet recognised,
+        // nothing dropped, nothing left waiting.
+        let e = replay.l7_metrics.as_ref().unwrap().engine;
+        assert_eq!(get("flowd_l7_packets_total", ""), e.packets, "{name}");
+        assert!(e.packets > 0, "{name}");
+        for kind in ["http", "dns", "tls"] {
+            let l = format!("kind=\"{kind}\"");
+            assert_eq!(get("flowd_l7_parse_errors_total", &l), 0, "{name} {kind}");
+            let unmatched = if kind == "dns" { unsolicited } else { 0 };
+            let got = get("flowd_l7_unmatched_responses_total", &l);
+            assert_eq!(got, unmatched, "{name} {kind}");
+        }
+        // Queries without a response are still events, at the flush.
+        let unanswered = queries - dns.values().sum::<u64>();
+        let l = r#"reason="timeout""#;
+        assert_eq!(
+            get("flowd_l7_unanswered_requests_total", l),
+            unanswered,
+            "{name}"
+        );
+        assert_eq!(
+            series(&text, "flowd_l7_pending_requests", ""),
+            Some(0.0),
+            "{name}"
+        );
+    }
+}

@@ -10,11 +10,12 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, path::Path, process::Command};
 
+use flowd::export::l7stats::{rcode_label, status_class, tls_version_label};
 use flowd_tests::{
     Flowd, Link, Netns, TempDir,
     l7::{
-        Capture, Proc, Tuple, assert_replay_equals_live, by_tuple, events_settled, exact_part,
-        read_events, replay_events,
+        Capture, Proc, Tuple, assert_family, assert_replay_equals_live, by_tuple, events_by,
+        events_settled, exact_part, read_events, replay_events, replay_metrics,
     },
     metric, wait,
 };
@@ -247,6 +248,18 @@ fn http_server_and_curl_one_event_per_request() {
     let capture = cap.stop();
     let replayed = replay_events(&capture, &dir.path().join("replay.jsonl"));
     assert_replay_equals_live(&events, &replayed, &link.if_b, &capture);
+    // Responses by status class, as curl saw them, live and replayed.
+    let classes = events_by(&want, "http_status", |s| status_class(s as u16).to_owned());
+    assert_eq!(classes.values().sum::<u64>(), n as u64);
+    let replayed = replay_metrics(&capture, dir.path());
+    assert_family(
+        &text,
+        &replayed,
+        "flowd_http_responses_total",
+        "class",
+        &classes,
+        Some("flowd_http_latency_seconds"),
+    );
 }
 
 // ---------------------------------------------------------------- DNS
@@ -446,12 +459,25 @@ fn dns_dnsmasq_and_dig_one_event_per_query() {
             "{e}: latency {ms} ms, the dig run {dig} ms"
         );
     }
+    let text = wait::scrape(&link.b, &flowd);
     assert_eq!(flowd.stop(), Some(0), "{}", flowd.log_text());
     assert_eq!(read_events(&live), events);
 
     let capture = cap.stop();
     let replayed = replay_events(&capture, &dir.path().join("replay.jsonl"));
     assert_replay_equals_live(&events, &replayed, &link.if_b, &capture);
+    // Responses by rcode, as dig saw them, live and replayed.
+    let rcodes = events_by(&want, "dns_rcode", |r| rcode_label(r as u8));
+    assert_eq!(rcodes.values().sum::<u64>(), 10);
+    let replayed = replay_metrics(&capture, dir.path());
+    assert_family(
+        &text,
+        &replayed,
+        "flowd_dns_responses_total",
+        "rcode",
+        &rcodes,
+        Some("flowd_dns_latency_seconds"),
+    );
 }
 
 // ---------------------------------------------------------------- TLS
@@ -754,6 +780,7 @@ fn tls_openssl_server_and_client_one_event_per_handshake() {
             .unwrap_or_else(|| panic!("no tls_ja4 in {e}"));
         assert!(ja4_shaped(ja4), "{e}");
     }
+    let text = wait::scrape(&link.b, &flowd);
     assert_eq!(flowd.stop(), Some(0), "{}", flowd.log_text());
     assert_eq!(read_events(&live), events);
     drop(servers);
@@ -776,4 +803,18 @@ fn tls_openssl_server_and_client_one_event_per_handshake() {
     assert_events(&events, &want);
     let replayed = replay_events(&capture, &dir.path().join("replay.jsonl"));
     assert_replay_equals_live(&events, &replayed, &link.if_b, &capture);
+    // Handshakes by the version s_client negotiated, live and replayed.
+    let versions = events_by(&want, "tls_version", |v| {
+        tls_version_label(Some(v as u16)).to_owned()
+    });
+    assert_eq!(versions.values().sum::<u64>(), handshakes.len() as u64);
+    let replayed = replay_metrics(&capture, dir.path());
+    assert_family(
+        &text,
+        &replayed,
+        "flowd_tls_handshakes_total",
+        "version",
+        &versions,
+        None,
+    );
 }

@@ -13,7 +13,9 @@ use std::{
 
 use flowd_tests::{
     Flowd, Link, LinkStats, Netns, TempDir, api_flows, find_flows,
-    l7::{Capture, assert_replay_equals_live, exact_part, read_events, replay_events},
+    l7::{
+        Capture, assert_replay_equals_live, exact_part, read_events, replay_events, replay_metrics,
+    },
     metric, wait,
 };
 use serde_json::{Value, json};
@@ -351,6 +353,63 @@ fn bad_payloads_give_no_events_and_exact_totals() {
         assert_eq!(metric(&text, name, &dev), Some(want as f64), "{name}");
     }
 
+    // The engine's counters, message by message. Selected (kernel, by
+    // content; DNS by port): every UDP datagram to 53 and the answer; every
+    // TCP segment with payload on port 53; on 80 the cut request line, the
+    // bad header and the ClientHello (the garbage starts neither HTTP nor
+    // TLS: not selected) and the 4 status lines; on 443 the 6 ClientHellos
+    // and the 6 cut ServerHellos.
+    let engine = L7Counts {
+        packets: (dns.len() + 2 + dns_tcp.len() + 3 + http.len() + 2 * tls.len()) as u64,
+        unrecognised: 0,
+        // UDP: each bad message (the "response" announcing 65535 answers is
+        // a whole datagram, so malformed, not cut) and the answer whose name
+        // loops (it still pairs: the event has its rcode). TCP: the same
+        // messages and the 5-byte one; the 65535-byte prefix and the lone
+        // byte wait for more (expired below).
+        dns_errors: (dns.len() + 1 + dns.len() + 1) as u64,
+        // The header name with a control byte.
+        http_errors: 1,
+        // The 7 absurd ClientHellos (6 to 443, 1 to 80) and the 6
+        // ServerHellos whose 2-byte body ends after the version.
+        tls_errors: (tls.len() + 1 + tls.len()) as u64,
+        // The unsolicited "response", over UDP and TCP.
+        dns_unmatched: 2,
+        // A status line per connection to 80: no request parsed on any.
+        http_unmatched: http.len() as u64,
+        // "GET /trunc" (then FIN, which flowd is not given), the 65535-byte
+        // DNS prefix and the lone byte: incomplete after the 5 s timeout.
+        expired: 3,
+    };
+    let text = wait::until(
+        "the incomplete messages to expire",
+        wait::DEADLINE,
+        || wait::scrape(&link.b, &flowd),
+        |t| {
+            metric(
+                t,
+                "flowd_l7_reassembly_dropped_total",
+                &[("reason", "expired")],
+            ) >= Some(engine.expired as f64)
+        },
+    );
+    engine.assert(&text, "live");
+    assert_eq!(
+        metric(&text, "flowd_l7_events_total", &[("kind", "dns")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&text, "flowd_dns_responses_total", &[("rcode", "noerror")]),
+        Some(1.0)
+    );
+    assert_eq!(metric(&text, "flowd_l7_pending_requests", &[]), Some(0.0));
+    for reason in ["ring_full", "budget", "continuation_limit"] {
+        for dir in ["receive", "transmit"] {
+            let l = [("reason", reason), ("direction", dir)];
+            assert_eq!(metric(&text, "flowd_l7_skipped_total", &l), Some(0.0));
+        }
+    }
+
     // flowd is still running and stops cleanly; the only event is the real
     // query, with the header's rcode and no answer (the looped answer
     // name does not parse; issue 12: the answers that parse are kept).
@@ -374,4 +433,56 @@ fn bad_payloads_give_no_events_and_exact_totals() {
     let capture = cap.stop();
     let replayed = replay_events(&capture, &dir.path().join("replay.jsonl"));
     assert_replay_equals_live(&events, &replayed, &link.if_b, &capture);
+    // The capture gives the same counts (the flush at its end expires the
+    // three incomplete messages).
+    engine.assert(&replay_metrics(&capture, dir.path()), "replay");
+}
+
+/// What the L7 engine must count for the bad input.
+struct L7Counts {
+    packets: u64,
+    unrecognised: u64,
+    dns_errors: u64,
+    http_errors: u64,
+    tls_errors: u64,
+    dns_unmatched: u64,
+    http_unmatched: u64,
+    expired: u64,
+}
+
+impl L7Counts {
+    /// Each of the engine's families in `text` has exactly these values.
+    fn assert(&self, text: &str, what: &str) {
+        let get = |name: &str, labels: &[(&str, &str)]| {
+            metric(text, name, labels).unwrap_or_else(|| panic!("{what}: no {name}{labels:?}"))
+                as u64
+        };
+        let got = (
+            get("flowd_l7_packets_total", &[]),
+            get("flowd_l7_unrecognised_packets_total", &[]),
+            ["dns", "http", "tls"].map(|k| get("flowd_l7_parse_errors_total", &[("kind", k)])),
+            ["dns", "http", "tls"].map(|k| get("flowd_l7_truncated_total", &[("kind", k)])),
+            ["dns", "http", "tls"]
+                .map(|k| get("flowd_l7_unmatched_responses_total", &[("kind", k)])),
+            ["gap", "limit", "expired", "evicted"]
+                .map(|r| get("flowd_l7_reassembly_dropped_total", &[("reason", r)])),
+            get("flowd_l7_retransmitted_segments_total", &[]),
+            ["timeout", "evicted"]
+                .map(|r| get("flowd_l7_unanswered_requests_total", &[("reason", r)])),
+        );
+        let want = (
+            self.packets,
+            self.unrecognised,
+            [self.dns_errors, self.http_errors, self.tls_errors],
+            [0, 0, 0],
+            [self.dns_unmatched, self.http_unmatched, 0],
+            [0, 0, self.expired, 0],
+            0,
+            [0, 0],
+        );
+        assert_eq!(
+            got, want,
+            "{what}: (packets, unrecognised, parse errors dns/http/tls, truncated, unmatched, reassembly gap/limit/expired/evicted, retransmitted, unanswered)"
+        );
+    }
 }

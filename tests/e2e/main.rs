@@ -16,6 +16,7 @@ mod full_disk;
 mod ipfix;
 mod l7;
 mod l7_bad_input;
+mod l7_outputs;
 mod limits;
 mod live_replay;
 mod operator_errors;

@@ -224,6 +224,96 @@ pub fn replay_events(capture: &Path, out: &Path) -> Vec<Value> {
     read_events(out)
 }
 
+/// `flowd replay CAPTURE --l7-log OUT --metrics M`: the replay's
+/// Prometheus text, with the L7 families.
+pub fn replay_metrics(capture: &Path, dir: &Path) -> String {
+    let m = dir.join("replay.prom");
+    let run = Command::new(flowd_bin())
+        .arg("replay")
+        .arg(capture)
+        .arg("--l7-log")
+        .arg(dir.join("replay-metrics.jsonl"))
+        .arg("--metrics")
+        .arg(&m)
+        .env("FLOWD_LOG", "error")
+        .stdout(Stdio::null())
+        .output()
+        .expect("run flowd replay");
+    assert!(
+        run.status.success(),
+        "flowd replay {}: {}",
+        capture.display(),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    std::fs::read_to_string(&m).unwrap_or_else(|e| panic!("{}: {e}", m.display()))
+}
+
+/// The samples of `name` summed by the value of their `label` (over the
+/// other labels: device, peer), zero-valued ones left out.
+pub fn series_by(text: &str, name: &str, label: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for (k, v) in crate::http::parse_metrics(text) {
+        let Some((n, rest)) = k.split_once('{') else {
+            continue;
+        };
+        let at = format!("{label}=\"");
+        if n != name || v == 0.0 {
+            continue;
+        }
+        let Some(i) = rest.find(&at) else {
+            continue;
+        };
+        let val = &rest[i + at.len()..];
+        let val = &val[..val.find('"').expect("a closing quote")];
+        *out.entry(val.to_owned()).or_default() += v as u64;
+    }
+    out
+}
+
+/// The expected events' `key` (a number), counted by `label` of it.
+pub fn events_by(
+    want: &BTreeMap<Tuple, Vec<Value>>,
+    key: &str,
+    label: impl Fn(u64) -> String,
+) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for e in want.values().flatten() {
+        let v = e[key].as_u64().unwrap_or_else(|| panic!("no {key} in {e}"));
+        *out.entry(label(v)).or_default() += 1;
+    }
+    out
+}
+
+/// The live daemon's and the capture's replay's `family` by `label` both
+/// equal `want` (exact counts), and their latency histogram (if any) has
+/// one observation per response.
+pub fn assert_family(
+    live: &str,
+    replay: &str,
+    family: &str,
+    label: &str,
+    want: &BTreeMap<String, u64>,
+    latency: Option<&str>,
+) {
+    assert_eq!(&series_by(live, family, label), want, "live {family}");
+    assert_eq!(&series_by(replay, family, label), want, "replay {family}");
+    if let Some(h) = latency {
+        let n: u64 = want.values().sum();
+        let count = |text: &str| -> u64 {
+            crate::http::parse_metrics(text)
+                .iter()
+                .filter(|(k, _)| k.starts_with(&format!("{h}_count{{")))
+                .map(|(_, v)| *v as u64)
+                .sum()
+        };
+        assert_eq!(
+            (count(live), count(replay)),
+            (n, n),
+            "{h}_count live, replay"
+        );
+    }
+}
+
 /// An event's 5-tuple (client to server, as in the flow records) and kind.
 pub type Tuple = (String, String, u64, u64, u64, String);
 

@@ -193,10 +193,13 @@ fn start(cfg: &Config, listen: SocketAddr) -> Result<Shared> {
             "drained flows an earlier flowd left in the pinned maps"
         );
     }
-    let l7 = if cfg.l7.enabled() {
-        let sink = RecordSink::open(&cfg.l7.log)?;
+    let l7 = if cfg.l7.enabled {
+        let sink = match cfg.l7.log.as_str() {
+            "" => None,
+            t => Some(RecordSink::open(t)?),
+        };
         dp.set_l7(Some(cfg.l7.control()))?;
-        Some(crate::state::L7Live::new(&cfg.l7.dns_ports, sink))
+        Some(crate::state::L7Live::new(&cfg.l7, sink))
     } else {
         // An earlier flowd's setting is not left on.
         dp.set_l7(None)?;
@@ -246,8 +249,18 @@ fn stop(shared: &Shared) {
         dp.flush_kernel_log();
         r.map(|_| batch)
     };
-    shared.absorb(final_batch, true);
-    shared.absorb_l7(&l7_samples, true);
+    // The last events name their flows before every flow ends.
+    match final_batch {
+        Ok(batch) => {
+            shared.apply(&batch);
+            shared.absorb_l7(&l7_samples, true);
+            shared.finish(Ok(batch.len()), true);
+        }
+        Err(e) => {
+            shared.absorb_l7(&l7_samples, true);
+            shared.finish(Err(e), true);
+        }
+    }
     info!(flows = lock(&shared.table).len(), "flowd stopped");
 }
 

@@ -1,6 +1,7 @@
 //! What changes while flowd runs: SIGHUP reloads the configuration and
-//! reopens the records file; the interfaces the configuration selects are
-//! attached as they appear and forgotten when they go.
+//! reopens the records file and the L7 event log; the interfaces the
+//! configuration selects are attached as they appear and forgotten when
+//! they go.
 
 use std::sync::Arc;
 
@@ -8,9 +9,10 @@ use tracing::{error, info, warn};
 
 use super::{ConfigSource, ipfix_exporter};
 use crate::{
+    config_l7::L7Settings,
     export::records::RecordSink,
     interfaces, notify,
-    state::{Shared, lock},
+    state::{L7Live, Shared, lock},
 };
 
 /// Reloads on every SIGHUP (`systemctl reload`).
@@ -154,6 +156,7 @@ fn reload(shared: &Shared, source: &ConfigSource) {
                     }
                 }
             }
+            reload_l7(shared, &old.l7, &new.l7);
             lock(&shared.table).set_config(new.table());
             *lock(&shared.config) = new;
             reconcile(shared);
@@ -169,6 +172,66 @@ fn reopen_records(shared: &Shared) {
         match sink.reopen() {
             Ok(()) => info!("flow records file reopened"),
             Err(e) => error!(error = %e, "reopening the flow records file failed"),
+        }
+    }
+}
+
+/// `[l7]` changed: the programs' settings (snap length, budget,
+/// continuation, DNS ports) are rewritten in place; `enabled` switches the
+/// selection and the engine on or off (off: the requests still waiting are
+/// emitted first); a new `log` opens that file (if it fails, the events go
+/// on without a log and the error is logged); `recent_events` rebounds the
+/// ring, dropping the oldest.
+pub(super) fn reload_l7(shared: &Shared, old: &L7Settings, new: &L7Settings) {
+    if old == new {
+        return;
+    }
+    if !new.enabled {
+        if let Err(e) = lock(&shared.dp).set_l7(None) {
+            error!(error = %e, "switching the L7 selection off failed");
+            return;
+        }
+        shared.absorb_l7(&[], true);
+        if lock(&shared.l7).take().is_some() {
+            info!("application layer switched off");
+        }
+        return;
+    }
+    if let Err(e) = lock(&shared.dp).set_l7(Some(new.control())) {
+        error!(error = %e, "writing the new L7 settings to the programs failed; keeping the old ones");
+        return;
+    }
+    let open = |log: &str| match log {
+        "" => None,
+        t => RecordSink::open(t)
+            .inspect_err(
+                |e| error!(error = %e, "opening the L7 event log failed; events go on without it"),
+            )
+            .ok(),
+    };
+    let mut l7 = lock(&shared.l7);
+    match l7.as_mut() {
+        None => {
+            let sink = open(&new.log);
+            let mut live = L7Live::new(new, None);
+            if sink.is_none() {
+                live.log.clear();
+            }
+            live.sink = sink;
+            *l7 = Some(live);
+            info!("application layer switched on");
+        }
+        Some(live) => {
+            live.engine.set_dns_ports(&new.dns_ports);
+            live.recent.set_capacity(new.recent_events);
+            if live.log != new.log {
+                live.sink = open(&new.log);
+                live.log = if live.sink.is_some() {
+                    new.log.clone()
+                } else {
+                    String::new()
+                };
+            }
         }
     }
 }

@@ -25,6 +25,8 @@ pub struct Overrides {
     pub max_flows: Option<u64>,
     pub records: Option<String>,
     pub l7_log: Option<String>,
+    /// `--no-l7`: `[l7] enabled = false`.
+    pub no_l7: bool,
     pub ipfix: Option<String>,
     pub pin_path: Option<String>,
 }
@@ -36,6 +38,9 @@ impl Overrides {
         }
         if !self.af_xdp.is_empty() {
             c.af_xdp.interfaces.clone_from(&self.af_xdp);
+        }
+        if self.no_l7 {
+            c.l7.enabled = false;
         }
         macro_rules! set {
             ($($field:ident => $($path:ident).+),*) => {$(
@@ -73,5 +78,24 @@ impl ConfigSource {
         );
         c.validate(&origin)?;
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_l7_switches_the_application_layer_off_over_the_file() {
+        let mut c = Config::parse("[l7]\nenabled = true\nlog = \"/x\"", "f").unwrap();
+        Overrides::default().apply(&mut c);
+        assert!(c.l7.enabled);
+        Overrides {
+            no_l7: true,
+            ..Default::default()
+        }
+        .apply(&mut c);
+        assert!(!c.l7.enabled);
+        assert_eq!(c.l7.log, "/x", "the rest is left as it is");
     }
 }

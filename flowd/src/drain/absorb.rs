@@ -116,6 +116,7 @@ impl Shared {
                 tcp.connection(e, dev);
             }
         }
+        self.count_l7_names(ended);
         if let Some(x) = lock(&self.ipfix).as_mut() {
             let now_s = (clock::realtime_ns() / 1_000_000_000) as u32;
             if let Err(e) = x.export(ended, now_s)

@@ -10,7 +10,9 @@
 //!                            8,192 entries a call
 //!   -> absorb.rs             deltas -> flow table, aggregates, TCP signals, live view
 //!                            (in chunks, while the batch drain runs)
-//!                            -> timeouts -> ended flows -> records, IPFIX
+//!   -> l7.rs                 L7 samples -> engine -> events -> event log, recent
+//!                            events, names on their flows
+//!   -> absorb.rs             timeouts -> ended flows -> records, IPFIX
 //! ```
 
 mod absorb;
@@ -109,9 +111,11 @@ impl Shared {
         self.apply(&chunk);
         absorbed += chunk.len();
         drop(chunk);
+        // After the deltas (the flows exist), before the timeouts (the
+        // names reach the records that end in this drain).
+        self.absorb_l7(&l7_samples, false);
         self.finish(r.map(|_| absorbed), false);
         self.absorb_rtt(&samples);
-        self.absorb_l7(&l7_samples, false);
         release_freed_memory();
     }
 

@@ -8,6 +8,25 @@
 //! that, and again after a send error (a collector that was down has lost
 //! them). UDP export is best effort: a message the socket refuses is counted
 //! as dropped with its records, and export goes on.
+//!
+//! A record whose connection has application-layer names (see
+//! [`crate::flowtable::FlowL7`]) uses one of two more templates, the same
+//! fields followed by four variable-length ones (RFC 7011 §7: a length
+//! byte, or 255 and two length bytes; empty when the name is unknown):
+//!
+//! | name | element |
+//! |---|---|
+//! | `http_host` | IANA 460 httpRequestHost |
+//! | `http_url` | IANA 461 httpRequestTarget |
+//! | `dns_qname` | enterprise 35632 (ntop) element 205, DNS_QUERY |
+//! | `tls_sni` | enterprise 35632 (ntop) element 188, SSL_SERVER_NAME |
+//!
+//! IANA has no element for a DNS query name or a TLS server name. flowd
+//! has no Private Enterprise Number of its own, and inventing one would
+//! squat someone else's, so it uses the elements nProbe publishes under
+//! ntop's PEN with the same meaning, which tshark, ntopng and other
+//! collectors already decode by name. A name longer than a message can
+//! hold is cut (at a character boundary) so the record fits.
 
 use std::{
     io,
@@ -22,6 +41,22 @@ use crate::flowtable::{EndReason, Ended};
 pub const VERSION: u16 = 10;
 pub const TEMPLATE_V4: u16 = 256;
 pub const TEMPLATE_V6: u16 = 257;
+/// The templates of records with application-layer names.
+pub const TEMPLATE_V4_L7: u16 = 258;
+pub const TEMPLATE_V6_L7: u16 = 259;
+/// ntop's Private Enterprise Number (nProbe's elements).
+pub const PEN_NTOP: u32 = 35632;
+/// A variable-length field (RFC 7011 §7).
+const VARLEN: u16 = 65535;
+/// The enterprise bit of a field specifier's element id.
+const ENTERPRISE: u16 = 0x8000;
+/// The application-layer fields after the base ones: (element, PEN; 0 for IANA).
+const FIELDS_L7: [(u16, u32); 4] = [
+    (460, 0),        // httpRequestHost
+    (461, 0),        // httpRequestTarget
+    (205, PEN_NTOP), // DNS_QUERY
+    (188, PEN_NTOP), // SSL_SERVER_NAME
+];
 const SET_TEMPLATE: u16 = 2;
 const HEADER_LEN: usize = 16;
 const SET_HEADER_LEN: usize = 4;
@@ -78,9 +113,18 @@ const fn record_len(fields: &[(u16, u16)]) -> usize {
 pub const RECORD_LEN_V4: usize = record_len(&FIELDS_V4);
 pub const RECORD_LEN_V6: usize = record_len(&FIELDS_V6);
 const TEMPLATE_SET_LEN: usize = SET_HEADER_LEN + 2 * 4 + (FIELDS_V4.len() + FIELDS_V6.len()) * 4;
+/// The set of the two application-layer templates (enterprise fields
+/// take 4 more bytes for the PEN).
+const L7_TEMPLATE_SET_LEN: usize = TEMPLATE_SET_LEN + 2 * (FIELDS_L7.len() * 4) + 2 * 2 * 4;
 
-/// The smallest message limit that holds a header, the templates and one record.
+/// The smallest message limit that holds a header, the templates and one
+/// record (the application-layer templates go in a message of their own
+/// when they do not fit in this one).
 pub const MIN_MESSAGE: usize = HEADER_LEN + TEMPLATE_SET_LEN + SET_HEADER_LEN + RECORD_LEN_V6;
+// At the smallest limit, the application-layer templates fit in a message
+// of their own, and a record with names (cut to fit) in another.
+const _: () = assert!(HEADER_LEN + L7_TEMPLATE_SET_LEN <= MIN_MESSAGE);
+const _: () = assert!(HEADER_LEN + SET_HEADER_LEN + RECORD_LEN_V6 + FIELDS_L7.len() <= MIN_MESSAGE);
 
 /// flowEndReason (RFC 7012): flowd's end reasons are exactly IPFIX's.
 fn end_reason(r: EndReason) -> u8 {
@@ -127,23 +171,88 @@ impl Encoder {
         let mut msg = Message::start(export_time_s, self.domain, self.sequence, self.max_len);
         if templates {
             msg.templates();
-        }
-        for e in ended {
-            let v4 = Ipv6Addr::from(e.flow.key.src).to_ipv4_mapped().is_some()
-                && Ipv6Addr::from(e.flow.key.dst).to_ipv4_mapped().is_some();
-            if !msg.fits(v4) {
+            if msg.buf.len() + L7_TEMPLATE_SET_LEN > self.max_len {
                 let done = std::mem::replace(
                     &mut msg,
                     Message::start(export_time_s, self.domain, self.sequence, self.max_len),
                 );
                 out.push(done.finish());
             }
-            msg.record(e, v4);
+            msg.l7_templates();
+        }
+        for e in ended {
+            let v4 = Ipv6Addr::from(e.flow.key.src).to_ipv4_mapped().is_some()
+                && Ipv6Addr::from(e.flow.key.dst).to_ipv4_mapped().is_some();
+            let base = if v4 { RECORD_LEN_V4 } else { RECORD_LEN_V6 };
+            // Names cut so the record fits in a message of its own.
+            let names = e.flow.l7.as_deref().map(|l7| {
+                fit_names(
+                    [
+                        l7.http_host.as_deref(),
+                        l7.http_url.as_deref(),
+                        l7.dns_qname.as_deref(),
+                        l7.tls_sni.as_deref(),
+                    ],
+                    self.max_len - HEADER_LEN - SET_HEADER_LEN - base,
+                )
+            });
+            let template = match (v4, names.is_some()) {
+                (true, false) => TEMPLATE_V4,
+                (false, false) => TEMPLATE_V6,
+                (true, true) => TEMPLATE_V4_L7,
+                (false, true) => TEMPLATE_V6_L7,
+            };
+            let len = base + names.as_ref().map_or(0, varlen_size);
+            if !msg.fits(template, len) {
+                let done = std::mem::replace(
+                    &mut msg,
+                    Message::start(export_time_s, self.domain, self.sequence, self.max_len),
+                );
+                out.push(done.finish());
+            }
+            msg.record(e, v4, template, names.as_ref());
             self.sequence = self.sequence.wrapping_add(1);
         }
         out.push(msg.finish());
         out
     }
+}
+
+/// The names as the four variable-length fields will carry them: cut at
+/// a character boundary so all four, with their length bytes, take at most
+/// `room` bytes (an absent name is an empty field). The shortest take
+/// their room first, so only the longest are cut.
+fn fit_names(names: [Option<&str>; 4], room: usize) -> [&str; 4] {
+    let names = names.map(|n| n.unwrap_or(""));
+    let mut order = [0, 1, 2, 3];
+    order.sort_by_key(|&i| names[i].len());
+    // One length byte per field is always needed.
+    let mut left = room.saturating_sub(names.len());
+    let mut out = [""; 4];
+    for i in order {
+        let n = names[i];
+        // 255 bytes or more take two more length bytes.
+        let max = if left >= 255 + 2 {
+            (left - 2).min(usize::from(VARLEN) - 1)
+        } else {
+            left.min(254)
+        };
+        let mut cut = n.len().min(max);
+        while !n.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out[i] = &n[..cut];
+        left -= cut + if cut >= 255 { 2 } else { 0 };
+    }
+    out
+}
+
+/// Bytes the variable-length fields take, length bytes included.
+fn varlen_size(names: &[&str; 4]) -> usize {
+    names
+        .iter()
+        .map(|n| n.len() + if n.len() >= 255 { 3 } else { 1 })
+        .sum()
 }
 
 struct Message {
@@ -186,17 +295,43 @@ impl Message {
         self.set_len(start);
     }
 
-    fn fits(&self, v4: bool) -> bool {
-        let template = if v4 { TEMPLATE_V4 } else { TEMPLATE_V6 };
-        let mut need = if v4 { RECORD_LEN_V4 } else { RECORD_LEN_V6 };
+    /// The templates of records with names: the base fields, then
+    /// [`FIELDS_L7`], variable-length.
+    fn l7_templates(&mut self) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&SET_TEMPLATE.to_be_bytes());
+        self.buf.extend_from_slice(&0u16.to_be_bytes());
+        for (id, fields) in [(TEMPLATE_V4_L7, &FIELDS_V4), (TEMPLATE_V6_L7, &FIELDS_V6)] {
+            self.buf.extend_from_slice(&id.to_be_bytes());
+            self.buf
+                .extend_from_slice(&((fields.len() + FIELDS_L7.len()) as u16).to_be_bytes());
+            for (ie, len) in fields {
+                self.buf.extend_from_slice(&ie.to_be_bytes());
+                self.buf.extend_from_slice(&len.to_be_bytes());
+            }
+            for (ie, pen) in FIELDS_L7 {
+                let id = if pen == 0 { ie } else { ie | ENTERPRISE };
+                self.buf.extend_from_slice(&id.to_be_bytes());
+                self.buf.extend_from_slice(&VARLEN.to_be_bytes());
+                if pen != 0 {
+                    self.buf.extend_from_slice(&pen.to_be_bytes());
+                }
+            }
+        }
+        self.set_len(start);
+    }
+
+    /// Whether a record of `len` bytes of `template` fits; a message
+    /// without records or templates takes any (names are cut to fit one).
+    fn fits(&self, template: u16, len: usize) -> bool {
+        let mut need = len;
         if self.set.map(|s| s.0) != Some(template) {
             need += SET_HEADER_LEN;
         }
-        self.records == 0 || self.buf.len() + need <= self.max_len
+        (self.records == 0 && self.buf.len() == HEADER_LEN) || self.buf.len() + need <= self.max_len
     }
 
-    fn record(&mut self, e: &Ended, v4: bool) {
-        let template = if v4 { TEMPLATE_V4 } else { TEMPLATE_V6 };
+    fn record(&mut self, e: &Ended, v4: bool, template: u16, names: Option<&[&str; 4]>) {
         if self.set.map(|s| s.0) != Some(template) {
             self.close_set();
             self.set = Some((template, self.buf.len()));
@@ -241,6 +376,16 @@ impl Message {
         b.extend_from_slice(&out_if.to_be_bytes());
         b.extend_from_slice(&k.vlan.to_be_bytes());
         b.push(end_reason(e.reason));
+        for n in names.into_iter().flatten() {
+            // RFC 7011 §7: one length byte, or 255 and two.
+            if n.len() < 255 {
+                b.push(n.len() as u8);
+            } else {
+                b.push(255);
+                b.extend_from_slice(&(n.len() as u16).to_be_bytes());
+            }
+            b.extend_from_slice(n.as_bytes());
+        }
         self.records += 1;
     }
 
@@ -433,7 +578,12 @@ mod tests {
         // Template set, then a data set of template 256 with one 62-byte record.
         assert_eq!(u16_at(m, 16), 2);
         assert_eq!(usize::from(u16_at(m, 18)), TEMPLATE_SET_LEN);
-        let d = 16 + TEMPLATE_SET_LEN;
+        // The application-layer templates' set follows.
+        let t = 16 + TEMPLATE_SET_LEN;
+        assert_eq!(u16_at(m, t), 2);
+        assert_eq!(usize::from(u16_at(m, t + 2)), L7_TEMPLATE_SET_LEN);
+        assert_eq!(L7_TEMPLATE_SET_LEN, 196);
+        let d = t + L7_TEMPLATE_SET_LEN;
         assert_eq!(u16_at(m, d), TEMPLATE_V4);
         assert_eq!(usize::from(u16_at(m, d + 2)), 4 + RECORD_LEN_V4);
         assert_eq!(RECORD_LEN_V4, 62);
@@ -524,3 +674,7 @@ mod tests {
         assert_eq!(seq, 100);
     }
 }
+
+#[cfg(test)]
+#[path = "ipfix_l7_tests.rs"]
+mod l7_tests;

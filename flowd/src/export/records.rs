@@ -178,6 +178,15 @@ impl RecordSink {
         })
     }
 
+    /// Lines already encoded as JSON objects (without their newline).
+    pub fn write_encoded(&mut self, lines: &[String]) -> io::Result<()> {
+        self.write_with(lines.iter(), |l, buf| {
+            buf.extend_from_slice(l.as_bytes());
+            buf.push(b'\n');
+            Ok(())
+        })
+    }
+
     fn write_with<T>(
         &mut self,
         items: impl Iterator<Item = T>,

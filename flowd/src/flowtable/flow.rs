@@ -6,13 +6,15 @@ use flowd_common::{
     proto::{ip, tcp},
 };
 
+use super::FlowL7;
 use crate::{clock::TimeBase, connstate::Side};
 
 /// One unidirectional flow, cumulative since it was first seen.
 ///
 /// Per-packet counts other than `packets` are `u32`: the table ends the
 /// record (reason `active`) and starts a new one before a count would
-/// overflow, so every count stays exact. This keeps the flow at 136 bytes.
+/// overflow, so every count stays exact. This keeps the flow at 144 bytes
+/// (136 plus the pointer to its application-layer names, see [`FlowL7`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Flow {
     pub key: FlowKey,
@@ -27,9 +29,11 @@ pub struct Flow {
     pub rtt_srtt_ns: u64,
     /// Saturates at `u32::MAX` (more samples than that leave the RTT as is).
     pub rtt_samples: u32,
+    /// Application-layer names of its connection; `None` for most flows.
+    pub l7: Option<Box<FlowL7>>,
 }
 
-const _: () = assert!(size_of::<Flow>() == 136);
+const _: () = assert!(size_of::<Flow>() == 144);
 
 impl Flow {
     pub(super) fn new(key: FlowKey) -> Self {
@@ -59,13 +63,14 @@ impl Flow {
     }
 
     /// Starts a new record for a flow that goes on (active timeout); the
-    /// RTT history carries over.
+    /// RTT history and the connection's names carry over.
     pub(super) fn restart(&mut self, now_ns: u64) {
         *self = Self {
             first_ns: now_ns,
             last_ns: now_ns,
             rtt_min_ns: self.rtt_min_ns,
             rtt_srtt_ns: self.rtt_srtt_ns,
+            l7: self.l7.take(),
             ..Self::new(self.key)
         };
     }

@@ -6,7 +6,8 @@
 //!   hand flows to the scan detector, look flows up);
 //! - [`slab`]: where flows live (slab, index, timer wheel);
 //! - [`evict`]: which flows make room when the table is full;
-//! - [`pair`]: the two directions of a connection (originator, state).
+//! - [`pair`]: the two directions of a connection (originator, state);
+//! - [`l7`]: application-layer names on flows ([`FlowL7`]).
 
 use std::{
     cell::{Cell, RefCell},
@@ -20,10 +21,12 @@ use crate::clock::TimeBase;
 
 mod evict;
 mod flow;
+mod l7;
 mod pair;
 mod slab;
 
 pub use flow::{EndReason, Ended, Flow, TableConfig, TableStats};
+pub use l7::{Annotated, FlowL7};
 pub use pair::pair_conn_state;
 use pair::pair_is_originator;
 use slab::{DECIDED, JUDGED, LIVE, Link, NIL, QUEUED, WHEEL, bucket, tick};

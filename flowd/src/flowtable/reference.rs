@@ -64,6 +64,7 @@ fn new_flow(key: FlowKey, d: &FlowStats) -> Flow {
         rtt_min_ns: 0,
         rtt_srtt_ns: 0,
         rtt_samples: 0,
+        l7: None,
     };
     add(&mut f, d);
     f
@@ -306,6 +307,7 @@ impl RefTable {
                 rtt_min_ns: f.rtt_min_ns,
                 rtt_srtt_ns: f.rtt_srtt_ns,
                 rtt_samples: 0,
+                l7: f.l7.take(),
             };
             // States of restarted records depend on the order; not compared.
             self.end(ended, None, false, EndReason::Active);

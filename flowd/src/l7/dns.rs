@@ -24,7 +24,8 @@ pub struct DnsMsg {
     pub qname: Option<String>,
     pub qtype: Option<u16>,
     pub answers: Vec<String>,
-    /// Cut short: only the answers that fitted.
+    /// Answers dropped so that the rest parses: cut short (only the
+    /// answers that fitted) or malformed; the caller knows which.
     pub truncated: bool,
 }
 

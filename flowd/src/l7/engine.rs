@@ -85,6 +85,11 @@ impl Engine {
         &self.stats
     }
 
+    /// DNS ports besides 53 and 5353 (a reload changed them).
+    pub fn set_dns_ports(&mut self, ports: &[u16]) {
+        self.cfg.dns_ports = ports.to_vec();
+    }
+
     /// Requests waiting for a response.
     pub fn pending(&self) -> usize {
         self.pending.len()
@@ -149,8 +154,16 @@ impl Engine {
                 }
                 match dns::parse_message(&pkt.payload) {
                     Some(m) => {
+                        // Answers were dropped so the rest parses: cut by
+                        // the snap length, or (a whole datagram) malformed,
+                        // e.g. an answer name that loops. The header and
+                        // question still pair the response either way.
                         if m.truncated {
-                            self.stats.dns_truncated += 1;
+                            if pkt.truncated() {
+                                self.stats.dns_truncated += 1;
+                            } else {
+                                self.stats.dns_parse_errors += 1;
+                            }
                         }
                         self.handle(origin, Msg::Dns(m));
                     }
@@ -248,6 +261,14 @@ impl Engine {
                 Parsed::Done(msg, used) => {
                     if is_tcp {
                         self.reasm.parsed_up_to(stream_key(&origin.key), next_seq);
+                    }
+                    // A whole DNS message (its length prefix says so) whose
+                    // answers had to be dropped to parse is malformed, not
+                    // cut: as over UDP, a parse error that still pairs.
+                    if let Msg::Dns(m) = &msg
+                        && m.truncated
+                    {
+                        self.stats.dns_parse_errors += 1;
                     }
                     self.handle(origin, msg);
                     off += used.max(1);

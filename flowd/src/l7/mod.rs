@@ -30,8 +30,10 @@ pub mod engine;
 pub mod event;
 pub mod http;
 pub mod ja4;
+mod names;
 pub mod pair;
 pub mod reasm;
+pub mod recent;
 pub mod stats;
 pub mod tls;
 

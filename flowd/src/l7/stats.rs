@@ -24,9 +24,13 @@ pub struct L7Stats {
     /// ClientHellos cut by the snap length inside an extension other than
     /// padding: emitted with the fields captured, without JA4.
     pub tls_truncated: u64,
-    /// DNS messages that were not DNS (bad header, name, compression loop).
+    /// DNS messages that were not DNS (bad header, name, compression loop);
+    /// also whole responses whose answers do not parse (a looping answer
+    /// name, more answers announced than present): those still pair with
+    /// their query, with the answers before the bad one.
     pub dns_parse_errors: u64,
-    /// DNS responses cut short: the answers that fitted were kept.
+    /// DNS responses cut short (snap length, reassembly bound): the answers
+    /// that fitted were kept.
     pub dns_truncated: u64,
 
     /// TCP segments that repeat bytes already parsed (not new requests).

@@ -539,6 +539,64 @@ fn pipelined_requests_pair_in_order() {
 }
 
 #[test]
+fn a_malformed_whole_response_is_a_parse_error_a_cut_one_truncated() {
+    let k = key(ip::UDP, C, 5555, S, 53);
+    let mut e = Engine::new(L7Config::default());
+    let full = dns_msg(
+        1,
+        true,
+        "a.example",
+        1,
+        &[[192, 0, 2, 1], [192, 0, 2, 2]],
+        0,
+    );
+    // The second answer's name points at itself: the datagram is whole,
+    // so it is malformed; the first answer is kept and it pairs.
+    let mut looped = full.clone();
+    let second = full.len() - 16;
+    looped[second..second + 2].copy_from_slice(&[0xc0 | (second >> 8) as u8, second as u8]);
+    e.push(&udp_pkt(10, k, &dns_msg(1, false, "a.example", 1, &[], 0)));
+    e.push(&udp_pkt(20, reverse(k), &looped));
+    // The same response cut by the snap length: truncated.
+    e.push(&udp_pkt(30, k, &dns_msg(2, false, "a.example", 1, &[], 0)));
+    let mut cut_msg = full.clone();
+    cut_msg[1] = 2;
+    let mut cut = udp_pkt(40, reverse(k), &cut_msg[..full.len() - 3]);
+    cut.wire_payload_len = full.len() as u32;
+    e.push(&cut);
+    // Over TCP, a whole length-prefixed message with a looping answer.
+    let t = key(ip::TCP, C, 5556, S, 53);
+    let mut q = vec![0, 0];
+    q.extend(dns_msg(3, false, "a.example", 1, &[], 0));
+    q[1] = (q.len() - 2) as u8;
+    e.push(&tcp_pkt(50, t, 100, &q));
+    let mut r = vec![0, looped.len() as u8];
+    let mut l3 = looped.clone();
+    l3[1] = 3;
+    r.extend(&l3);
+    e.push(&tcp_pkt(60, reverse(t), 900, &r));
+    let evs = e.take_events();
+    let got: Vec<_> = evs
+        .iter()
+        .map(|ev| match &ev.detail {
+            Detail::Dns(d) => (d.id, d.rcode, d.answers.clone()),
+            _ => panic!("dns"),
+        })
+        .collect();
+    let one = vec!["192.0.2.1".to_owned()];
+    assert_eq!(
+        got,
+        [
+            (1, Some(0), one.clone()),
+            (2, Some(0), one.clone()),
+            (3, Some(0), one)
+        ]
+    );
+    let s = e.stats();
+    assert_eq!((s.dns_parse_errors, s.dns_truncated), (2, 1), "{s:?}");
+}
+
+#[test]
 fn dns_pairs_by_reversed_tuple_and_id_and_times_out() {
     let k = key(ip::UDP, C, 5555, S, 53);
     let mut e = Engine::new(L7Config::default());

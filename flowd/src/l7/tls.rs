@@ -123,6 +123,8 @@ pub fn parse_client_hello(p: &[u8], last: bool) -> Parsed<ClientHello> {
 
 /// The padding extension (RFC 7685): its body is zeros.
 const PADDING: u16 = 21;
+/// supported_versions (RFC 8446): a ServerHello's names the version chosen.
+const SUPPORTED_VERSIONS: u16 = 43;
 
 fn build(ch: &TlsClientHelloContents<'_>, raw_ext: &[u8], complete: bool) -> Option<ClientHello> {
     let ext_types = extension_spans(raw_ext)?.into_iter().map(|s| s.0).collect();
@@ -208,18 +210,23 @@ pub fn parse_server_hello(p: &[u8], last: bool) -> Parsed<ServerHello> {
     };
     let mut version = sh.version.0;
     if let Some(raw) = sh.ext {
-        match tls_parser::parse_tls_server_hello_extensions(raw) {
-            // As for the ClientHello: an extension left unparsed is an error.
-            Ok(([], exts)) => {
-                for e in exts {
-                    if let TlsExtension::SupportedVersions(v) = e
-                        && let Some(v) = v.first()
-                    {
-                        version = v.0;
-                    }
+        // Only supported_versions (its body: the selected version) is
+        // needed. tls-parser's ServerHello extension parser is not used:
+        // it rejects extensions servers legitimately send (NPN with the
+        // server's protocol list, which it accepts only empty, as in a
+        // ClientHello: Google's ServerHello in the repository's
+        // tls-conn-with-extensions.pcap), which would lose the version.
+        // The block must still be well formed.
+        let Some(spans) = extension_spans(raw) else {
+            return Parsed::Error;
+        };
+        for (t, at, end) in spans {
+            if t == SUPPORTED_VERSIONS {
+                match raw[at + 4..end] {
+                    [hi, lo] => version = u16::from_be_bytes([hi, lo]),
+                    _ => return Parsed::Error,
                 }
             }
-            _ => return Parsed::Error,
         }
     }
     Parsed::Done(

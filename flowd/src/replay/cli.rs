@@ -25,7 +25,8 @@ pub struct ReplayArgs {
     /// One row per connection (a flow and its reverse), with both directions' counters.
     #[arg(long)]
     pub bidirectional: bool,
-    /// Also write the Prometheus exposition (text format 0.0.4) of the replay to FILE.
+    /// Also write the Prometheus exposition (text format 0.0.4) of the replay
+    /// to FILE; with --l7-log, with the application layer's families.
     #[arg(long, value_name = "FILE")]
     pub metrics: Option<PathBuf>,
     /// Seconds of capture time without a packet before a flow's record ends.

@@ -36,6 +36,7 @@ use crate::{
 mod batch;
 mod cli;
 mod connections;
+mod l7_names;
 mod output;
 mod runner;
 #[cfg(test)]
@@ -193,6 +194,10 @@ pub struct Replay {
     /// With [`ReplayOptions::l7`]: the L7 engine's events (HTTP requests,
     /// DNS queries, TLS handshakes), in the order the engine emitted them.
     pub l7_events: Vec<crate::l7::L7Event>,
+    /// With [`ReplayOptions::l7`]: the L7 families (events by kind, DNS
+    /// rcodes, HTTP classes, TLS versions, latency, signals, the engine's
+    /// parse errors and drops) for [`Replay::metrics_text`].
+    pub l7_metrics: Option<crate::export::l7stats::L7Snapshot>,
 }
 
 impl Replay {
@@ -264,6 +269,7 @@ impl Replay {
             drains: self.drains,
             drained_entries: self.drained_entries,
             last_drain_entries: self.last_drain_entries,
+            l7_metrics: self.l7_metrics.clone(),
             ..Snapshot::default()
         };
         metrics::encode(snapshot, metrics::Format::Text004)

@@ -3,6 +3,7 @@
 //! and the exact totals checked at the end.
 
 use std::{
+    collections::HashMap,
     fs,
     io::{self, Write},
     path::Path,
@@ -18,7 +19,12 @@ use flowd_common::{
 
 use crate::{
     clock::TimeBase,
-    export::tcp::{TcpSignals, TcpSnapshot},
+    export::{
+        groups::{DEFAULT_PEER_UNMATCHED, PeerGroups, default_peer_groups},
+        l7signals::L7Signals,
+        l7stats::{L7Metrics, L7Snapshot},
+        tcp::{TcpSignals, TcpSnapshot},
+    },
     flowtable::{Ended, FlowTable},
     l7::{Engine, L7Config, L7Event},
     loader::{Datapath, LoadError, Programs, drain_l7_ring, l7_packet},
@@ -361,7 +367,7 @@ pub(super) fn replay_frames(
             r.test_runs.get(),
         );
     }
-    let replay = Replay {
+    let mut replay = Replay {
         tcp: TcpSnapshot::default(),
         suspects: Vec::new(),
         scan_flagged: 0,
@@ -380,31 +386,50 @@ pub(super) fn replay_frames(
         test_runs,
         elapsed: started.elapsed(),
         error,
-        l7_events: l7_events(&l7_samples, &opts.l7_dns_ports),
+        l7_events: Vec::new(),
+        l7_metrics: None,
     };
+    if opts.l7 {
+        let (events, metrics) = l7_replay(&l7_samples, &opts.l7_dns_ports, &replay.device);
+        replay.l7_events = events;
+        replay.l7_metrics = Some(metrics);
+    }
     Ok((replay, last_drain_ts))
 }
 
 /// The L7 engine's events for the samples of a replay, on the capture's
-/// clock (a sample's time is its frame's capture time).
-fn l7_events(samples: &[L7Sample], dns_ports: &[u16]) -> Vec<L7Event> {
-    if samples.is_empty() {
-        return Vec::new();
-    }
+/// clock (a sample's time is its frame's capture time), and the L7
+/// families as the live exporter has them: the events are counted (and
+/// the signals fed) a second of capture time at a time, as the daemon's
+/// drain does, and the engine's counters are taken after the flush.
+fn l7_replay(samples: &[L7Sample], dns_ports: &[u16], device: &str) -> (Vec<L7Event>, L7Snapshot) {
     let mut engine = Engine::new(L7Config {
         dns_ports: dns_ports.to_vec(),
         ..L7Config::default()
     });
+    let names = HashMap::from([(TEST_RUN_IFINDEX, device.to_owned())]);
+    let mut metrics = L7Metrics::new(
+        PeerGroups::new(&default_peer_groups(), DEFAULT_PEER_UNMATCHED),
+        L7Signals::default(),
+    );
+    let mut events = Vec::new();
     let mut last_poll = 0;
     for s in samples {
         engine.push(&l7_packet(s, s.ts_ns));
         if s.ts_ns.saturating_sub(last_poll) >= 1_000_000_000 {
             engine.poll(s.ts_ns);
             last_poll = s.ts_ns;
+            let got = engine.take_events();
+            metrics.observe(&got, &names, s.ts_ns);
+            events.extend(got);
         }
     }
     engine.flush();
-    engine.take_events()
+    let got = engine.take_events();
+    metrics.observe(&got, &names, samples.last().map_or(0, |s| s.ts_ns));
+    events.extend(got);
+    let snapshot = metrics.snapshot(engine.stats(), engine.pending(), engine.reassembling());
+    (events, snapshot)
 }
 
 /// Ends the replay's records and fills in its flows, once every drain has
@@ -427,6 +452,7 @@ pub(super) fn finish(
     }
     ended.extend(last);
     ended.sort_by(|a, b| (a.flow.first_ns, &a.flow.key).cmp(&(b.flow.first_ns, &b.flow.key)));
+    super::l7_names::annotate(&mut ended, &replay.l7_events);
     replay.tcp = tables.tcp.snapshot();
     replay.suspects = tables.scan.suspects();
     replay.scan_flagged = tables.scan.flagged_total();

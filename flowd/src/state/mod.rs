@@ -62,21 +62,30 @@ impl Default for DrainStats {
     }
 }
 
-/// The engine and the event log of a daemon with the L7 selection on
-/// (fed by `drain/l7.rs`).
+/// The L7 path of a daemon with `[l7] enabled` (fed by `drain/l7.rs`): the
+/// engine, the event log (if one is configured), the recent events of
+/// `/api/v1/l7` and the names-by-traffic counters.
 pub struct L7Live {
     pub engine: crate::l7::Engine,
-    pub sink: RecordSink,
+    pub sink: Option<RecordSink>,
+    /// The `[l7] log` the sink was opened for (a reload compares).
+    pub log: String,
+    pub recent: crate::l7::recent::RecentEvents,
+    /// Names by traffic, and events whose flow had left the table.
+    pub names: crate::export::metrics::l7_top::NameBytes,
 }
 
 impl L7Live {
-    pub fn new(dns_ports: &[u16], sink: RecordSink) -> Self {
+    pub fn new(settings: &crate::config_l7::L7Settings, sink: Option<RecordSink>) -> Self {
         Self {
             engine: crate::l7::Engine::new(crate::l7::L7Config {
-                dns_ports: dns_ports.to_vec(),
+                dns_ports: settings.dns_ports.clone(),
                 ..crate::l7::L7Config::default()
             }),
             sink,
+            log: settings.log.clone(),
+            recent: crate::l7::recent::RecentEvents::new(settings.recent_events),
+            names: Default::default(),
         }
     }
 }
@@ -105,7 +114,7 @@ pub struct Shared {
     pub http: Arc<crate::listen::ConnStats>,
     /// Configured interfaces without programs, as the last reconcile found.
     pub(crate) unattached: Mutex<Vec<String>>,
-    /// The L7 engine and event log, when `[l7] log` is set.
+    /// The L7 path, when `[l7] enabled`.
     pub(crate) l7: Mutex<Option<L7Live>>,
     /// The L7 events' metrics and security signals (fed by `drain/l7.rs`).
     pub(crate) l7_metrics: Mutex<crate::export::l7stats::L7Metrics>,

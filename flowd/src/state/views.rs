@@ -125,6 +125,9 @@ impl Shared {
         s.last_drain_entries = d.last_entries;
         s.drain_errors = d.errors;
         s.http = self.http.snapshot();
+        s.l7_names = lock(&self.l7)
+            .as_mut()
+            .map(|l| l.names.snapshot(s.groups.top_k));
         s.l7_metrics = lock(&self.l7).as_ref().map(|live| {
             let e = &live.engine;
             lock(&self.l7_metrics).snapshot(e.stats(), e.pending(), e.reassembling())

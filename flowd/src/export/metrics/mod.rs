@@ -55,6 +55,9 @@
 //!   `flowd_af_xdp_parse_failed_frames_total` `{device,queue}`,
 //!   `flowd_af_xdp_socket_dropped_frames_total{device,queue,reason}`,
 //!   `flowd_af_xdp_fill_ring_empty_total`, `flowd_af_xdp_mode{device,queue,mode}`.
+//! - Application-layer names by traffic (with the L7 path on, see
+//!   [`l7_top`]): `flowd_l7_name_bytes_total{kind,name}`, the K DNS query
+//!   names, HTTP hosts and TLS SNIs with the most bytes and `other`.
 //! - Scans: `flowd_scan_suspects`, `flowd_scan_suspects_flagged_total`.
 //! - The application layer, when the L7 selection is on ([`l7`]):
 //!   `flowd_l7_events_total{device,kind}`,
@@ -99,6 +102,7 @@ mod family;
 mod flows;
 mod health;
 mod l7;
+pub mod l7_top;
 mod scans;
 mod snapshot;
 mod tcp_signals;
@@ -156,6 +160,10 @@ fn families(s: &Snapshot) -> Vec<Family> {
     out.extend(flows::top_families(g, &plan));
     let room = g.series_budget.saturating_sub(series(&out) + SELF_SERIES);
     out.extend(flows::top_tcp_families(g, &plan, &s.top_tcp, room));
+    if let Some(names) = &s.l7_names {
+        let room = g.series_budget.saturating_sub(series(&out) + SELF_SERIES);
+        out.extend(l7_top::families(names, room));
+    }
     let n = series(&out) + SELF_SERIES;
     out.extend(health::self_families(
         g.series_budget,

@@ -60,6 +60,8 @@ pub struct Snapshot {
     pub top_tcp: Vec<Option<TopTcp>>,
     /// The HTTP server's connections.
     pub http: HttpSnapshot,
+    /// Application-layer names by traffic, with the L7 path on.
+    pub l7_names: Option<super::l7_top::NamesSnapshot>,
     /// The application layer's counts and signals, when the L7 selection is on.
     pub l7_metrics: Option<crate::export::l7stats::L7Snapshot>,
     /// AF_XDP capture, per device and RX queue (empty: none).

@@ -675,6 +675,26 @@ fn golden_snapshot() -> Snapshot {
         written: 4_860,
         dropped: [140, 2],
     });
+    let mut names = l7_top::NameBytes::default();
+    let _ = names.snapshot(s.groups.top_k);
+    for (dns, host, sni, bytes) in [
+        (Some("example.test"), None, None, 420),
+        (None, Some("www.example.test:8080"), None, 9_000),
+        (None, None, Some("api.example.test"), 12_345),
+        (Some("a\"quote.test"), None, None, 7),
+    ] {
+        names.add(
+            &crate::flowtable::FlowL7 {
+                http_host: host.map(Into::into),
+                http_url: host.map(|_| "/".into()),
+                dns_qname: dns.map(Into::into),
+                tls_sni: sni.map(Into::into),
+            },
+            bytes,
+        );
+    }
+    names.without_flow = 3;
+    s.l7_names = Some(names.snapshot(s.groups.top_k));
     s.l7_metrics = Some(golden_l7());
     s
 }

@@ -104,7 +104,33 @@ struct Running {
     out: mpsc::Receiver<String>,
 }
 
+/// Running packet sockets bound to `ifc` in namespace `ns`: the lines of
+/// the namespace's /proc/net/packet (`sk RefCnt Type Proto Iface R ...`)
+/// with that ifindex and R = 1.
+fn packet_sockets(ns: &str, ifc: &str) -> anyhow::Result<usize> {
+    let run = |args: &[&str]| -> anyhow::Result<String> {
+        let out = Command::new("ip").args(args).output()?;
+        ensure!(out.status.success(), "ip {args:?}: {out:?}");
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    // `ip -o link show dev IF`: "INDEX: IF: ...".
+    let link = run(&["-n", ns, "-o", "link", "show", "dev", ifc])?;
+    let index = link.split(':').next().unwrap_or("").trim().to_owned();
+    let table = run(&["netns", "exec", ns, "cat", "/proc/net/packet"])?;
+    Ok(table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(4) == Some(&index.as_str()) && f.get(5) == Some(&"1")
+        })
+        .count())
+}
+
 fn start(tool: Tool, pair: &Pair, script: &Script) -> anyhow::Result<Running> {
+    // The interface's packet sockets before the tool: its own shows that
+    // its capture is live.
+    let sockets_before = packet_sockets(&pair.b.name, &pair.if_b)?;
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &pair.b.name]);
     match tool {
@@ -155,9 +181,18 @@ fn start(tool: Tool, pair: &Pair, script: &Script) -> anyhow::Result<Running> {
     ready_rx
         .recv_timeout(Duration::from_secs(30))
         .with_context(|| format!("{tool:?} did not start capturing within 30 s"))?;
-    // tshark says "Capturing on" when dumpcap has opened the interface;
-    // give both a moment to settle.
-    thread::sleep(Duration::from_millis(300));
+    // dumpcap says "Capturing on" before it opens the interface (a run of
+    // the L7 tests lost its first 30 frames to that): wait until the
+    // tool's packet socket is bound to the interface and running.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while packet_sockets(&pair.b.name, &pair.if_b)? <= sockets_before {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "{tool:?} said it was capturing, but no packet socket of {} was running after 30 s",
+            pair.if_b
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
     Ok(Running {
         proc,
         tool,
