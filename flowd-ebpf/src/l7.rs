@@ -235,8 +235,15 @@ pub extern "C" fn flowd_l7_select_xdp(
     totals: *mut IfaceCounters,
 ) -> i32 {
     let c = XdpContext::new(ctx);
-    let ts_ns = crate::replay_meta(&c).map_or(0, |m| m.ts_ns);
-    select(&c, key, info, v, ts_ns, totals);
+    // A live frame user space holds (an AF_XDP worker's, run through the
+    // replay driver: replay metadata with timestamp 0) is not budgeted:
+    // the budget bounds the copies a CPU makes in the packet path, and
+    // this run is the worker's own work, on a mirror port where every
+    // payload is wanted (`flowd::afxdp`). The ring's room (`ring_full`)
+    // still bounds it. A capture's frames (`flowd replay`, timestamp != 0)
+    // and in-kernel frames are budgeted.
+    let (ts_ns, budgeted) = crate::replay_meta(&c).map_or((0, true), |m| (m.ts_ns, m.ts_ns != 0));
+    select(&c, key, info, v, ts_ns, budgeted, totals);
     0
 }
 
@@ -250,7 +257,7 @@ pub extern "C" fn flowd_l7_select_tc(
     v: *mut FlowStats,
     totals: *mut IfaceCounters,
 ) -> i32 {
-    select(&TcContext::new(ctx), key, info, v, 0, totals);
+    select(&TcContext::new(ctx), key, info, v, 0, true, totals);
     0
 }
 
@@ -261,6 +268,7 @@ fn select<P: Payload>(
     info: *const L4Info,
     v: *mut FlowStats,
     ts_ns: u64,
+    budgeted: bool,
     totals: *mut IfaceCounters,
 ) {
     if key.is_null() || info.is_null() || totals.is_null() {
@@ -356,15 +364,17 @@ fn select<P: Payload>(
         // SAFETY: a helper without arguments.
         unsafe { bpf_ktime_get_ns() }
     };
-    if t.wrapping_sub(budget.window_ns) >= 1_000_000_000 {
-        budget.window_ns = t;
-        budget.used = 0;
+    if budgeted {
+        if t.wrapping_sub(budget.window_ns) >= 1_000_000_000 {
+            budget.window_ns = t;
+            budget.used = 0;
+        }
+        if budget.used >= ctl.budget_per_s as u64 {
+            totals.c[counter::L7_BUDGET] += 1;
+            return;
+        }
+        budget.used += 1;
     }
-    if budget.used >= ctl.budget_per_s as u64 {
-        totals.c[counter::L7_BUDGET] += 1;
-        return;
-    }
-    budget.used += 1;
 
     let avail = p.avail().saturating_sub(off);
     let mut n = wire.min(avail).min(ctl.snap_len);

@@ -177,6 +177,35 @@ fn budget_counts_exactly() {
     assert_eq!(l7_counts(&h.ingress()), [0, 3, 0]);
 }
 
+/// An AF_XDP worker's frames (replay metadata with timestamp 0: live,
+/// held by user space) are not limited by the per-CPU copy budget.
+#[test]
+fn afxdp_frames_are_not_budgeted() {
+    pin_cpu();
+    let mut h = Harness::new(64);
+    l7_on(&mut h, 2, 0);
+    for i in 0..5 {
+        run(&h, &seg(i * 100, b"GET / HTTP/1.1\r\n\r\n"), 0);
+    }
+    let s = samples(&mut h);
+    assert_eq!(s.len(), 5);
+    assert!(
+        s.iter().all(|s| s.ts_ns != 0),
+        "the kernel clock stamps them"
+    );
+    assert_eq!(l7_counts(&h.ingress()), [0, 0, 0]);
+    // The budget still holds for a capture's frames on the same CPU.
+    for i in 0..5 {
+        run(
+            &h,
+            &seg(1_000 + i * 100, b"GET / HTTP/1.1\r\n\r\n"),
+            1_000 + u64::from(i),
+        );
+    }
+    assert_eq!(samples(&mut h).len(), 2);
+    assert_eq!(l7_counts(&h.ingress()), [0, 3, 0]);
+}
+
 #[test]
 fn ring_full_counts_exactly() {
     pin_cpu();

@@ -2,6 +2,7 @@
 //! They need root (CAP_SYS_ADMIN for namespaces, CAP_BPF for flowd).
 
 mod afxdp;
+mod afxdp_l7;
 mod auth;
 mod basic;
 mod cli;

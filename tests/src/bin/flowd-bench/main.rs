@@ -28,7 +28,7 @@
 //!    L7 selection off and on, for packets it does not take and for those
 //!    it copies; the live veth rate of HTTP frames.
 //! 10. Application layer, user space: the L7 engine's events/s; `flowd
-//!    replay --l7-log` against tshark's fields.
+//!     replay --l7-log` against tshark's fields.
 //! 11. AF_XDP capture: the daemon with `--af-xdp` on the veth's receiving
 //!     end at rising paced rates: counted, parsed and lost frames per rate.
 //!
