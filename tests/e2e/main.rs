@@ -7,6 +7,7 @@ mod basic;
 mod cli;
 mod congestion;
 mod dashboard;
+mod drops;
 mod deploy;
 mod flows;
 mod flows_api;

@@ -98,6 +98,7 @@
 //!   (the same, summed over scrapes).
 
 mod afxdp;
+mod drops;
 mod family;
 mod flows;
 mod health;
@@ -116,6 +117,7 @@ use prometheus_client::{
 
 pub use self::{
     afxdp::AfXdpQueueSnapshot,
+    drops::{KernelDropSnapshot, KernelDrops},
     snapshot::{HttpSnapshot, IfaceSnapshot, Snapshot, TopTcp},
 };
 use self::{
@@ -132,6 +134,7 @@ fn fixed_families(s: &Snapshot) -> Vec<Family> {
     traffic::interfaces(s, &mut out);
     health::attached(s, &mut out);
     afxdp::families(s, &mut out);
+    drops::families(s, &mut out);
     flows::active(s, &mut out);
     scans::families(s, &mut out);
     health::ipfix(s, &mut out);

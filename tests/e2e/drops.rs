@@ -1,0 +1,142 @@
+//! Kernel drop reasons (issue 14): the `kfree_skb` tracer counts the drops
+//! on a monitored interface by the kernel's reason, exactly, and never
+//! counts another namespace's interface that has the same ifindex.
+
+use std::{net::SocketAddr, thread, time::Duration};
+
+use flowd_tests::{Flowd, Link, Netns, metric, send_udp, wait};
+
+const DROPS: &str = "flowd_kernel_drops_total";
+const DROP_BYTES: &str = "flowd_kernel_drop_bytes_total";
+
+/// The interface's ifindex inside its namespace (`ip -o link show`).
+fn ifindex(ns: &Netns, ifc: &str) -> u32 {
+    let out = ns.exec(&["ip", "-o", "link", "show", "dev", ifc]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split(':')
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no ifindex in `{text}`"))
+}
+
+/// An nftables table in `ns` that drops UDP to `port` on input.
+fn nft_drop_udp_port(ns: &Netns, port: u16) {
+    let rules = format!(
+        "table inet flowd_drops_test {{ chain input {{ type filter hook input priority 0; udp dport {port} counter drop; }} }}"
+    );
+    ns.exec(&["nft", &rules]);
+}
+
+/// Packets the rule of [`nft_drop_udp_port`] in `ns` has dropped (its counter).
+fn nft_dropped(ns: &Netns) -> u64 {
+    let out = ns.exec(&["nft", "list", "table", "inet", "flowd_drops_test"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_once("counter packets ")
+        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no counter in `{text}`"))
+}
+
+/// Waits until `reason`'s count on `device` reaches `want`, lets late
+/// events arrive, and returns (packets, bytes) of a final scrape.
+fn settled_drops(link: &Link, flowd: &Flowd, reason: &str, want: u64) -> (f64, f64, String) {
+    let labels = [("device", link.if_b.as_str()), ("reason", reason)];
+    wait::metric_reaches(&link.b, flowd, DROPS, &labels, want as f64);
+    thread::sleep(Duration::from_millis(300));
+    let text = wait::scrape(&link.b, flowd);
+    let packets = metric(&text, DROPS, &labels).unwrap_or(-1.0);
+    let bytes = metric(&text, DROP_BYTES, &labels).unwrap_or(-1.0);
+    (packets, bytes, text)
+}
+
+/// N datagrams to a UDP port an nftables rule drops -> `netfilter_drop` N,
+/// with `skb->len` at the input hook (IPv4 + UDP + payload) each. The same
+/// rule in another namespace whose interface has the same ifindex drops M
+/// more, which the monitored interface must not be charged with.
+#[test]
+fn netfilter_drops_exactly_and_not_another_namespaces_same_ifindex() {
+    const N: usize = 40;
+    const M: usize = 25;
+    const PAYLOAD: usize = 100;
+    const PORT: u16 = 9101;
+
+    let link = Link::new();
+    let other = Link::new();
+    let (idx, other_idx) = (
+        ifindex(&link.b, &link.if_b),
+        ifindex(&other.b, &other.if_b),
+    );
+    assert_eq!(
+        idx, other_idx,
+        "the test needs the two receiving interfaces to share an ifindex"
+    );
+    nft_drop_udp_port(&link.b, PORT);
+    nft_drop_udp_port(&other.b, PORT);
+    let mut flowd = Flowd::start(
+        &link.b,
+        &["--iface", &link.if_b, "--drain-interval-ms", "100"],
+    );
+
+    // The other namespace first: if it were attributed, the count below
+    // would be N + M.
+    let dst: SocketAddr = format!("{}:{PORT}", other.ip_b).parse().unwrap();
+    let src: SocketAddr = format!("{}:40001", other.ip_a).parse().unwrap();
+    send_udp(&other.a, src, dst, M, PAYLOAD);
+    let dst: SocketAddr = format!("{}:{PORT}", link.ip_b).parse().unwrap();
+    let src: SocketAddr = format!("{}:40001", link.ip_a).parse().unwrap();
+    send_udp(&link.a, src, dst, N, PAYLOAD);
+
+    let (packets, bytes, text) = settled_drops(&link, &flowd, "netfilter_drop", N as u64);
+    assert_eq!(packets, N as f64, "{text}");
+    assert_eq!(bytes, (N * (20 + 8 + PAYLOAD)) as f64, "{text}");
+    // The kernel's own count agrees, and the other namespace's drops
+    // really happened (so attributing them would show).
+    assert_eq!(nft_dropped(&link.b), N as u64);
+    assert_eq!(nft_dropped(&other.b), M as u64);
+    assert_eq!(flowd.stop(), Some(0), "log:\n{}", flowd.log_text());
+}
+
+/// N datagrams to a UDP port without a socket -> `no_socket` N, with
+/// `skb->len` at the UDP layer (UDP header + payload) each.
+#[test]
+fn udp_to_a_closed_port_counts_no_socket_exactly() {
+    const N: usize = 30;
+    const PAYLOAD: usize = 64;
+
+    let link = Link::new();
+    let mut flowd = Flowd::start(
+        &link.b,
+        &["--iface", &link.if_b, "--drain-interval-ms", "100"],
+    );
+    let dst: SocketAddr = format!("{}:9102", link.ip_b).parse().unwrap();
+    let src: SocketAddr = format!("{}:40002", link.ip_a).parse().unwrap();
+    send_udp(&link.a, src, dst, N, PAYLOAD);
+
+    let (packets, bytes, text) = settled_drops(&link, &flowd, "no_socket", N as u64);
+    assert_eq!(packets, N as f64, "{text}");
+    assert_eq!(bytes, (N * (8 + PAYLOAD)) as f64, "{text}");
+    assert_eq!(flowd.stop(), Some(0), "log:\n{}", flowd.log_text());
+}
+
+/// `[drops] enabled = false`: no tracer, no families.
+#[test]
+fn drops_off_has_no_families() {
+    let link = Link::new();
+    let dir = flowd_tests::TempDir::new("drops-off");
+    let cfg = dir.path().join("flowd.toml");
+    std::fs::write(&cfg, "[drops]\nenabled = false\n").unwrap();
+    let mut flowd = Flowd::start(
+        &link.b,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--iface",
+            &link.if_b,
+            "--drain-interval-ms",
+            "100",
+        ],
+    );
+    let text = wait::scrape(&link.b, &flowd);
+    assert!(text.contains("flowd_receive_packets_total"), "{text}");
+    assert!(!text.contains("flowd_kernel_drop"), "{text}");
+    assert_eq!(flowd.stop(), Some(0), "log:\n{}", flowd.log_text());
+}
