@@ -21,10 +21,14 @@ fn ifindex(ns: &Netns, ifc: &str) -> u32 {
 
 /// An nftables table in `ns` that drops UDP to `port` on input.
 fn nft_drop_udp_port(ns: &Netns, port: u16) {
-    let rules = format!(
-        "table inet flowd_drops_test {{ chain input {{ type filter hook input priority 0; udp dport {port} counter drop; }} }}"
-    );
-    ns.exec(&["nft", &rules]);
+    let t = "flowd_drops_test";
+    ns.exec(&["nft", "add", "table", "inet", t]);
+    ns.exec(&[
+        "nft",
+        "add chain inet flowd_drops_test input { type filter hook input priority 0 ; }",
+    ]);
+    let rule = format!("udp dport {port} counter drop");
+    ns.exec(&["nft", "add", "rule", "inet", t, "input", &rule]);
 }
 
 /// Packets the rule of [`nft_drop_udp_port`] in `ns` has dropped (its counter).

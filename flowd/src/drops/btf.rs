@@ -275,7 +275,7 @@ mod tests {
     fn blob(types: &[(&str, u32, u32, &[u32])], extra_names: &[&str]) -> (Vec<u8>, Vec<u32>) {
         let mut strings = vec![0u8];
         let mut offs = Vec::new();
-        let mut add = |s: &str, strings: &mut Vec<u8>| {
+        let add = |s: &str, strings: &mut Vec<u8>| {
             if s.is_empty() {
                 return 0;
             }

@@ -131,7 +131,7 @@ pub struct Datapath {
     /// The programs' log (must outlive them).
     kernel_log: Option<kernel_log::KernelLog>,
     /// The `kfree_skb` tracer, once `start_drops` attached it.
-    drops: Option<drops::DropTracer>,
+    drops: Option<DropTracer>,
 }
 
 impl std::fmt::Debug for Datapath {
