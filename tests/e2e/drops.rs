@@ -65,10 +65,7 @@ fn netfilter_drops_exactly_and_not_another_namespaces_same_ifindex() {
 
     let link = Link::new();
     let other = Link::new();
-    let (idx, other_idx) = (
-        ifindex(&link.b, &link.if_b),
-        ifindex(&other.b, &other.if_b),
-    );
+    let (idx, other_idx) = (ifindex(&link.b, &link.if_b), ifindex(&other.b, &other.if_b));
     assert_eq!(
         idx, other_idx,
         "the test needs the two receiving interfaces to share an ifindex"

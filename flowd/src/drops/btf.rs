@@ -93,7 +93,11 @@ impl Btf {
             return Err(bad("not little-endian BTF (magic 0xeb9f expected)"));
         }
         let hdr_len = u32_at(4).ok_or_else(|| bad("short header"))? as usize;
-        let field = |o| u32_at(o).map(|v| v as usize).ok_or_else(|| bad("short header"));
+        let field = |o| {
+            u32_at(o)
+                .map(|v| v as usize)
+                .ok_or_else(|| bad("short header"))
+        };
         let (type_off, type_len) = (field(8)?, field(12)?);
         let (str_off, str_len) = (field(16)?, field(20)?);
         let section = |off: usize, len: usize, what: &str| {
@@ -163,9 +167,14 @@ impl Btf {
                 }
                 KIND_FUNC_PROTO => o += 8 * vlen,
                 KIND_DATASEC => o += 12 * vlen,
-                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST
-                | KIND_RESTRICT | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => {}
-                k => return Err(bad(&format!("unknown type kind {k} (type {})", types.len()))),
+                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
+                | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => {}
+                k => {
+                    return Err(bad(&format!(
+                        "unknown type kind {k} (type {})",
+                        types.len()
+                    )));
+                }
             }
             types.push(t);
         }
@@ -219,7 +228,7 @@ impl Btf {
             bits += off;
             id = member;
         }
-        if bits % 8 != 0 {
+        if !bits.is_multiple_of(8) {
             return Err(no_member());
         }
         Ok(bits / 8)
@@ -297,7 +306,13 @@ mod tests {
         let mut d = Vec::new();
         d.extend_from_slice(&MAGIC.to_le_bytes());
         d.extend_from_slice(&[1, 0]);
-        for w in [24u32, 0, tsec.len() as u32, tsec.len() as u32, strings.len() as u32] {
+        for w in [
+            24u32,
+            0,
+            tsec.len() as u32,
+            tsec.len() as u32,
+            strings.len() as u32,
+        ] {
             d.extend_from_slice(&w.to_le_bytes());
         }
         d.extend_from_slice(&tsec);

@@ -40,10 +40,7 @@ impl Reasons {
         Ok(Self {
             consumed: find("SKB_CONSUMED")?,
             not_dropped_yet: find("SKB_NOT_DROPPED_YET")?,
-            names: values
-                .iter()
-                .map(|(&v, n)| (v as u32, label(n)))
-                .collect(),
+            names: values.iter().map(|(&v, n)| (v as u32, label(n))).collect(),
         })
     }
 

@@ -89,7 +89,9 @@ impl Datapath {
             return Ok(());
         }
         let netns = own_netns().map_err(|e| {
-            LoadError::Drops(format!("reading /proc/self/ns/net (the namespace inode): {e}"))
+            LoadError::Drops(format!(
+                "reading /proc/self/ns/net (the namespace inode): {e}"
+            ))
         })?;
         let mut map: BpfHashMap<&mut MapData, DropIface, u32> =
             typed_map(&mut self.ebpf, maps::DROP_IFACES)?;

@@ -68,7 +68,10 @@ mod tests {
     #[test]
     fn kernel_drop_families_per_device_and_reason() {
         let none = encode(Snapshot::default(), Format::Text004);
-        assert!(!none.contains("flowd_kernel_drop"), "tracer off, no families");
+        assert!(
+            !none.contains("flowd_kernel_drop"),
+            "tracer off, no families"
+        );
         let s = Snapshot {
             kernel_drops: Some(KernelDrops {
                 by_reason: vec![KernelDropSnapshot {
