@@ -141,3 +141,67 @@ fn drops_off_has_no_families() {
     assert!(!text.contains("flowd_kernel_drop"), "{text}");
     assert_eq!(flowd.stop(), Some(0), "log:\n{}", flowd.log_text());
 }
+
+/// The receiving namespace's `Udp: RcvbufErrors` (`/proc/net/snmp`).
+fn udp_rcvbuf_errors(ns: &Netns) -> u64 {
+    let out = ns.exec(&["cat", "/proc/net/snmp"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp: "));
+    let (names, values) = (udp.next().unwrap(), udp.next().unwrap());
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "RcvbufErrors")
+        .unwrap_or_else(|| panic!("no RcvbufErrors in `{names}`"));
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
+}
+
+/// A UDP socket with the smallest receive buffer, never read: what does
+/// not fit is dropped with `socket_rcvbuff`, exactly as many as the
+/// kernel's own `UdpRcvbufErrors` grew by, with `skb->len` = the payload
+/// (the UDP header is pulled before the socket's queue) each.
+#[test]
+fn a_full_socket_buffer_counts_socket_rcvbuff_as_the_kernel_does() {
+    use std::os::fd::AsRawFd;
+    const N: usize = 200;
+    const PAYLOAD: usize = 100;
+
+    let link = Link::new();
+    let mut flowd = Flowd::start(
+        &link.b,
+        &["--iface", &link.if_b, "--drain-interval-ms", "100"],
+    );
+    let dst: SocketAddr = format!("{}:9103", link.ip_b).parse().unwrap();
+    let rx = link.b.run(move || {
+        let s = std::net::UdpSocket::bind(dst).unwrap();
+        let one: libc::c_int = 1;
+        // SAFETY: a valid socket and an int option of the right size; the
+        // kernel raises it to its minimum (SOCK_MIN_RCVBUF).
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&raw const one).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_RCVBUF");
+        s
+    });
+    let before = udp_rcvbuf_errors(&link.b);
+    let src: SocketAddr = format!("{}:40003", link.ip_a).parse().unwrap();
+    send_udp(&link.a, src, dst, N, PAYLOAD);
+    let dropped = wait::settled("UdpRcvbufErrors", Duration::from_millis(300), || {
+        udp_rcvbuf_errors(&link.b)
+    }) - before;
+    assert!(
+        dropped > 0 && dropped < N as u64,
+        "the buffer should hold a few and drop the rest: {dropped}"
+    );
+
+    let (packets, bytes, text) = settled_drops(&link, &flowd, "socket_rcvbuff", dropped);
+    assert_eq!(packets, dropped as f64, "{text}");
+    assert_eq!(bytes, (dropped as usize * PAYLOAD) as f64, "{text}");
+    drop(rx);
+    assert_eq!(flowd.stop(), Some(0), "log:\n{}", flowd.log_text());
+}
