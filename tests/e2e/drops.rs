@@ -205,3 +205,80 @@ fn a_full_socket_buffer_counts_socket_rcvbuff_as_the_kernel_does() {
     drop(rx);
     assert_eq!(flowd.stop(), Some(0), "log:\n{}", flowd.log_text());
 }
+
+/// A monitored interface goes away and an interface flowd does not
+/// monitor comes up in the same namespace with the same ifindex: its drops
+/// are not charged to the old one.
+#[test]
+fn a_new_unmonitored_interface_with_a_gone_ones_ifindex_is_not_attributed() {
+    const N: usize = 20;
+    const M: usize = 15;
+    const PAYLOAD: usize = 50;
+    const PORT: u16 = 9104;
+
+    let link = Link::new();
+    let idx = ifindex(&link.b, &link.if_b);
+    nft_drop_udp_port(&link.b, PORT);
+    let mut flowd = Flowd::start(
+        &link.b,
+        &["--iface", &link.if_b, "--drain-interval-ms", "100"],
+    );
+    let dst: SocketAddr = format!("{}:{PORT}", link.ip_b).parse().unwrap();
+    let src: SocketAddr = format!("{}:40004", link.ip_a).parse().unwrap();
+    send_udp(&link.a, src, dst, N, PAYLOAD);
+    let (packets, _, text) = settled_drops(&link, &flowd, "netfilter_drop", N as u64);
+    assert_eq!(packets, N as f64, "{text}");
+
+    link.delete_pair();
+    wait::log_contains("interface gone", || flowd.log_text());
+    // Another pair, its namespace-b end given the old ifindex.
+    let tag = flowd_tests::unique_tag();
+    let (new_a, new_b) = (format!("ga{tag}"), format!("gb{tag}"));
+    let idx_s = idx.to_string();
+    link.b.exec(&[
+        "ip",
+        "link",
+        "add",
+        &new_b,
+        "index",
+        &idx_s,
+        "address",
+        &link.mac_b,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &new_a,
+        "netns",
+        &link.a.name,
+        "address",
+        &link.mac_a,
+    ]);
+    for (ns, ifc, ip, peer_ip, peer_mac) in [
+        (&link.a, &new_a, &link.ip_a, &link.ip_b, &link.mac_b),
+        (&link.b, &new_b, &link.ip_b, &link.ip_a, &link.mac_a),
+    ] {
+        ns.exec(&["ip", "addr", "add", &format!("{ip}/30"), "dev", ifc]);
+        ns.exec(&["ip", "link", "set", ifc, "up"]);
+        ns.exec(&[
+            "ip",
+            "neigh",
+            "replace",
+            peer_ip,
+            "lladdr",
+            peer_mac,
+            "dev",
+            ifc,
+            "nud",
+            "permanent",
+        ]);
+    }
+    assert_eq!(ifindex(&link.b, &new_b), idx, "the new interface's ifindex");
+    send_udp(&link.a, src, dst, M, PAYLOAD);
+    wait::reaches("nft drops", (N + M) as u64, || nft_dropped(&link.b));
+    thread::sleep(Duration::from_millis(300));
+    let text = wait::scrape(&link.b, &flowd);
+    let labels = [("device", link.if_b.as_str()), ("reason", "netfilter_drop")];
+    assert_eq!(metric(&text, DROPS, &labels), Some(N as f64), "{text}");
+    assert_eq!(flowd.stop(), Some(0), "log:\n{}", flowd.log_text());
+}

@@ -102,6 +102,21 @@ impl Datapath {
             })
     }
 
+    /// Stops attributing drops on `ifindex` of this namespace (detached or
+    /// gone: a later interface with the same ifindex is not ours).
+    pub(super) fn unset_drop_iface(&mut self, ifindex: u32) {
+        if self.drops.is_none() {
+            return;
+        }
+        let Ok(netns) = own_netns() else { return };
+        if let Ok(mut map) =
+            typed_map::<BpfHashMap<&mut MapData, DropIface, u32>>(&mut self.ebpf, maps::DROP_IFACES)
+        {
+            // Absent already is fine.
+            let _ = map.remove(&DropIface { netns, ifindex });
+        }
+    }
+
     /// Every (slot, reason) counted so far, summed over CPUs, and the drops
     /// that found the count map full (packets, bytes).
     pub fn drop_totals(&self) -> Result<(Vec<DropTotal>, DropCounts), LoadError> {
