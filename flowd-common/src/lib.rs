@@ -116,6 +116,10 @@ const _: () = assert!(TCP_SEQ_CAPACITY.is_power_of_two());
 
 /// `Control::flags`: measure RTT (handshakes and TCP timestamps).
 pub const FLAG_RTT: u32 = 1;
+/// `Control::flags`: the L7 selection is on (`L7_CONTROL` has a snap
+/// length). Off, the programs neither call the selection nor read
+/// `L7_CONTROL`: the existing-flow path stays as it was without it.
+pub const FLAG_L7: u32 = 2;
 
 pub use proto::{DIR_EGRESS, DIR_INGRESS};
 
@@ -416,7 +420,11 @@ pub struct Control {
     pub jiffy_base_ns: u64,
     /// Which `TCP_SEQ_*` array the programs read: 0 or 1.
     pub seq_gen: u32,
-    pub _pad: u32,
+    /// With `FLAG_L7`: the DNS ports of `L7Control::dns_ports` besides 53
+    /// and 5353 ([`l7::extra_dns_ports`]; unused slots repeat 53), so the
+    /// programs' pre-check compares ports exactly without an `L7_CONTROL`
+    /// lookup.
+    pub l7_dns_ports: [u16; 2],
 }
 const _: () = assert!(size_of::<Control>() == 32);
 

@@ -19,6 +19,8 @@ use core::mem::size_of;
 
 /// Metadata a replay hands the XDP program in front of the frame (the XDP
 /// metadata area): the frame's original length and its capture timestamp.
+/// Timestamp 0: a live frame user space holds (an AF_XDP worker's): the
+/// kernel clock stamps it and the L7 copy budget does not apply.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReplayMeta {

@@ -12,13 +12,13 @@ use aya_ebpf::{
     maps::HashMap,
 };
 use flowd_common::{
-    DIR_EGRESS, FLAG_RTT, FlowKey, FlowStats, IfaceCounters, RTT_HANDSHAKE, RTT_RECENT_SLOTS,
-    RTT_TIMESTAMP, RttKey, RttSample, SEQ_TAG_VALID, SEQ_WAYS, SLOT_ARRAY_LEN, SeqSlot, counter,
-    key_word, proto::tcp, seq_bucket, seq_hash, seq_tag, totals_index,
+    DIR_EGRESS, FLAG_L7, FLAG_RTT, FlowKey, FlowStats, IfaceCounters, RTT_HANDSHAKE,
+    RTT_RECENT_SLOTS, RTT_TIMESTAMP, RttKey, RttSample, SEQ_TAG_VALID, SEQ_WAYS, SLOT_ARRAY_LEN,
+    SeqSlot, counter, key_word, proto::tcp, seq_bucket, seq_hash, seq_tag, totals_index,
 };
 
 use crate::{
-    l7::Payload,
+    l7::{self, Payload},
     maps::{
         CONTROL, FLOWS_0, FLOWS_1, GEN_INSERTS, IFACE_SLOTS, IFACE_SLOTS_BIG, RTT_EVENTS,
         RTT_PENDING, RTT_RECENT, TCP_SEQ_0, TCP_SEQ_1, TOTALS,
@@ -129,6 +129,7 @@ pub(crate) fn account<const INLINE_IP: bool, const RTT: bool, P: Payload>(
         rtt: RTT && ctl.flags & FLAG_RTT != 0,
         egress: pkt.direction == DIR_EGRESS,
     };
+    let (l7, l7_dns_ports) = (ctl.flags & FLAG_L7 != 0, ctl.l7_dns_ports);
     // One call site per map, so the verifier can inline each map's lookup.
     let (v, prev_ts) = if ctl.active_gen == 0 {
         update_flow(
@@ -139,12 +140,16 @@ pub(crate) fn account<const INLINE_IP: bool, const RTT: bool, P: Payload>(
             &FLOWS_1, &FLOWS_0, 1, key, info, packets, bytes, &clock, totals,
         )
     };
-    if outcome == counter::OUT_FLOW {
-        p.select(key, info, v, totals);
-    }
     if clock.rtt && info.tcp_full {
         let v = if v.is_null() { None } else { Some(v) };
         rtt(key, info, v, prev_ts, pkt, &clock, totals);
+    }
+    // The selection off: one test of a flag already loaded. On: the
+    // inline pre-check turns away packets without payload and those that
+    // cannot be selected before the (global function) call. Last, so that
+    // its branches do not multiply the verifier's walks of the RTT code.
+    if outcome == counter::OUT_FLOW && l7 && l7::candidate(key, info, v, l7_dns_ports) {
+        p.select(key, info, v, totals);
     }
 }
 
@@ -292,8 +297,10 @@ fn carried(key: &FlowKey, seq_gen: u32) -> Option<&'static SeqSlot> {
     None
 }
 
+/// The interface's counter slot (0: not assigned); also the AF_XDP
+/// program's.
 #[inline(always)]
-fn slot_of(ifindex: u32) -> u32 {
+pub(crate) fn slot_of(ifindex: u32) -> u32 {
     let slot = if ifindex < SLOT_ARRAY_LEN {
         IFACE_SLOTS.get(ifindex).copied()
     } else {

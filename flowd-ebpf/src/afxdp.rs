@@ -21,12 +21,9 @@ use aya_ebpf::{
     maps::{Array, XskMap},
     programs::XdpContext,
 };
-use flowd_common::{
-    SLOT_ARRAY_LEN,
-    afxdp::{AFXDP_ENTRIES, AFXDP_MAX_QUEUES, AfXdpCounts, afxdp_index},
-};
+use flowd_common::afxdp::{AFXDP_ENTRIES, AFXDP_MAX_QUEUES, AfXdpCounts, afxdp_index};
 
-use crate::maps::{IFACE_SLOTS, IFACE_SLOTS_BIG};
+use crate::account::slot_of;
 
 /// (slot, queue) -> the socket bound to that queue (set by the worker).
 #[map]
@@ -72,19 +69,3 @@ pub(crate) fn flowd_afxdp(ctx: XdpContext) -> u32 {
     action
 }
 
-/// The interface's counter slot (0: not assigned), as the accounting
-/// looks it up (`account::slot_of`).
-#[inline(always)]
-fn slot_of(ifindex: u32) -> u32 {
-    let slot = if ifindex < SLOT_ARRAY_LEN {
-        IFACE_SLOTS.get(ifindex).copied()
-    } else {
-        // SAFETY: plain u32 values, written only by the daemon.
-        unsafe { IFACE_SLOTS_BIG.get(&ifindex) }.copied()
-    };
-    // Slots are below MAX_SLOTS; a corrupt value must not index past the maps.
-    match slot {
-        Some(s) if s < flowd_common::MAX_SLOTS => s,
-        _ => 0,
-    }
-}

@@ -18,6 +18,7 @@ use flowd_common::{
     FlowKey, FlowStats, IfaceCounters, counter,
     l7::{
         L7_CONT_SHIFT, L7_CONT_SPENT, L7_SAMPLE_CONTINUATION, L7_SAMPLE_TCP, L7_SNAP_MAX, L7Sample,
+        is_dns_port, may_start_l7,
     },
     proto::ip,
 };
@@ -131,6 +132,48 @@ fn by_content(b: &[u8; 8]) -> Option<Why> {
     req.then_some(Why::Request)
 }
 
+/// The selection's pre-check, inline on every accounted packet while the
+/// selection is on (`FLAG_L7`): whether [`select`] could take this packet.
+/// A superset of what it takes, from what the path already has: the
+/// parse's payload length, ports and first two payload bytes
+/// ([`L4Info::lead`]), `Control::l7_dns_ports` and the flow value's
+/// continuation mark (the line `add_to` just wrote). Only TCP flows carry
+/// a mark: a request is selected by content, and content only over TCP.
+/// Reads no packet pointer and branches only on values the verifier does
+/// not know (or already branched on), so its walk of the code before it
+/// stays as it was. Ports are compared exactly: a hash to a bit mask let
+/// one ephemeral port in 16 share a DNS port's bit.
+#[inline(always)]
+pub(crate) fn candidate(
+    key: &FlowKey,
+    info: &L4Info,
+    v: *mut FlowStats,
+    dns_ports: [u16; 2],
+) -> bool {
+    // `tcp_full` rather than the protocol: the RTT code branches on it.
+    let tcp = info.tcp_full;
+    if tcp {
+        if info.tcp_payload == 0 {
+            return false;
+        }
+        // The cheapest and most selective test first.
+        if may_start_l7(info.lead) {
+            return true;
+        }
+        // SAFETY: a live map value for this program run (null for a new flow).
+        if !v.is_null()
+            && unsafe { (&raw const (*v).counts.seq_valid).read_volatile() } >> L7_CONT_SHIFT != 0
+        {
+            return true;
+        }
+    } else if info.ip_payload <= 8 {
+        // UDP without payload (other protocols with ports on a DNS port
+        // reach `select`, which turns them away).
+        return false;
+    }
+    is_dns_port(key.sport, dns_ports) || is_dns_port(key.dport, dns_ports)
+}
+
 /// Notes the packet's payload offset, length and TCP fields in this CPU's
 /// `L7_BUDGET` slot when it has payload and the selection is on; true then.
 /// Called right after the parse, so that the parse's values (precise
@@ -192,8 +235,15 @@ pub extern "C" fn flowd_l7_select_xdp(
     totals: *mut IfaceCounters,
 ) -> i32 {
     let c = XdpContext::new(ctx);
-    let ts_ns = crate::replay_meta(&c).map_or(0, |m| m.ts_ns);
-    select(&c, key, info, v, ts_ns, totals);
+    // A live frame user space holds (an AF_XDP worker's, run through the
+    // replay driver: replay metadata with timestamp 0) is not budgeted:
+    // the budget bounds the copies a CPU makes in the packet path, and
+    // this run is the worker's own work, on a mirror port where every
+    // payload is wanted (`flowd::afxdp`). The ring's room (`ring_full`)
+    // still bounds it. A capture's frames (`flowd replay`, timestamp != 0)
+    // and in-kernel frames are budgeted.
+    let (ts_ns, budgeted) = crate::replay_meta(&c).map_or((0, true), |m| (m.ts_ns, m.ts_ns != 0));
+    select(&c, key, info, v, ts_ns, budgeted, totals);
     0
 }
 
@@ -207,7 +257,7 @@ pub extern "C" fn flowd_l7_select_tc(
     v: *mut FlowStats,
     totals: *mut IfaceCounters,
 ) -> i32 {
-    select(&TcContext::new(ctx), key, info, v, 0, totals);
+    select(&TcContext::new(ctx), key, info, v, 0, true, totals);
     0
 }
 
@@ -218,6 +268,7 @@ fn select<P: Payload>(
     info: *const L4Info,
     v: *mut FlowStats,
     ts_ns: u64,
+    budgeted: bool,
     totals: *mut IfaceCounters,
 ) {
     if key.is_null() || info.is_null() || totals.is_null() {
@@ -313,15 +364,17 @@ fn select<P: Payload>(
         // SAFETY: a helper without arguments.
         unsafe { bpf_ktime_get_ns() }
     };
-    if t.wrapping_sub(budget.window_ns) >= 1_000_000_000 {
-        budget.window_ns = t;
-        budget.used = 0;
+    if budgeted {
+        if t.wrapping_sub(budget.window_ns) >= 1_000_000_000 {
+            budget.window_ns = t;
+            budget.used = 0;
+        }
+        if budget.used >= ctl.budget_per_s as u64 {
+            totals.c[counter::L7_BUDGET] += 1;
+            return;
+        }
+        budget.used += 1;
     }
-    if budget.used >= ctl.budget_per_s as u64 {
-        totals.c[counter::L7_BUDGET] += 1;
-        return;
-    }
-    budget.used += 1;
 
     let avail = p.avail().saturating_sub(off);
     let mut n = wire.min(avail).min(ctl.snap_len);

@@ -64,6 +64,12 @@ pub(crate) struct L4Info {
     pub(crate) frag_map_failed: bool,
     /// IPv4 TOS / IPv6 traffic class (DSCP << 2 | ECN).
     pub(crate) tos: u8,
+    /// TCP: the first two payload bytes (big-endian) when the 8 bytes the
+    /// L7 selection reads its content from are in the linear data;
+    /// otherwise the urgent pointer (0 in practice, which cannot start
+    /// L7). Either way a value the verifier does not know, so the tests of
+    /// it (`l7::candidate`) do not split its walk of the code between.
+    pub(crate) lead: u16,
     /// IP payload length from the IP header (0 when unknown).
     pub(crate) ip_payload: u32,
     /// TCP: sequence and acknowledgement numbers, window, payload bytes.
@@ -394,6 +400,10 @@ fn parse_l4(f: &Frame, l4: usize, key: &mut FlowKey, info: &mut L4Info) -> usize
             info.tcp_window = u16::from_be_bytes([t[14], t[15]]);
             info.tcp_payload = info.ip_payload.saturating_sub(doff as u32);
             info.tcp_full = true;
+            info.lead = match f.bytes::<8>(l4 + doff) {
+                Some(b) => u16::from_be_bytes([b[0], b[1]]),
+                None => u16::from_be_bytes([t[18], t[19]]),
+            };
             tcp_timestamps(f, l4, doff, info);
             counter::OUT_FLOW
         }

@@ -12,7 +12,8 @@ use crate::{
 };
 
 /// Prints a readable report; fails when something flowd needs is missing.
-pub fn run() -> Result<()> {
+/// `config`: the file `flowd run` would read (default [`config::DEFAULT_PATH`]).
+pub fn run(config: Option<&Path>) -> Result<()> {
     let mut missing = 0;
     let mut line = |ok: bool, what: &str, detail: String| {
         println!("{} {what:<22} {detail}", if ok { "ok  " } else { "FAIL" });
@@ -46,7 +47,14 @@ pub fn run() -> Result<()> {
             "missing: a kernel built with CONFIG_DEBUG_INFO_BTF".into()
         },
     );
-    let (ok, detail) = pin_path_status();
+    let (cfg, origin) = match load_config(config) {
+        Ok(c) => c,
+        Err(e) => {
+            line(false, "configuration", format!("{e:#}"));
+            (Config::default(), "default".to_owned())
+        }
+    };
+    let (ok, detail) = pin_path_status(&cfg, &origin);
     line(ok, "bpffs", detail);
     let privs = check_privileges();
     line(
@@ -78,6 +86,37 @@ pub fn run() -> Result<()> {
             Vec::new()
         }
     };
+    let af_xdp = interfaces::af_xdp_selected(&all, &cfg.af_xdp.interfaces);
+    // AF_XDP: a failure only matters when an interface would use it.
+    let probe = crate::afxdp::probe();
+    let (ok, detail) = match &probe {
+        Ok(()) => (true, "sockets, UMEM and rings can be created".to_owned()),
+        Err(e) => (af_xdp.is_empty(), e.to_string()),
+    };
+    if ok && probe.is_err() {
+        println!("info {:<22} {detail} (no interface uses it)", "AF_XDP");
+    } else {
+        line(ok, "AF_XDP", detail);
+    }
+    let selected = if cfg.af_xdp.interfaces.is_empty() {
+        format!("none configured ({origin}: [af_xdp] interfaces, or --af-xdp)")
+    } else if af_xdp.is_empty() {
+        format!(
+            "{:?} ({origin}) select no interface present",
+            cfg.af_xdp.interfaces
+        )
+    } else {
+        af_xdp
+            .iter()
+            .map(|i| match crate::afxdp::rx_queues(&i.name) {
+                Ok(1) => format!("{} (1 RX queue)", i.name),
+                Ok(n) => format!("{} ({n} RX queues)", i.name),
+                Err(e) => format!("{} ({e})", i.name),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("info {:<22} {selected}", "AF_XDP interfaces");
     for i in all.into_iter().filter(|i| !i.loopback) {
         let driver = std::fs::read_link(format!("/sys/class/net/{}/device/driver", i.name))
             .ok()
@@ -104,14 +143,24 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-/// The pin path of the configuration `flowd run` would read, checked as
-/// `flowd run` checks it: (fine, what to say).
-fn pin_path_status() -> (bool, String) {
+/// The configuration `flowd run` would read and where it came from: the
+/// file given (which must load), else the default file when it loads, else
+/// the defaults.
+fn load_config(given: Option<&Path>) -> Result<(Config, String)> {
+    if let Some(file) = given {
+        let c = Config::load(file)?;
+        return Ok((c, file.display().to_string()));
+    }
     let file = Path::new(config::DEFAULT_PATH);
-    let (cfg, origin) = match file.exists().then(|| Config::load(file)) {
+    Ok(match file.exists().then(|| Config::load(file)) {
         Some(Ok(c)) => (c, file.display().to_string()),
         Some(Err(_)) | None => (Config::default(), "default".to_owned()),
-    };
+    })
+}
+
+/// The pin path of the configuration `flowd run` would read, checked as
+/// `flowd run` checks it: (fine, what to say).
+fn pin_path_status(cfg: &Config, origin: &str) -> (bool, String) {
     let pin = Path::new(&cfg.pin_path);
     match check_pin_root(pin) {
         Ok(PinRoot::Ready) => (true, format!("pin_path {} ({origin})", pin.display())),

@@ -98,8 +98,12 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
-    /// Report whether this host can run flowd: kernel, BTF, bpffs, privileges, XDP.
-    Check,
+    /// Report whether this host can run flowd: kernel, BTF, bpffs, privileges, XDP, AF_XDP.
+    Check {
+        /// The configuration `flowd run` would read [default: /etc/flowd/flowd.toml].
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+    },
     /// Live view of a running flowd: interface rates and the heaviest flows now.
     Top(flowd::top::TopArgs),
     /// Run a pcap/pcapng capture through the same eBPF program and print its flows.
@@ -165,7 +169,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => Config::load(&file)
             .map_err(anyhow::Error::from)
             .map(|c| println!("{}: ok\n{c:#?}", file.display())),
-        Command::Check => flowd::doctor::run(),
+        Command::Check { config } => flowd::doctor::run(config.as_deref()),
         Command::Replay(args) => flowd::replay::run(&args),
         Command::Top(args) => flowd::top::run(&args),
     };

@@ -390,12 +390,27 @@ fn flowd_run_af_xdp_follows_an_interface_that_goes_and_comes_back() {
     );
 
     // Gone: the capture stops (its series go with it).
+    let hook = [dev[0], ("hook", "af_xdp")];
+    let up = [hook[0], hook[1], ("mode", "native")];
+    let text = wait::scrape(&link.b, &flowd);
+    assert_eq!(metric(&text, "flowd_program_attached", &up), Some(1.0));
     link.delete_pair();
-    wait::until(
+    let text = wait::until(
         "the capture of the deleted interface to stop",
         wait::DEADLINE,
         || wait::scrape(&link.b, &flowd),
         |t| metric(t, "flowd_af_xdp_frames_total", &q0).is_none(),
+    );
+    // Selected but not captured: the alert's `0`, on its own hook.
+    let down = [hook[0], hook[1], ("mode", "none")];
+    assert_eq!(
+        metric(&text, "flowd_program_attached", &down),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "flowd_program_attached", &[dev[0], ("hook", "xdp")]),
+        None
     );
     // Back (a new ifindex): captured again within a reconcile; the
     // interface's totals go on from where they were.
@@ -420,6 +435,7 @@ fn flowd_run_af_xdp_follows_an_interface_that_goes_and_comes_back() {
         metric(&text, "flowd_af_xdp_parsed_frames_total", &q0),
         Some(300.0)
     );
+    assert_eq!(metric(&text, "flowd_program_attached", &up), Some(1.0));
     assert_eq!(flowd.stop(), Some(0), "log:\n{}", flowd.log_text());
     assert!(!has_xdp(&link.b, &link.if_b), "program detached on exit");
 }
@@ -488,6 +504,82 @@ fn one_daemon_serves_an_af_xdp_port_and_an_in_kernel_interface() {
     );
     let xdp = [kern[0], ("hook", "xdp")];
     assert_eq!(metric(&text, "flowd_program_attached", &xdp), Some(1.0));
+    // The AF_XDP port: its own program as hook `af_xdp`, and none of the
+    // in-kernel hooks it does not use (which would read 0: "detached").
+    let hook = [af[0], ("hook", "af_xdp"), ("mode", "native")];
+    assert_eq!(
+        metric(&text, "flowd_program_attached", &hook),
+        Some(1.0),
+        "{text}"
+    );
+    for h in ["xdp", "tc_egress"] {
+        let in_kernel = [af[0], ("hook", h)];
+        assert_eq!(
+            metric(&text, "flowd_program_attached", &in_kernel),
+            None,
+            "{text}"
+        );
+    }
     assert_eq!(flowd.stop(), Some(0), "log:\n{}", flowd.log_text());
     assert!(!has_xdp(&link.b, &link.if_b) && !has_xdp(&link.b, &x_b));
+}
+
+/// `flowd check` says whether AF_XDP sockets can be created here, and
+/// which interfaces of the configuration it names would use AF_XDP, with
+/// their RX queues.
+#[test]
+fn check_reports_af_xdp_sockets_and_the_interfaces_that_use_them() {
+    let link = Link::new();
+    let dir = flowd_tests::TempDir::new("flowdt-afxdp-check");
+    let check = |conf: &str| {
+        let file = dir.path().join("flowd.toml");
+        std::fs::write(&file, conf).unwrap();
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &link.b.name])
+            .arg(flowd_tests::flowd_bin())
+            .args(["check", "--config", file.to_str().unwrap()])
+            .output()
+            .expect("run flowd check");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let find = |text: &str, what: &str| {
+        text.lines()
+            .find(|l| l.get(5..).is_some_and(|r| r.starts_with(what)))
+            .unwrap_or_else(|| panic!("no `{what}` line:\n{text}"))
+            .to_owned()
+    };
+    let text = check(&format!("[af_xdp]\ninterfaces = [\"{}\"]\n", link.if_b));
+    assert_eq!(
+        find(&text, "AF_XDP "),
+        format!(
+            "ok   {:<22} sockets, UMEM and rings can be created",
+            "AF_XDP"
+        )
+    );
+    assert_eq!(
+        find(&text, "AF_XDP interfaces"),
+        format!(
+            "info {:<22} {} (1 RX queue)",
+            "AF_XDP interfaces", link.if_b
+        )
+    );
+    let file = dir.path().join("flowd.toml");
+    let text = check("[af_xdp]\ninterfaces = [\"span-absent*\"]\n");
+    assert_eq!(
+        find(&text, "AF_XDP interfaces"),
+        format!(
+            "info {:<22} [\"span-absent*\"] ({}) select no interface present",
+            "AF_XDP interfaces",
+            file.display()
+        )
+    );
+    let text = check("");
+    assert_eq!(
+        find(&text, "AF_XDP interfaces"),
+        format!(
+            "info {:<22} none configured ({}: [af_xdp] interfaces, or --af-xdp)",
+            "AF_XDP interfaces",
+            file.display()
+        )
+    );
 }

@@ -266,14 +266,14 @@ fn http_server_and_curl_one_event_per_request() {
 
 /// One reply as dig printed it.
 #[derive(Debug)]
-struct DigReply {
-    id: u64,
-    rcode: u64,
-    answers: Vec<String>,
+pub(crate) struct DigReply {
+    pub(crate) id: u64,
+    pub(crate) rcode: u64,
+    pub(crate) answers: Vec<String>,
 }
 
 /// The replies in dig's output, in order (one per query on its command line).
-fn parse_dig(out: &str) -> Vec<DigReply> {
+pub(crate) fn parse_dig(out: &str) -> Vec<DigReply> {
     let mut replies = Vec::new();
     let mut lines = out.lines();
     while let Some(l) = lines.next() {
@@ -485,7 +485,7 @@ fn dns_dnsmasq_and_dig_one_event_per_query() {
 /// JA4 (FoxIO, `technical_details/JA4.md`) and the versions offered of
 /// each ClientHello in a capture, computed here from tshark's dissection:
 /// the test's own oracle for flowd's fingerprint. Keyed by the client's port.
-fn tshark_hellos(capture: &Path) -> BTreeMap<u64, (String, Vec<u16>)> {
+pub(crate) fn tshark_hellos(capture: &Path) -> BTreeMap<u64, (String, Vec<u16>)> {
     let out = Command::new("tshark")
         .arg("-r")
         .arg(capture)
@@ -571,7 +571,7 @@ fn tshark_hellos(capture: &Path) -> BTreeMap<u64, (String, Vec<u16>)> {
 }
 
 /// JA4's shape: `t13d0411h2_<12 hex>_<12 hex>`.
-fn ja4_shaped(s: &str) -> bool {
+pub(crate) fn ja4_shaped(s: &str) -> bool {
     let p: Vec<&str> = s.split('_').collect();
     let hex12 = |x: &str| {
         x.len() == 12

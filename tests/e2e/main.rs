@@ -2,6 +2,7 @@
 //! They need root (CAP_SYS_ADMIN for namespaces, CAP_BPF for flowd).
 
 mod afxdp;
+mod afxdp_l7;
 mod auth;
 mod basic;
 mod cli;
@@ -16,6 +17,7 @@ mod full_disk;
 mod ipfix;
 mod l7;
 mod l7_bad_input;
+mod l7_load;
 mod l7_outputs;
 mod limits;
 mod live_replay;

@@ -19,6 +19,18 @@
 //! one truth"). What it costs: one syscall per batch (up to ~60 small
 //! frames) plus the program's per-frame time.
 //!
+//! **Application layer.** The replay driver runs the ingress program's
+//! L7 selection too: its samples go to the same `L7_EVENTS` ring the
+//! daemon's drain reads, so the same engine turns them into events. Per
+//! flow they stay in order: a flow's frames (both directions, on a mirror
+//! port) arrive on one RX queue as long as the NIC's RSS hash is
+//! symmetric, and one worker runs them in order. The per-CPU copy budget
+//! (`[l7] budget_per_s`) bounds what the packet path copies; it does not
+//! apply to a worker's frames (replay metadata with timestamp 0), where
+//! every payload is wanted and the copy is the worker's own time. What
+//! bounds them is the ring (4 MiB, read at every drain): when it is full,
+//! samples are counted as `flowd_l7_skipped_total{reason="ring_full"}`.
+//!
 //! **Exact loss.** Per (interface, queue): frames the program counted =
 //! `no_socket` (passed) + frames parsed + frames whose test run failed +
 //! what the socket lost (`XDP_STATISTICS`, see [`stats::XskStats::lost`]).
@@ -55,6 +67,7 @@ pub use self::{
     queues::rx_queues,
     stats::{QueueSnapshot, QueueStats, XskStats},
     worker::XskMode,
+    worker::probe,
 };
 use crate::{
     export::metrics::AfXdpQueueSnapshot,
@@ -90,6 +103,8 @@ pub enum AfXdpError {
         step: &'static str,
         reason: String,
     },
+    #[error("AF_XDP sockets cannot be created on this host: {step} failed: {reason}")]
+    Probe { step: &'static str, reason: String },
     #[error("AF_XDP on `{iface}` queue {queue}: starting its worker thread failed: {source}")]
     Spawn {
         iface: String,

@@ -168,6 +168,37 @@ impl Xsk {
     }
 }
 
+/// Whether this host can create AF_XDP sockets (`flowd check`): a small
+/// UMEM, a socket and its rings registered, then released; no interface
+/// is bound. Fails on a kernel without `CONFIG_XDP_SOCKETS` or without
+/// the privileges.
+pub fn probe() -> Result<(), AfXdpError> {
+    const N: u32 = 64;
+    let err = |step: &'static str, e: String| AfXdpError::Probe { step, reason: e };
+    let cfg = UmemCfgBuilder {
+        frame_size: FrameSize::FourK,
+        frame_count: N,
+        ..Default::default()
+    }
+    .build()
+    .map_err(|e| err("UMEM configuration", e.to_string()))?;
+    let umem = Umem::map(cfg).map_err(|e| err("mapping a UMEM", e.to_string()))?;
+    let mut builder =
+        XdpSocketBuilder::new().map_err(|e| err("creating a socket", e.to_string()))?;
+    let rings = RingConfigBuilder {
+        rx_count: N,
+        tx_count: 0,
+        fill_count: N,
+        completion_count: N,
+    }
+    .build()
+    .map_err(|e| err("ring configuration", e.to_string()))?;
+    builder
+        .build_wakable_rings(&umem, rings)
+        .map_err(|e| err("registering a UMEM and rings", e.to_string()))?;
+    Ok(())
+}
+
 /// What a worker needs besides its socket.
 pub(super) struct Worker {
     pub(super) iface: String,
@@ -342,7 +373,8 @@ impl Batch {
     /// replay's runt stand-in (counted as truncated, as the runt would
     /// be): the kernel refuses shorter test runs.
     fn push(&mut self, wire_len: u32, frame: &[u8]) {
-        // Timestamp 0: the program takes the kernel's clock, as live.
+        // Timestamp 0: the program takes the kernel's clock, as live, and
+        // the L7 copy budget does not apply (see `flowd::afxdp`).
         let meta = ReplayMeta {
             magic: REPLAY_META_MAGIC,
             wire_len,

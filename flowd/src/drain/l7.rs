@@ -1,5 +1,5 @@
 //! The live L7 path (issue 12): the samples the programs selected, read
-//! from their ring at every drain, go through the L7 engine; its events go
+//! from their ring at every fill check and every drain, go through the L7 engine; its events go
 //! to the event log (`[l7] log`, `--l7-log`, with the flow records'
 //! whole-line rules: a [`RecordSink`], reopened on SIGHUP), to the recent
 //! events of `/api/v1/l7`, and as names onto their flows.
@@ -26,6 +26,29 @@ use crate::{
 };
 
 impl Shared {
+    /// Reads the L7 ring between drains (every fill check, 20 ms) and
+    /// feeds its samples to the engine, so the ring (about 7,000 samples)
+    /// does not fill within a drain interval under load. The events this
+    /// makes wait in the engine for the next drain's [`Self::absorb_l7`],
+    /// which keeps the ordering above.
+    pub(crate) fn feed_l7(&self) {
+        if lock(&self.l7).is_none() {
+            return;
+        }
+        let mut samples = Vec::new();
+        lock(&self.dp).drain_l7(|s| samples.push(*s));
+        if samples.is_empty() {
+            return;
+        }
+        let mut l7 = lock(&self.l7);
+        if let Some(live) = l7.as_mut() {
+            let time = TimeBase::live();
+            for s in &samples {
+                live.engine.push(&l7_packet(s, time.to_unix_ns(s.ts_ns)));
+            }
+        }
+    }
+
     /// Feeds the samples of one drain to the engine and hands its events
     /// on. `last`: the daemon stops, so requests still waiting are emitted.
     pub(crate) fn absorb_l7(&self, samples: &[L7Sample], last: bool) {

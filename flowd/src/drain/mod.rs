@@ -54,6 +54,7 @@ pub fn run(shared: &Shared, stop: &AtomicBool, mut tick: impl FnMut(Instant)) {
         tick(now);
         if now >= next_fill {
             next_fill = now + FILL_CHECK;
+            shared.feed_l7();
             if shared.filling() {
                 lock(&shared.drain).early += 1;
                 shared.drain_once();

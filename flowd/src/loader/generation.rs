@@ -37,7 +37,7 @@ impl Datapath {
             jiffy_ns: self.jiffy.map_or(0, |j| j.tick_ns),
             jiffy_base_ns: self.jiffy.map_or(0, |j| j.base_ns),
             seq_gen: self.seq.generation,
-            _pad: 0,
+            l7_dns_ports: self.l7_dns_ports,
         };
         let mut control: Array<&mut MapData, Control> = typed_map(&mut self.ebpf, maps::CONTROL)?;
         control.set(0, c, 0).map_err(|source| LoadError::Map {

@@ -4,7 +4,8 @@
 use aya::maps::{Array, MapData, RingBuf};
 use bytes::Bytes;
 use flowd_common::{
-    l7::{L7_SAMPLE_TCP, L7_SNAP_MAX, L7Control, L7Sample},
+    FLAG_L7,
+    l7::{L7_SAMPLE_TCP, L7_SNAP_MAX, L7Control, L7Sample, extra_dns_ports},
     maps,
 };
 
@@ -13,15 +14,32 @@ use crate::l7::{L7Packet, TcpMeta};
 
 impl Datapath {
     /// Writes the selection's settings; `None` (or a snap length of 0)
-    /// switches it off.
+    /// switches it off. `FLAG_L7` in `CONTROL` follows: off, the programs
+    /// skip the selection without reading `L7_CONTROL`. Switching on, the
+    /// settings are written before the flag; switching off, the flag is
+    /// cleared first (the selection also checks the snap length itself).
+    /// The DNS ports besides 53 and 5353 (at most two) go to `CONTROL` too,
+    /// for the programs' pre-check.
     pub fn set_l7(&mut self, ctl: Option<L7Control>) -> Result<(), LoadError> {
         let mut c = ctl.unwrap_or_default();
         c.snap_len = c.snap_len.min(L7_SNAP_MAX as u32);
+        let on = c.snap_len != 0;
+        let extra = extra_dns_ports(&c.dns_ports).ok_or(LoadError::L7DnsPorts(c.dns_ports))?;
+        if !on {
+            self.flags &= !FLAG_L7;
+            self.write_control()?;
+        }
         let mut map: Array<&mut MapData, L7Control> = typed_map(&mut self.ebpf, maps::L7_CONTROL)?;
         map.set(0, c, 0).map_err(|source| LoadError::Map {
             map: maps::L7_CONTROL,
             source,
-        })
+        })?;
+        if on {
+            self.flags |= FLAG_L7;
+            self.l7_dns_ports = extra;
+            self.write_control()?;
+        }
+        Ok(())
     }
 
     /// Hands every L7 sample waiting in the ring buffer to `sink`.

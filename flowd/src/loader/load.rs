@@ -134,6 +134,7 @@ impl Datapath {
             interfaces: BTreeMap::new(),
             slots: BTreeMap::new(),
             flags: FLAG_RTT,
+            l7_dns_ports: [0; 2],
             rtt_events,
             l7_events,
             jiffy,

@@ -85,6 +85,10 @@ pub enum LoadError {
         #[source]
         source: ProgramError,
     },
+    #[error(
+        "L7 DNS ports {0:?}: the programs take at most 2 besides 53 and 5353 (as `[l7] dns_ports` accepts)"
+    )]
+    L7DnsPorts([u16; 4]),
     #[error("no free counter slot for `{0}`: flowd monitors at most 255 interfaces")]
     NoSlot(String),
     #[error(transparent)]
@@ -120,6 +124,8 @@ pub struct Datapath {
     slots: BTreeMap<String, u32>,
     /// `Control::flags` for the programs (FLAG_RTT, ...).
     flags: u32,
+    /// `Control::l7_dns_ports` (with `FLAG_L7`).
+    l7_dns_ports: [u16; 2],
     /// RTT samples from the programs.
     rtt_events: Option<RingBuf<MapData>>,
     /// L7 samples (selected packets' first payload bytes).

@@ -248,6 +248,7 @@ impl Replay {
                 tx: IfaceCounters::default(),
                 xdp_mode: None,
                 tc_attached: false,
+                af_xdp: false,
                 speed_bps: None,
             }],
             flows_active: 0,

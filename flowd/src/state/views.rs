@@ -39,10 +39,21 @@ impl Shared {
     /// Every interface seen in this run, attached or gone, with its exact
     /// totals; and the flow map capacity.
     fn interfaces(&self) -> (Vec<IfaceSnapshot>, u64) {
-        let speeds = lock(&self.config).interface_speeds.clone();
+        let (speeds, af_xdp) = {
+            let c = lock(&self.config);
+            (c.interface_speeds.clone(), c.af_xdp.interfaces.clone())
+        };
         let dp = lock(&self.dp);
+        // Lock order: dp, then afxdp (as in `afxdp()`).
+        let captures: HashMap<String, &'static str> = lock(&self.afxdp)
+            .iter()
+            .map(|c| (c.iface.clone(), c.xdp_mode.as_str()))
+            .collect();
         let mut ifaces = Vec::new();
         for (name, slot) in dp.slots() {
+            // Captured now, or selected for AF_XDP (gone, or failing to start).
+            let capture = captures.get(name).copied();
+            let af_xdp = capture.is_some() || crate::config::selects(&af_xdp, name);
             let attached = dp.interfaces.values().find(|a| &a.name == name);
             let rx = dp.totals(*slot, DIR_INGRESS).unwrap_or_else(|e| {
                 warn!(iface = name, error = %e, "reading totals failed");
@@ -53,10 +64,15 @@ impl Shared {
                 device: name.clone(),
                 rx,
                 tx,
-                xdp_mode: attached
-                    .filter(|a| a.xdp_attached())
-                    .map(|a| a.xdp_mode.as_str()),
-                tc_attached: attached.is_some_and(|a| a.tc_attached()),
+                xdp_mode: if af_xdp {
+                    capture
+                } else {
+                    attached
+                        .filter(|a| a.xdp_attached())
+                        .map(|a| a.xdp_mode.as_str())
+                },
+                tc_attached: !af_xdp && attached.is_some_and(|a| a.tc_attached()),
+                af_xdp,
                 speed_bps: speeds
                     .get(name)
                     .copied()

@@ -7,10 +7,23 @@ use super::{
 };
 use crate::export::aggregate::FoldReason;
 
-/// Whether each program is attached, per device and hook.
+/// Whether each program is attached, per device and hook. An AF_XDP
+/// device has one hook, `af_xdp` (its redirecting program), so the
+/// in-kernel hooks it does not use never read as detached.
 pub(super) fn attached(s: &Snapshot, out: &mut Vec<Family>) {
     let mut attached = Vec::new();
     for i in &s.ifaces {
+        if i.af_xdp {
+            attached.push((
+                labels([
+                    ("device", &i.device),
+                    ("hook", "af_xdp"),
+                    ("mode", i.xdp_mode.unwrap_or("none")),
+                ]),
+                Num::U(u64::from(i.xdp_mode.is_some())),
+            ));
+            continue;
+        }
         attached.push((
             labels([
                 ("device", &i.device),

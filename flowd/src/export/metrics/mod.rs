@@ -84,7 +84,8 @@
 //!   `flowd_http_connections_rejected_total`, `flowd_http_accept_errors_total`.
 //! - Flow table: `flowd_flows_active`, `flowd_flows_max`,
 //!   `flowd_flows_started_total`, `flowd_flows_ended_total{reason}`.
-//! - Self: `flowd_program_attached{device,hook,mode}`,
+//! - Self: `flowd_program_attached{device,hook,mode}` (hook `xdp` and
+//!   `tc_egress`, or `af_xdp` alone for an AF_XDP device),
 //!   `flowd_flow_map_capacity_entries`, `flowd_flow_map_fill_entries`,
 //!   `flowd_drains_total`, `flowd_drains_early_total`,
 //!   `flowd_drained_entries_total`, `flowd_last_drain_entries`,

@@ -14,9 +14,13 @@ pub struct IfaceSnapshot {
     pub device: String,
     pub rx: IfaceCounters,
     pub tx: IfaceCounters,
-    /// `Some("native" | "generic")` while XDP is attached.
+    /// `Some("native" | "generic")` while XDP is attached (for an AF_XDP
+    /// device: its `flowd_afxdp` program).
     pub xdp_mode: Option<&'static str>,
     pub tc_attached: bool,
+    /// Selected for AF_XDP capture (`[af_xdp]`): its one program is the
+    /// `af_xdp` hook; it has no in-kernel XDP or TC egress program.
+    pub af_xdp: bool,
     /// Link speed in bits per second, when known.
     pub speed_bps: Option<u64>,
 }

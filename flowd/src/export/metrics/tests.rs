@@ -29,6 +29,7 @@ fn sample() -> Snapshot {
             tx: IfaceCounters::default(),
             xdp_mode: Some("native"),
             tc_attached: true,
+            af_xdp: false,
             speed_bps: None,
         }],
         flows_active: 3,
@@ -193,6 +194,36 @@ fn openmetrics_ends_with_eof() {
     let t = encode(sample(), Format::OpenMetrics);
     assert!(t.ends_with("# EOF\n"), "{t}");
     assert!(t.contains("# TYPE flowd_receive_packets counter\n"), "{t}");
+}
+
+#[test]
+fn an_af_xdp_device_has_one_hook_af_xdp_and_no_in_kernel_hooks() {
+    let mut s = sample();
+    let dev = |name: &str, mode| IfaceSnapshot {
+        device: name.into(),
+        rx: IfaceCounters::default(),
+        tx: IfaceCounters::default(),
+        xdp_mode: mode,
+        tc_attached: false,
+        speed_bps: None,
+        af_xdp: true,
+    };
+    s.ifaces.push(dev("span0", Some("generic")));
+    s.ifaces.push(dev("span1", None));
+    let t = encode(s, Format::Text004);
+    let attached: Vec<_> = samples(&t)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("flowd_program_attached{"))
+        .collect();
+    let want = [
+        (r#"{device="veth0",hook="xdp",mode="native"}"#, 1.0),
+        (r#"{device="veth0",hook="tc_egress",mode="tc"}"#, 1.0),
+        (r#"{device="span0",hook="af_xdp",mode="generic"}"#, 1.0),
+        (r#"{device="span1",hook="af_xdp",mode="none"}"#, 0.0),
+    ]
+    .map(|(l, v)| (format!("flowd_program_attached{l}"), v));
+    assert_eq!(attached, want, "{t}");
+    promtool_check(&t);
 }
 
 #[test]
@@ -544,6 +575,7 @@ fn golden_snapshot() -> Snapshot {
         tx: IfaceCounters::default(),
         xdp_mode: None,
         tc_attached: false,
+        af_xdp: false,
         speed_bps: None,
     });
     s.flows_max = 1_000_000;

@@ -24,8 +24,13 @@
 //! 8. New-flow storm: random-source SYNs at rising rates into the daemon
 //!    with the default capacity and drain interval: exact totals, and where
 //!    the overflow bucket starts to fill.
-//! 9. AF_XDP capture: the daemon with `--af-xdp` on the veth's receiving
-//!    end at rising paced rates: counted, parsed and lost frames per rate.
+//! 9. Application layer (issue 12), kernel side: per-packet cost with the
+//!    L7 selection off and on, for packets it does not take and for those
+//!    it copies; the live veth rate of HTTP frames.
+//! 10. Application layer, user space: the L7 engine's events/s; `flowd
+//!     replay --l7-log` against tshark's fields.
+//! 11. AF_XDP capture: the daemon with `--af-xdp` on the veth's receiving
+//!     end at rising paced rates: counted, parsed and lost frames per rate.
 //!
 //! Every namespace, link, mount and process it creates is removed by a guard
 //! (also on error); traffic only flows between its own namespaces, on
@@ -35,6 +40,8 @@ mod afxdp;
 mod alternatives;
 mod bed;
 mod drain;
+mod l7;
+mod l7_user;
 mod live;
 mod memory;
 mod offline;
@@ -59,9 +66,10 @@ struct BenchArgs {
     #[arg(long)]
     quick: bool,
     /// Run only these parts (1 per packet, 2 live veth, 3 alternatives,
-    /// 4 drain, 5 memory, 6 scrape, 7 offline, 8 new-flow storm, 9 AF_XDP),
+    /// 4 drain, 5 memory, 6 scrape, 7 offline, 8 new-flow storm, 9 application
+    /// layer in the kernel, 10 application layer in user space, 11 AF_XDP),
     /// e.g. `--only 2,3`.
-    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=9))]
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=11))]
     only: Vec<u8>,
 }
 
@@ -212,7 +220,9 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
     section(6, &mut |t| scrape::run(plan, t));
     section(7, &mut |t| offline::run(plan, t));
     section(8, &mut |t| storm::run(plan, t));
-    section(9, &mut |t| afxdp::run(plan, t));
+    section(9, &mut |t| l7::run_kernel(plan, t));
+    section(10, &mut |t| l7_user::run_user(plan, t));
+    section(11, &mut |t| afxdp::run(plan, t));
     targets.print();
     println!(
         "\ntotal time: {:.1} s; load average at the end: {}",

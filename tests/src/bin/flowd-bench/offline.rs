@@ -34,7 +34,7 @@ use flowd::{
 const TARGET_RATIO: f64 = 5.0;
 
 /// The captures merged into the benchmark capture (all Ethernet pcap).
-const CAPTURES: [&str; 8] = [
+pub(super) const CAPTURES: [&str; 8] = [
     "misc/echo-connections.pcap",
     "dos/pkt.TCP.DOMINATE.syn.ecn.cwr.pcapng",
     "dos/amp.TCP.reflection.SYNACK.pcap",
@@ -58,20 +58,20 @@ const TINY: &str = "web/wikipedia.pcap";
 
 /// Where captures are looked up: `FLOWD_PCAPS` first (when set), then the
 /// repository's `tests/data/pcaps`.
-struct Captures {
+pub(super) struct Captures {
     large: Option<PathBuf>,
     repo: PathBuf,
 }
 
 impl Captures {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             large: std::env::var_os("FLOWD_PCAPS").map(PathBuf::from),
             repo: flowd_tests::data_dir().join("pcaps"),
         }
     }
 
-    fn find(&self, rel: &str) -> Option<PathBuf> {
+    pub(super) fn find(&self, rel: &str) -> Option<PathBuf> {
         self.large
             .iter()
             .chain([&self.repo])
@@ -80,7 +80,7 @@ impl Captures {
     }
 
     /// Where a missing capture was looked for, for the message.
-    fn looked_in(&self) -> String {
+    pub(super) fn looked_in(&self) -> String {
         format!(
             "FLOWD_PCAPS ({}) and {}",
             self.large
@@ -115,7 +115,7 @@ pub(super) fn describe_captures() -> String {
 }
 
 /// A temporary file, removed on drop.
-struct TempFile(PathBuf);
+pub(super) struct TempFile(pub(super) PathBuf);
 
 impl Drop for TempFile {
     fn drop(&mut self) {
@@ -123,7 +123,7 @@ impl Drop for TempFile {
     }
 }
 
-fn frames_in(path: &Path) -> anyhow::Result<u64> {
+pub(super) fn frames_in(path: &Path) -> anyhow::Result<u64> {
     let out = Command::new("capinfos")
         .args(["-M", "-c"])
         .arg(path)
@@ -194,7 +194,7 @@ fn run_tool(tool: Tool, file: &Path, script: &Script) -> anyhow::Result<(f64, f6
 }
 
 /// `mergecap -a` of `copies` copies of `set` into a temporary file.
-fn merged(set: &[PathBuf], copies: usize, tag: &str) -> anyhow::Result<TempFile> {
+pub(super) fn merged(set: &[PathBuf], copies: usize, tag: &str) -> anyhow::Result<TempFile> {
     let file = TempFile(std::env::temp_dir().join(format!(
         "flowd-bench-{}-replay-{tag}.pcap",
         std::process::id()
@@ -216,7 +216,7 @@ fn merged(set: &[PathBuf], copies: usize, tag: &str) -> anyhow::Result<TempFile>
 /// Copies of the capture set in the large capture, per copy in the plan's
 /// (small) one: the "a large one with mergecap", where flowd's
 /// fixed cost no longer dominates.
-const LARGE_FACTOR: usize = 10;
+pub(super) const LARGE_FACTOR: usize = 10;
 
 pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
     for c in ["mergecap", "capinfos", "tshark"] {

@@ -47,8 +47,8 @@ impl Kind {
     }
 }
 
-const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
-const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
+pub(super) const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
+pub(super) const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
 
 /// Ethernet (+ tag) + IPv4 + TCP (ACK, optionally with a timestamp
 /// option), padded to `total` bytes.
@@ -117,13 +117,13 @@ fn kinds() -> Vec<Kind> {
 // ------------------------------------------------------------ test runs
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Hook {
+pub(super) enum Hook {
     Xdp,
     Tc,
 }
 
 impl Hook {
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Self::Xdp => "XDP",
             Self::Tc => "TC",
@@ -131,7 +131,7 @@ impl Hook {
     }
 
     /// One `BPF_PROG_TEST_RUN`; `meta` goes in the XDP metadata area (XDP only).
-    fn run(
+    pub(super) fn run(
         self,
         prog: BorrowedFd<'_>,
         meta: &[u8],
@@ -220,7 +220,7 @@ fn replay_meta(wire_len: u32) -> Vec<u8> {
 
 /// Runs `f` for each item of `order`, rotated by `round` so no program is
 /// always first.
-fn rotated<T>(
+pub(super) fn rotated<T>(
     round: usize,
     mut order: Vec<T>,
     mut f: impl FnMut(T) -> anyhow::Result<()>,
@@ -233,7 +233,7 @@ fn rotated<T>(
     Ok(())
 }
 
-fn deltas(f: &[f64], e: &[f64]) -> Summary {
+pub(super) fn deltas(f: &[f64], e: &[f64]) -> Summary {
     let d: Vec<f64> = f.iter().zip(e).map(|(f, e)| f - e).collect();
     summarize(&d)
 }

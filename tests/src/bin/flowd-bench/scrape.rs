@@ -122,6 +122,7 @@ pub(super) fn run(plan: &Plan, targets: &mut Targets) -> anyhow::Result<()> {
                         tx: rx,
                         xdp_mode: Some("native"),
                         tc_attached: true,
+                        af_xdp: false,
                         speed_bps: Some(10_000_000_000),
                     });
                 }
