@@ -68,4 +68,3 @@ pub(crate) fn flowd_afxdp(ctx: XdpContext) -> u32 {
     }
     action
 }
-
