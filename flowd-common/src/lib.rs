@@ -10,6 +10,7 @@
 use core::mem::size_of;
 
 pub mod afxdp;
+pub mod drops;
 pub mod l7;
 pub mod proto;
 pub mod replay;
@@ -38,6 +39,12 @@ pub mod maps {
     pub const L7_EVENTS: &str = "L7_EVENTS";
     pub const L7_CONTROL: &str = "L7_CONTROL";
     pub const L7_BUDGET: &str = "L7_BUDGET";
+    /// The drop tracer's maps (not pinned: the tracer starts afresh with
+    /// each daemon, see `flowd/src/loader/drops.rs`).
+    pub const DROP_CONFIG: &str = "DROP_CONFIG";
+    pub const DROP_IFACES: &str = "DROP_IFACES";
+    pub const DROP_COUNTS: &str = "DROP_COUNTS";
+    pub const DROP_OVERFLOW: &str = "DROP_OVERFLOW";
     /// Every map, in a stable order.
     pub const ALL: [&str; 16] = [
         FLOWS_0,
@@ -63,6 +70,8 @@ pub mod maps {
 pub mod programs {
     pub const INGRESS: &str = "flowd_ingress";
     pub const EGRESS: &str = "flowd_egress";
+    /// The `kfree_skb` tracer (tp_btf).
+    pub const DROPS: &str = "flowd_drops";
 }
 
 /// Default number of flows per generation map.
@@ -564,6 +573,14 @@ mod pod {
     unsafe impl aya::Pod for l7::L7Control {}
     // SAFETY: as above.
     unsafe impl aya::Pod for l7::L7Budget {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for drops::DropConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for drops::DropIface {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for drops::DropKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for drops::DropCounts {}
 }
 
 #[cfg(test)]

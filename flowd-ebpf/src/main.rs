@@ -1,6 +1,7 @@
 //! flowd's kernel side: an XDP program for ingress and a TC program for
 //! egress, both feeding the same parser and accounting code. Host mode:
-//! every packet passes, whatever happens here.
+//! every packet passes, whatever happens here. `drops.rs` is a tracer on
+//! `kfree_skb`, off the packet path.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
@@ -11,6 +12,7 @@
 
 mod account;
 mod afxdp;
+mod drops;
 mod l7;
 mod maps;
 mod note;

@@ -85,6 +85,7 @@ pub struct Config {
     pub ipfix: IpfixSettings,
     pub l7: crate::config_l7::L7Settings,
     pub af_xdp: crate::config_afxdp::AfXdpSettings,
+    pub drops: crate::config_drops::DropSettings,
 }
 
 /// IPFIX export of ended flows (RFC 7011, UDP).
@@ -262,6 +263,7 @@ impl Default for Config {
             ipfix: IpfixSettings::default(),
             l7: crate::config_l7::L7Settings::default(),
             af_xdp: crate::config_afxdp::AfXdpSettings::default(),
+            drops: crate::config_drops::DropSettings::default(),
         }
     }
 }

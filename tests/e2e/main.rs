@@ -9,6 +9,7 @@ mod cli;
 mod congestion;
 mod dashboard;
 mod deploy;
+mod drops;
 mod flows;
 mod flows_api;
 mod fresh_totals;

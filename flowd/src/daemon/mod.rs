@@ -205,6 +205,12 @@ fn start(cfg: &Config, listen: SocketAddr) -> Result<Shared> {
         dp.set_l7(None)?;
         None
     };
+    if cfg.drops.enabled {
+        // Drop reasons are an addition: the flows are counted without them.
+        if let Err(e) = dp.start_drops() {
+            tracing::warn!(error = %e, "kernel drop reasons are off ([drops] enabled = false hides this)");
+        }
+    }
     let shared = Shared::new(dp, cfg.clone(), agg_cfg, records, ipfix);
     *lock(&shared.l7) = l7;
     reload::reconcile(&shared);

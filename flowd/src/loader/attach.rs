@@ -343,6 +343,7 @@ impl Datapath {
         let Some(mut a) = self.interfaces.remove(&ifindex) else {
             return;
         };
+        self.unset_drop_iface(ifindex);
         if let Some(h) = a.xdp.take() {
             h.detach();
         }
@@ -356,6 +357,7 @@ impl Datapath {
     /// keeping its slot for when it returns.
     pub fn forget(&mut self, ifindex: u32) {
         if let Some(a) = self.interfaces.remove(&ifindex) {
+            self.unset_drop_iface(ifindex);
             for h in [a.xdp, a.tc].into_iter().flatten() {
                 if let Hold::Pinned(_, path) = &h {
                     let _ = std::fs::remove_file(path);

@@ -140,6 +140,7 @@ impl Datapath {
             jiffy,
             seq: SeqCarry::default(),
             kernel_log,
+            drops: None,
         };
         if dp.pin_dir.is_some() {
             // Programs of an earlier flowd may still write to either generation.

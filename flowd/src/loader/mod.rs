@@ -14,13 +14,15 @@
 //! - `seq.rs`: TCP sequence state carried from one generation to the next;
 //! - `rtt.rs`: the ring of RTT samples;
 //! - `kernel_log.rs`: the programs' rate-limited log of rare events;
-//! - `afxdp.rs`: the AF_XDP program, its socket map and counts.
+//! - `afxdp.rs`: the AF_XDP program, its socket map and counts;
+//! - `drops.rs`: the `kfree_skb` drop tracer (issue 14).
 //!
 //! The drain (flip, grace period, batch read) is [`crate::drain`].
 
 mod afxdp;
 mod attach;
 mod bpffs;
+mod drops;
 mod generation;
 mod kernel_log;
 mod l7;
@@ -43,6 +45,7 @@ pub use self::{
     afxdp::AfXdpLink,
     attach::{Attached, Hold, XdpAttachMode, ifindex},
     bpffs::{BPFFS_MOUNT_POINT, PinRoot, check_pin_root},
+    drops::{DropTotal, DropTracer, own_netns},
     l7::{drain_l7_ring, l7_packet},
     load::{EBPF_OBJECT, Programs, REPLAY_PROGRAM},
     pin::PIN_MARKER,
@@ -96,6 +99,8 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
+    #[error("drop tracer: {0}")]
+    Drops(String),
     #[error("pin directory {path}: {reason}")]
     Pin { path: String, reason: String },
     #[error("{hook} link of `{iface}`: {reason}")]
@@ -131,6 +136,8 @@ pub struct Datapath {
     seq: seq::SeqCarry,
     /// The programs' log (must outlive them).
     kernel_log: Option<kernel_log::KernelLog>,
+    /// The `kfree_skb` tracer, once `start_drops` attached it.
+    drops: Option<DropTracer>,
 }
 
 impl std::fmt::Debug for Datapath {

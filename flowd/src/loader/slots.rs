@@ -95,6 +95,7 @@ impl Datapath {
 
     /// Maps an ifindex to a counter slot in the kernel (0 = unassigned).
     pub fn set_slot(&mut self, ifindex: u32, slot: u32) -> Result<(), LoadError> {
+        self.set_drop_iface(ifindex, slot)?;
         if ifindex < SLOT_ARRAY_LEN {
             let mut slots: Array<&mut MapData, u32> = typed_map(&mut self.ebpf, maps::IFACE_SLOTS)?;
             slots

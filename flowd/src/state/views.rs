@@ -91,10 +91,37 @@ impl Shared {
             .collect()
     }
 
+    /// `flowd_kernel_drop*`: the drop tracer's counts by device name.
+    fn kernel_drops(&self) -> Option<crate::export::metrics::KernelDrops> {
+        let dp = lock(&self.dp);
+        let tracer = dp.drop_tracer()?;
+        let (totals, full) = dp
+            .drop_totals()
+            .inspect_err(|e| warn!(error = %e, "reading the drop counts failed"))
+            .ok()?;
+        let by_reason = totals
+            .iter()
+            .filter_map(|t| {
+                let (device, _) = dp.slots().iter().find(|(_, s)| **s == t.slot)?;
+                Some(crate::export::metrics::KernelDropSnapshot {
+                    device: device.clone(),
+                    reason: tracer.reasons.name(t.reason),
+                    packets: t.packets,
+                    bytes: t.bytes,
+                })
+            })
+            .collect();
+        Some(crate::export::metrics::KernelDrops {
+            by_reason,
+            map_full: full.packets,
+        })
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let mut s = Snapshot::default();
         (s.ifaces, s.flow_map_capacity) = self.interfaces();
         s.afxdp = self.afxdp();
+        s.kernel_drops = self.kernel_drops();
         {
             let table = lock(&self.table);
             s.flows_active = table.len() as u64;

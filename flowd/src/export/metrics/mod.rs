@@ -99,6 +99,7 @@
 //!   (the same, summed over scrapes).
 
 mod afxdp;
+mod drops;
 mod family;
 mod flows;
 mod health;
@@ -117,6 +118,7 @@ use prometheus_client::{
 
 pub use self::{
     afxdp::AfXdpQueueSnapshot,
+    drops::{KernelDropSnapshot, KernelDrops},
     snapshot::{HttpSnapshot, IfaceSnapshot, Snapshot, TopTcp},
 };
 use self::{
@@ -133,6 +135,7 @@ fn fixed_families(s: &Snapshot) -> Vec<Family> {
     traffic::interfaces(s, &mut out);
     health::attached(s, &mut out);
     afxdp::families(s, &mut out);
+    drops::families(s, &mut out);
     flows::active(s, &mut out);
     scans::families(s, &mut out);
     health::ipfix(s, &mut out);

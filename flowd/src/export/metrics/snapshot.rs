@@ -66,6 +66,8 @@ pub struct Snapshot {
     pub l7_metrics: Option<crate::export::l7stats::L7Snapshot>,
     /// AF_XDP capture, per device and RX queue (empty: none).
     pub afxdp: Vec<super::afxdp::AfXdpQueueSnapshot>,
+    /// Kernel drop reasons, when the tracer runs.
+    pub kernel_drops: Option<super::drops::KernelDrops>,
 }
 
 /// The HTTP server's connection counters (see [`crate::listen::ConnStats`]).
