@@ -92,13 +92,16 @@ pub fn selected(all: &[Iface], patterns: &[String]) -> Vec<Iface> {
 /// The interfaces captured through AF_XDP: what the `[af_xdp]` patterns
 /// select, never loopback (none without patterns).
 pub fn af_xdp_selected(all: &[Iface], af_xdp: &[String]) -> Vec<Iface> {
-    if af_xdp.is_empty() {
-        return Vec::new();
-    }
     all.iter()
-        .filter(|i| !i.loopback && selects(af_xdp, &i.name))
+        .filter(|i| !i.loopback && af_xdp_selects(af_xdp, &i.name))
         .cloned()
         .collect()
+}
+
+/// Whether the `[af_xdp]` patterns take `name`. Unlike the in-kernel
+/// patterns, an empty list selects nothing (AF_XDP is opt-in).
+pub fn af_xdp_selects(af_xdp: &[String], name: &str) -> bool {
+    !af_xdp.is_empty() && selects(af_xdp, name)
 }
 
 /// The interfaces of the in-kernel path: what `patterns` selects, without
@@ -168,5 +171,9 @@ mod tests {
         );
         assert!(af_xdp_selected(&all, &[]).is_empty());
         assert_eq!(names(in_kernel(&all, &[], &[])), ["eth0", "span0", "span1"]);
+        // An empty [af_xdp] list takes nothing (the metrics' hooks ask this).
+        assert!(!af_xdp_selects(&[], "eth0"));
+        assert!(!af_xdp_selects(&["!span1".into()], "span1"));
+        assert!(af_xdp_selects(&["!span1".into()], "eth0"));
     }
 }
