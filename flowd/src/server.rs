@@ -40,6 +40,7 @@ async fn scrape(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> impl I
     let body = tokio::task::spawn_blocking(move || {
         let mut s = shared.snapshot();
         s.process = ProcessStats::read_self();
+        s.host = Some(crate::export::hoststats::HostStats::read());
         metrics::encode(s, format)
     })
     .await
