@@ -59,7 +59,11 @@ fn listen_backlog_1(addr: SocketAddr) -> TcpListener {
             sin_zero: [0; 8],
         };
         let len = size_of::<libc::sockaddr_in>() as u32;
-        assert_eq!(libc::bind(fd, (&raw const sin).cast(), len), 0, "bind {addr}");
+        assert_eq!(
+            libc::bind(fd, (&raw const sin).cast(), len),
+            0,
+            "bind {addr}"
+        );
         assert_eq!(libc::listen(fd, 1), 0, "listen");
         TcpListener::from_raw_fd(fd)
     }
@@ -88,11 +92,17 @@ fn listen_overflows_match_the_namespaces_netstat() {
     });
     // The first connections fill the queue; closing the rest stops their SYNs.
     let queued = conns.iter().flatten().count();
-    assert!(queued < CONNECTS, "{queued} of {CONNECTS} connected: no overflow");
+    assert!(
+        queued < CONNECTS,
+        "{queued} of {CONNECTS} connected: no overflow"
+    );
 
     let (k1, f1) = both(&link.b, &flowd, k, name, &[]);
     eprintln!("ListenOverflows: kernel {k0} -> {k1}, flowd {f0} -> {f1}, {queued} queued");
-    assert!(k1 > k0, "the kernel counted no ListenOverflows ({k0} -> {k1})");
+    assert!(
+        k1 > k0,
+        "the kernel counted no ListenOverflows ({k0} -> {k1})"
+    );
     assert_eq!(f1 - f0, k1 - k0, "flowd's delta vs the kernel's");
     drop((conns, listener));
 }
@@ -136,7 +146,11 @@ fn udp_rcvbuf_errors_match_the_namespaces_snmp() {
         |(k1, _)| *k1 > k0,
     );
     eprintln!("Udp RcvbufErrors: kernel {k0} -> {k1}, flowd {f0} -> {f1}");
-    assert!(k1 - k0 <= N as u64, "more errors ({}) than datagrams", k1 - k0);
+    assert!(
+        k1 - k0 <= N as u64,
+        "more errors ({}) than datagrams",
+        k1 - k0
+    );
     assert_eq!(f1 - f0, k1 - k0, "flowd's delta vs the kernel's");
     drop(sink);
 }

@@ -266,9 +266,18 @@ UdpLite6RcvbufErrors            	0
         assert_eq!(softnet_stat(""), None);
         assert_eq!(softnet_stat("zz 00 00\n"), None);
         assert_eq!(softnet_stat("00000001 00000002\n"), None);
-        assert_eq!(pair_table("Udp: InDatagrams RcvbufErrors\n", "Udp", "RcvbufErrors"), None);
-        assert_eq!(pair_table("Udp: RcvbufErrors\nUdp: x\n", "Udp", "RcvbufErrors"), None);
-        assert_eq!(pair_table("Udp: RcvbufErrors\nTcp: 1\n", "Udp", "RcvbufErrors"), None);
+        assert_eq!(
+            pair_table("Udp: InDatagrams RcvbufErrors\n", "Udp", "RcvbufErrors"),
+            None
+        );
+        assert_eq!(
+            pair_table("Udp: RcvbufErrors\nUdp: x\n", "Udp", "RcvbufErrors"),
+            None
+        );
+        assert_eq!(
+            pair_table("Udp: RcvbufErrors\nTcp: 1\n", "Udp", "RcvbufErrors"),
+            None
+        );
         assert_eq!(name_value("Udp6RcvbufErrors\n", "Udp6RcvbufErrors"), None);
     }
 
