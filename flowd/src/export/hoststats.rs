@@ -18,9 +18,9 @@
 //! out (`None`), is logged once and counted in [`HostStats::read_errors`];
 //! nothing here panics.
 
-use std::sync::{
-    Mutex,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
 use tracing::warn;
@@ -48,7 +48,8 @@ pub struct HostStats {
     pub read_errors: Vec<(&'static str, u64)>,
 }
 
-/// The files read, in the order of [`HostStats::read_errors`].
+/// The files read, in the order of [`HostStats::read_errors`] (the
+/// `file` label; the reader's root replaces `/proc/net`).
 pub const FILES: [&str; 4] = [
     "/proc/net/snmp",
     "/proc/net/snmp6",
@@ -56,68 +57,90 @@ pub const FILES: [&str; 4] = [
     "/proc/net/softnet_stat",
 ];
 
-/// Failed reads per file of [`FILES`], and which were logged.
-static ERRORS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
-static LOGGED: Mutex<[bool; 4]> = Mutex::new([false; 4]);
-
-/// Counts a failed read of `FILES[i]`, logging only the first.
-fn failed(i: usize, why: &str) {
-    ERRORS[i].fetch_add(1, Ordering::Relaxed);
-    let mut logged = LOGGED.lock().unwrap_or_else(|e| e.into_inner());
-    if !logged[i] {
-        logged[i] = true;
-        warn!(
-            file = FILES[i],
-            error = why,
-            "host counter file unreadable; its metrics are left out (logged once, counted in flowd_host_stats_read_errors_total)"
-        );
-    }
+/// Reads the files under one root and counts their failed reads (the
+/// daemon has one, [`HostReader::proc`], for all scrapes).
+#[derive(Debug)]
+pub struct HostReader {
+    root: PathBuf,
+    errors: [AtomicU64; 4],
+    logged: [AtomicBool; 4],
 }
 
-/// Reads and parses `FILES[i]` with `parse`; `None` (counted) on failure.
-fn read<T>(i: usize, parse: impl Fn(&str) -> Option<T>) -> Option<T> {
-    match std::fs::read_to_string(FILES[i]) {
-        Ok(text) => {
-            let v = parse(&text);
-            if v.is_none() {
-                failed(i, "no field flowd reads in it parsed");
+impl HostReader {
+    /// `/proc/net`: the reading process' network namespace.
+    pub fn proc() -> Self {
+        Self::new("/proc/net")
+    }
+
+    /// A reader of the four files under `root` (a test's directory).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            errors: Default::default(),
+            logged: Default::default(),
+        }
+    }
+
+    fn path(&self, i: usize) -> PathBuf {
+        let name = FILES[i].rsplit('/').next().unwrap_or(FILES[i]);
+        self.root.join(name)
+    }
+
+    /// Counts a failed read of file `i`, logging only the first.
+    fn failed(&self, i: usize, why: &str) {
+        self.errors[i].fetch_add(1, Ordering::Relaxed);
+        if !self.logged[i].swap(true, Ordering::Relaxed) {
+            warn!(
+                file = %self.path(i).display(),
+                error = why,
+                "host counter file unreadable; its metrics are left out (logged once, counted in flowd_host_stats_read_errors_total)"
+            );
+        }
+    }
+
+    /// Reads and parses file `i` with `parse`; `None` (counted) on failure.
+    fn file<T>(&self, i: usize, parse: impl Fn(&str) -> Option<T>) -> Option<T> {
+        match std::fs::read_to_string(self.path(i)) {
+            Ok(text) => {
+                let v = parse(&text);
+                if v.is_none() {
+                    self.failed(i, "none of the fields flowd reads parsed");
+                }
+                v
             }
-            v
-        }
-        Err(e) => {
-            failed(i, &e.to_string());
-            None
+            Err(e) => {
+                self.failed(i, &e.to_string());
+                None
+            }
         }
     }
-}
 
-impl HostStats {
-    /// Reads the four files of this thread's network namespace.
-    pub fn read() -> Self {
-        let snmp = read(0, |t| pair_table(t, "Udp", "RcvbufErrors"));
+    /// One reading of the four files.
+    pub fn read(&self) -> HostStats {
+        let snmp = self.file(0, |t| pair_table(t, "Udp", "RcvbufErrors"));
         // snmp6 is absent on a kernel without IPv6: that is no error.
-        let udp6 = if std::path::Path::new(FILES[1]).exists() {
-            read(1, |t| name_value(t, "Udp6RcvbufErrors"))
+        let udp6 = if self.path(1).exists() {
+            self.file(1, |t| name_value(t, "Udp6RcvbufErrors"))
         } else {
             None
         };
-        let netstat = read(2, |t| {
+        let netstat = self.file(2, |t| {
             let f = |n| pair_table(t, "TcpExt", n);
             let v = (f("ListenOverflows"), f("ListenDrops"), f("TCPBacklogDrop"));
             (v != (None, None, None)).then_some(v)
         });
         let (listen_overflows, listen_drops, tcp_backlog_drops) =
             netstat.unwrap_or((None, None, None));
-        Self {
+        HostStats {
             udp_rcvbuf_errors: snmp,
             udp6_rcvbuf_errors: udp6,
             listen_overflows,
             listen_drops,
             tcp_backlog_drops,
-            softnet: read(3, softnet_stat),
+            softnet: self.file(3, softnet_stat),
             read_errors: FILES
                 .iter()
-                .zip(&ERRORS)
+                .zip(&self.errors)
                 .map(|(f, n)| (*f, n.load(Ordering::Relaxed)))
                 .collect(),
         }
@@ -282,8 +305,46 @@ UdpLite6RcvbufErrors            	0
     }
 
     #[test]
+    fn missing_and_unparsable_files_left_out_and_counted() {
+        let dir = std::env::temp_dir().join(format!("flowd-hoststats-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("snmp"), SNMP).unwrap();
+        std::fs::write(dir.join("softnet_stat"), "not hex at all\n").unwrap();
+        // No snmp6 (a kernel without IPv6: no error), no netstat.
+        let r = HostReader::new(&dir);
+        for round in 1..=2 {
+            let h = r.read();
+            assert_eq!(h.udp_rcvbuf_errors, Some(13));
+            assert_eq!(h.udp6_rcvbuf_errors, None);
+            assert_eq!(
+                (h.listen_overflows, h.listen_drops, h.tcp_backlog_drops),
+                (None, None, None)
+            );
+            assert_eq!(h.softnet, None);
+            assert_eq!(
+                h.read_errors,
+                vec![
+                    ("/proc/net/snmp", 0),
+                    ("/proc/net/snmp6", 0),
+                    ("/proc/net/netstat", round),
+                    ("/proc/net/softnet_stat", round),
+                ]
+            );
+        }
+        std::fs::write(dir.join("netstat"), NETSTAT).unwrap();
+        std::fs::write(dir.join("snmp6"), SNMP6).unwrap();
+        let h = r.read();
+        assert_eq!(
+            (h.listen_overflows, h.listen_drops, h.tcp_backlog_drops),
+            (Some(31), Some(37), Some(41))
+        );
+        assert_eq!(h.udp6_rcvbuf_errors, Some(9));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn reads_this_namespace() {
-        let h = HostStats::read();
+        let h = HostReader::proc().read();
         // Every Linux with procfs has these two; the errors list names all files.
         assert!(h.udp_rcvbuf_errors.is_some() && h.listen_overflows.is_some());
         assert_eq!(h.read_errors.len(), FILES.len());
