@@ -35,11 +35,16 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .merge(flows::router(shared))
 }
 
+/// The host counters' reader, one for all scrapes (it counts failed reads).
+static HOST: std::sync::LazyLock<crate::export::hoststats::HostReader> =
+    std::sync::LazyLock::new(crate::export::hoststats::HostReader::proc);
+
 async fn scrape(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> impl IntoResponse {
     let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let body = tokio::task::spawn_blocking(move || {
         let mut s = shared.snapshot();
         s.process = ProcessStats::read_self();
+        s.host = Some(HOST.read());
         metrics::encode(s, format)
     })
     .await

@@ -14,6 +14,7 @@ mod flows;
 mod flows_api;
 mod fresh_totals;
 mod full_disk;
+mod host_overflows;
 mod ipfix;
 mod l7;
 mod l7_bad_input;

@@ -4,6 +4,7 @@ pub mod aggregate;
 pub mod budget;
 pub mod groups;
 pub mod histogram;
+pub mod hoststats;
 pub mod ipfix;
 pub mod l7signals;
 pub mod l7stats;

@@ -58,6 +58,12 @@
 //! - Application-layer names by traffic (with the L7 path on, see
 //!   [`l7_top`]): `flowd_l7_name_bytes_total{kind,name}`, the K DNS query
 //!   names, HTTP hosts and TLS SNIs with the most bytes and `other`.
+//! - Host socket overflows and softnet, from flowd's network namespace
+//!   (see [`host`]): `flowd_udp_rcvbuf_errors_total{ip_version}`,
+//!   `flowd_tcp_listen_overflows_total`, `flowd_tcp_listen_drops_total`,
+//!   `flowd_tcp_backlog_drops_total`, `flowd_softnet_dropped_total{cpu}`,
+//!   `flowd_softnet_time_squeeze_total{cpu}`,
+//!   `flowd_host_stats_read_errors_total{file}`.
 //! - Scans: `flowd_scan_suspects`, `flowd_scan_suspects_flagged_total`.
 //! - The application layer, when the L7 selection is on ([`l7`]):
 //!   `flowd_l7_events_total{device,kind}`,
@@ -103,6 +109,7 @@ mod drops;
 mod family;
 mod flows;
 mod health;
+mod host;
 mod l7;
 pub mod l7_top;
 mod scans;
@@ -136,6 +143,7 @@ fn fixed_families(s: &Snapshot) -> Vec<Family> {
     health::attached(s, &mut out);
     afxdp::families(s, &mut out);
     drops::families(s, &mut out);
+    host::families(s, &mut out);
     flows::active(s, &mut out);
     scans::families(s, &mut out);
     health::ipfix(s, &mut out);

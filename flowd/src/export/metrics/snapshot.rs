@@ -68,6 +68,9 @@ pub struct Snapshot {
     pub afxdp: Vec<super::afxdp::AfXdpQueueSnapshot>,
     /// Kernel drop reasons, when the tracer runs.
     pub kernel_drops: Option<super::drops::KernelDrops>,
+    /// The host's socket overflow and softnet counters, read at scrape
+    /// (none: the families are left out).
+    pub host: Option<crate::export::hoststats::HostStats>,
 }
 
 /// The HTTP server's connection counters (see [`crate::listen::ConnStats`]).

@@ -696,6 +696,29 @@ fn golden_snapshot() -> Snapshot {
     names.without_flow = 3;
     s.l7_names = Some(names.snapshot(s.groups.top_k));
     s.l7_metrics = Some(golden_l7());
+    s.host = Some(crate::export::hoststats::HostStats {
+        udp_rcvbuf_errors: Some(13),
+        udp6_rcvbuf_errors: Some(2),
+        listen_overflows: Some(31),
+        listen_drops: Some(37),
+        tcp_backlog_drops: Some(41),
+        softnet: Some(vec![
+            crate::export::hoststats::Softnet {
+                cpu: 0,
+                dropped: 0,
+                time_squeeze: 17,
+            },
+            crate::export::hoststats::Softnet {
+                cpu: 1,
+                dropped: 42,
+                time_squeeze: 9,
+            },
+        ]),
+        read_errors: crate::export::hoststats::FILES
+            .iter()
+            .map(|f| (*f, 0))
+            .collect(),
+    });
     s
 }
 
