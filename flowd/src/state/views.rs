@@ -53,7 +53,7 @@ impl Shared {
         for (name, slot) in dp.slots() {
             // Captured now, or selected for AF_XDP (gone, or failing to start).
             let capture = captures.get(name).copied();
-            let af_xdp = capture.is_some() || crate::interfaces::af_xdp_selects(&af_xdp, name);
+            let af_xdp = capture.is_some() || interfaces::af_xdp_selects(&af_xdp, name);
             let attached = dp.interfaces.values().find(|a| &a.name == name);
             let rx = dp.totals(*slot, DIR_INGRESS).unwrap_or_else(|e| {
                 warn!(iface = name, error = %e, "reading totals failed");
