@@ -20,6 +20,7 @@ mod l7;
 mod l7_bad_input;
 mod l7_load;
 mod l7_outputs;
+mod l7_scenarios;
 mod limits;
 mod live_replay;
 mod operator_errors;
