@@ -11,11 +11,12 @@ use std::{net::SocketAddr, path::Path};
 
 use crate::l7_scenarios::{
     DNS_QUERIES, TLS_HANDSHAKES, assert_events, assert_ja4_shaped, client, dns_queries, dnsmasq,
-    http_link, http_requests, http_server, parse_dig, tls_handshakes, tls_servers, tls_want,
+    http_link, http_requests, http_server, parse_dig, spawn_dnsmasq, tls_handshakes, tls_servers,
+    tls_want,
 };
 use flowd_tests::{
     Flowd, Link, TempDir,
-    l7::{Capture, Proc, events_settled, read_events},
+    l7::{Capture, events_settled, read_events},
     metric, wait,
 };
 
@@ -186,22 +187,10 @@ fn afxdp_samples_are_not_limited_by_the_in_kernel_copy_budget() {
             live.to_str().unwrap(),
         ],
     );
-    let listen = format!("--listen-address={}", link.ip_b);
-    let _dnsmasq = Proc::spawn(
+    let _dnsmasq = spawn_dnsmasq(
         &link.b,
-        &[
-            "dnsmasq",
-            "--no-daemon",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--pid-file=",
-            "--user=root",
-            "--port=53",
-            "--bind-interfaces",
-            &listen,
-            "--host-record=www.l7.test,198.18.200.1",
-        ],
+        &link.ip_b,
+        &["--host-record=www.l7.test,198.18.200.1"],
         &dir.path().join("dnsmasq.log"),
     );
     let server: SocketAddr = format!("{}:53", link.ip_b).parse().unwrap();

@@ -240,24 +240,35 @@ pub(crate) fn parse_dig(out: &str) -> Vec<DigReply> {
     replies
 }
 
+/// dnsmasq in `ns` on port 53 of the addresses in `listen` (comma
+/// separated), with no upstream, no hosts file and only `records` (its
+/// `--host-record=` and `--address=` options); its log at `log`.
+pub(crate) fn spawn_dnsmasq(ns: &Netns, listen: &str, records: &[&str], log: &Path) -> Proc {
+    let listen = format!("--listen-address={listen}");
+    let mut args = vec![
+        "dnsmasq",
+        "--no-daemon",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--pid-file=",
+        "--user=root",
+        "--port=53",
+        "--bind-interfaces",
+        &listen,
+    ];
+    args.extend_from_slice(records);
+    Proc::spawn(ns, &args, log)
+}
+
 /// dnsmasq on `link.b` (both families, UDP and TCP port 53) answering A and
 /// AAAA for some names under `l7.test`, NXDOMAIN under `nx.l7.test`;
 /// returns once it listens.
 pub(crate) fn dnsmasq(link: &Link, dir: &Path) -> Proc {
-    let listen = format!("--listen-address={},{}", link.ip_b, link.ip6_b);
-    let dnsmasq = Proc::spawn(
+    let dnsmasq = spawn_dnsmasq(
         &link.b,
+        &format!("{},{}", link.ip_b, link.ip6_b),
         &[
-            "dnsmasq",
-            "--no-daemon",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--pid-file=",
-            "--user=root",
-            "--port=53",
-            "--bind-interfaces",
-            &listen,
             "--host-record=www.l7.test,198.18.200.1,fd00::c8:1",
             "--host-record=mail.l7.test,198.18.200.2",
             "--address=/multi.l7.test/198.18.200.3",
