@@ -194,14 +194,14 @@ fn tbf_bottleneck_shows_queueing_retransmits_and_fires_alerts() {
     let retrans_fail_before = kernel_counter(&net.b, "TcpExt", "TCPRetransFail");
 
     // A connects to a server in B, which sends as fast as TCP lets it for
-    // ~25 s, then waits until every byte is acknowledged (no retransmission
+    // ~35 s, then waits until every byte is acknowledged (no retransmission
     // can follow) and reads its socket's retransmission count before closing.
     let addr: SocketAddr = format!("{}:5001", net.ip_b).parse().unwrap();
     let listener: TcpListener = net.b.run(move || TcpListener::bind(addr).unwrap());
     let sender = thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
         let chunk = vec![0x42u8; 64 * 1024];
-        let end = Instant::now() + Duration::from_secs(25);
+        let end = Instant::now() + Duration::from_secs(35);
         let mut sent = 0u64;
         while Instant::now() < end {
             s.write_all(&chunk).unwrap();
@@ -226,7 +226,11 @@ fn tbf_bottleneck_shows_queueing_retransmits_and_fires_alerts() {
     let firing =
         |name: &str| format!("count(ALERTS{{alertname=\"{name}\",alertstate=\"firing\"}})");
     prom.wait_for(&net.b, &firing("LinkSaturated"), 40, |v| v >= 1.0);
-    prom.wait_for(&net.b, &firing("TcpRetransmitHigh"), 40, |v| v >= 1.0);
+    // (Twice in full-suite runs on a loaded 2-vCPU host this alert had not
+    // fired 40 s in, with the transfer over at 25 s; it fires in ~20 s
+    // alone and beside CPU hogs. The transfer now lasts 35 s and the wait
+    // 55 s, so a slow rule evaluation still sees the loss while it lasts.)
+    prom.wait_for(&net.b, &firing("TcpRetransmitHigh"), 55, |v| v >= 1.0);
     // The smoothed RTT while the queue is full (after the transfer the
     // last samples, taken as the queue drains, pull it back down): 18 kB
     // at 4 Mbit/s is up to 36 ms of queue; wait until the ACK flow shows
